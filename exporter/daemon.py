@@ -1,0 +1,255 @@
+"""The long-running exporter: APScheduler jobs, HTTP health and self-metrics, graceful shutdown.
+
+Jobs: a cycle every interval (never overlapping: max_instances 1, coalesced, with a misfire grace)
+and a discovery refresh on its own interval that keeps the last good Service list when the
+Kubernetes API fails. HTTP: /healthz (the process lives), /readyz (a cycle succeeded within the
+last three intervals), /metrics (self-metrics from a private registry). SIGTERM/SIGINT stop
+scheduling and let a running cycle finish within a bounded grace; then the process exits 0.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import structlog
+from apscheduler.schedulers.background import BackgroundScheduler
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from exporter import clients
+from exporter.cycle import run_cycle
+from exporter.datadog import DatadogSink
+from exporter.discovery import KubeDiscovery
+from exporter.errors import ExporterError
+from exporter.model import ServiceRef
+from exporter.prometheus import PrometheusClient
+from exporter.settings import Settings
+
+log = structlog.get_logger("exporter.daemon")
+
+READY_INTERVALS = 3
+
+
+class SelfMetrics:
+    """The exporter's own metrics, in a private registry (never the global one)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.cycle_seconds = Histogram(
+            "exporter_cycle_duration_seconds",
+            "Duration of export cycles.",
+            registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.stage_seconds = Gauge(
+            "exporter_stage_duration_seconds", "Duration of each stage in the last cycle.", ["stage"], registry=r
+        )
+        self.services = Gauge("exporter_services_discovered", "Services matching the label selector.", registry=r)
+        self.discovery_age = Gauge(
+            "exporter_discovery_age_seconds", "Age of the Service list in use (last good discovery).", registry=r
+        )
+        self.points = Counter("exporter_points_submitted", "Points accepted by Datadog.", registry=r)
+        self.points_failed = Counter("exporter_points_failed", "Points Datadog did not accept.", registry=r)
+        self.errors = Counter("exporter_errors", "Errors by stage.", ["stage"], registry=r)
+        self.promql_requests = Counter("exporter_promql_requests", "PromQL requests made.", registry=r)
+        self.datadog_requests = Counter("exporter_datadog_requests", "Datadog series requests made.", registry=r)
+        self.last_success = Gauge(
+            "exporter_last_success_timestamp_seconds", "When the last fully successful cycle ended.", registry=r
+        )
+        self.up = Gauge("exporter_up", "1 while the exporter runs.", registry=r)
+        for stage in ("discovery", "query", "submit"):
+            self.errors.labels(stage)
+
+
+class Daemon:
+    """Holds the clients and the state between cycles; `run()` blocks until a stop signal."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        discovery: KubeDiscovery,
+        prom: PrometheusClient,
+        sink: DatadogSink | None,
+        clock: Callable[[], float] = time.time,
+        grace_seconds: float = 20.0,
+    ) -> None:
+        self.settings = settings
+        self.discovery = discovery
+        self.prom = prom
+        self.sink = sink
+        self.clock = clock
+        self.grace_seconds = grace_seconds
+        self.metrics = SelfMetrics()
+        self.services: list[ServiceRef] | None = None
+        self.discovered_at: float | None = None
+        self.last_success: float | None = None
+        self.stop_event = threading.Event()
+        self._cycle_lock = threading.Lock()
+        self._http: ThreadingHTTPServer | None = None
+        self.scheduler: BackgroundScheduler | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Daemon:
+        return cls(
+            settings,
+            discovery=clients.discovery(settings),
+            prom=clients.prometheus(settings),
+            sink=clients.datadog(settings),
+        )
+
+    # Jobs ----------------------------------------------------------------------------------------
+    def refresh_discovery(self) -> None:
+        try:
+            services = self.discovery.list_services()
+        except ExporterError as e:
+            self.metrics.errors.labels("discovery").inc()
+            age = None if self.discovered_at is None else round(self.clock() - self.discovered_at, 1)
+            log.error(
+                "discovery failed; keeping the last good service list",
+                error=str(e),
+                list_age_s=age,
+                services=len(self.services or []),
+            )
+            return
+        self.services, self.discovered_at = services, self.clock()
+        self.metrics.services.set(len(services))
+        log.info("discovered services", services=len(services), selector=self.settings.label_selector)
+
+    def cycle(self) -> None:
+        """One cycle at the current whole second; never raises (a failed stage is logged and counted)."""
+        with self._cycle_lock:
+            if self.stop_event.is_set():
+                return
+            if self.services is None:
+                self.refresh_discovery()
+            if self.services is None:
+                log.warning("no service list yet; skipping cycle")
+                return
+            started = time.perf_counter()
+            if self.discovered_at is not None:
+                self.metrics.discovery_age.set(self.clock() - self.discovered_at)
+            before = self.prom.requests_made
+            try:
+                result = run_cycle(
+                    self.services,
+                    prom=self.prom,
+                    at=int(self.clock()),
+                    window=self.settings.rate_window,
+                    namespaces=self.settings.namespaces,
+                    sink=self.sink,
+                    tags=self.settings.tags,
+                )
+            except Exception as e:  # a bug must not kill the daemon; it is logged with its traceback
+                self.metrics.errors.labels("cycle").inc()
+                log.exception("cycle crashed", error=str(e))
+                return
+            finally:
+                self.metrics.promql_requests.inc(self.prom.requests_made - before)
+            self.metrics.cycle_seconds.observe(time.perf_counter() - started)
+            for stage, seconds in result.durations.items():
+                self.metrics.stage_seconds.labels(stage).set(seconds)
+            if result.query_errors:
+                self.metrics.errors.labels("query").inc(len(result.query_errors))
+            if result.submitted is not None:
+                self.metrics.points.inc(result.submitted.points)
+                self.metrics.points_failed.inc(result.submitted.failed_points)
+                self.metrics.datadog_requests.inc(result.submitted.requests)
+                if result.submitted.errors:
+                    self.metrics.errors.labels("submit").inc(len(result.submitted.errors))
+            if result.ok:
+                self.last_success = self.clock()
+                self.metrics.last_success.set(self.last_success)
+
+    # Health --------------------------------------------------------------------------------------
+    def ready(self) -> bool:
+        if self.last_success is None:
+            return False
+        return self.clock() - self.last_success <= READY_INTERVALS * self.settings.interval_seconds
+
+    def serve_http(self, port: int) -> int:
+        """Start /healthz, /readyz and /metrics on 0.0.0.0:`port` (0 picks one); returns the port."""
+        daemon = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/healthz":
+                    self._reply(200, b"ok\n", "text/plain")
+                elif self.path == "/readyz":
+                    ok = daemon.ready()
+                    self._reply(200 if ok else 503, b"ready\n" if ok else b"not ready\n", "text/plain")
+                elif self.path == "/metrics":
+                    self._reply(200, generate_latest(daemon.metrics.registry), CONTENT_TYPE_LATEST)
+                else:
+                    self._reply(404, b"not found\n", "text/plain")
+
+            def _reply(self, status: int, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # probes every few seconds are not worth a log line
+
+        self._http = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+        self._http.daemon_threads = True
+        threading.Thread(target=self._http.serve_forever, name="http", daemon=True).start()
+        return int(self._http.server_address[1])
+
+    # Lifecycle -----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Schedule the jobs (first cycle now) on a background scheduler."""
+        interval = self.settings.interval_seconds
+        self.scheduler = BackgroundScheduler(
+            timezone="UTC",
+            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": max(1, int(interval))},
+        )
+        self.scheduler.add_job(
+            self.refresh_discovery, "interval", seconds=self.settings.discovery_interval_seconds, id="discovery"
+        )
+        self.scheduler.add_job(self.cycle, "interval", seconds=interval, id="cycle", next_run_time=_now())
+        self.scheduler.start()
+        self.metrics.up.set(1)
+
+    def stop(self) -> bool:
+        """Stop scheduling; wait up to the grace for a running cycle. True when it finished in time."""
+        self.stop_event.set()
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        finished = self._cycle_lock.acquire(timeout=self.grace_seconds)
+        if finished:
+            self._cycle_lock.release()
+        else:
+            log.warning("a cycle was still running when the grace period ended", grace_s=self.grace_seconds)
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        self.metrics.up.set(0)
+        return finished
+
+    def run(self) -> int:
+        log.info("starting", settings=self.settings.effective())
+        port = self.serve_http(self.settings.http_port)
+        log.info("http listening", port=port, paths=["/healthz", "/readyz", "/metrics"])
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: self.stop_event.set())
+        self.start()
+        self.stop_event.wait()
+        log.info("stopping: letting a running cycle finish", grace_s=self.grace_seconds)
+        self.stop()
+        log.info("stopped")
+        return 0
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)

@@ -1,0 +1,74 @@
+"""Structured logging: structlog JSON lines on stderr, stdlib logs routed through the same processors,
+and a redaction processor that removes every known secret value wherever it appears (tracebacks too)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+import structlog
+
+REDACTED = "<redacted>"
+
+
+class Redactor:
+    """structlog processor replacing secret values in every string of an event (nested values too)."""
+
+    def __init__(self) -> None:
+        self.secrets: list[str] = []
+
+    def set(self, secrets: Iterable[str]) -> None:
+        # Longest first, so a secret that contains another is removed whole. Very short values would
+        # redact ordinary words; keys and tokens are never that short.
+        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def scrub(self, value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in self.secrets:
+                if secret in value:
+                    value = value.replace(secret, REDACTED)
+            return value
+        if isinstance(value, dict):
+            return {k: self.scrub(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(self.scrub(v) for v in value)
+        return value
+
+    def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        if not self.secrets:
+            return event
+        return {k: self.scrub(v) for k, v in event.items()}
+
+
+redactor = Redactor()
+
+
+def configure(*, level: str = "info", secrets: Iterable[str] = (), json: bool = True) -> None:
+    """Configure structlog and the stdlib root logger once, at start-up."""
+    redactor.set(secrets)
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        redactor,
+    ]
+    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if level != "debug" else logging.DEBUG)
