@@ -1,0 +1,130 @@
+"""The Datadog sink: points, size-bounded batches, retries, 413 splitting (transport injected)."""
+
+import json
+import random
+from typing import Any
+
+import pytest
+
+from exporter.datadog import MAX_DECOMPRESSED_BYTES, DatadogSink, Point, batches, points_for
+from exporter.errors import SubmitError
+from exporter.model import METRICS, Figures, ServiceRef
+from exporter.retry import RetryPolicy
+
+
+class Recorder:
+    """A SeriesTransport that records payloads and fails as scripted."""
+
+    def __init__(self, failures: list[SubmitError] | None = None, *, max_points: int | None = None) -> None:
+        self.payloads: list[list[dict[str, Any]]] = []
+        self.failures = failures or []
+        self.max_points = max_points
+        self.attempts = 0
+
+    def send_series(self, series: list[dict[str, Any]]) -> None:
+        self.attempts += 1
+        if self.max_points is not None and len(series) > self.max_points:
+            raise SubmitError("POST /api/v2/series -> 413: Payload too large", status=413)
+        if self.failures:
+            raise self.failures.pop(0)
+        self.payloads.append(series)
+
+    def send_event(self, event: dict[str, Any]) -> None:
+        raise AssertionError("not used")
+
+
+def sink(transport: Recorder, waits: list[float] | None = None, **kw: Any) -> DatadogSink:
+    sleep = waits.append if waits is not None else (lambda s: None)
+    return DatadogSink(transport, retry=RetryPolicy(attempts=3, base_wait=1.0, max_wait=60, sleep=sleep), **kw)
+
+
+def test_points_carry_service_namespace_and_extra_tags_and_skip_missing_figures() -> None:
+    figures = {
+        ServiceRef("shop", "cart"): Figures(12.5, 99.5, 0.0, 42.0),
+        ServiceRef("legacy", "cart"): Figures(1.0, 100.0, 100.0, None),
+        ServiceRef("shop", "idle"): Figures(),
+    }
+    points = points_for(figures, at=1700000000, tags=["env:prod"])
+    got = {(p.metric, p.tags, p.value) for p in points}
+    shop = ("service:cart", "kube_namespace:shop", "env:prod")
+    legacy = ("service:cart", "kube_namespace:legacy", "env:prod")
+    assert got == {
+        (METRICS["request_rate"], shop, 12.5), (METRICS["success_rate_pct"], shop, 99.5),
+        (METRICS["mtls_coverage_pct"], shop, 0.0), (METRICS["p99_latency_ms"], shop, 42.0),
+        (METRICS["request_rate"], legacy, 1.0), (METRICS["success_rate_pct"], legacy, 100.0),
+        (METRICS["mtls_coverage_pct"], legacy, 100.0),
+    }  # fmt: skip
+    assert {p.timestamp for p in points} == {1700000000}
+    assert points[0].series()["type"] == 3  # gauge
+
+
+def test_size_bound_is_an_upper_bound_of_the_encoded_series() -> None:
+    rng = random.Random(7)
+    for _ in range(2000):
+        name = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789-") for _ in range(rng.randint(1, 63)))
+        value = rng.choice([0.0, 100.0, rng.random() * 10 ** rng.randint(-300, 300), -rng.random() / 3])
+        tags = (f"service:{name}", f"kube_namespace:{name[:20]}", "env:prod", "kube_cluster_name:eks-1")
+        p = Point(rng.choice(list(METRICS.values())), value, 1_800_000_000, tags)
+        assert len(json.dumps(p.series())) <= p.size_bound()
+
+
+def many_points(n: int) -> list[Point]:
+    return [
+        Point("istio.service.success_rate_pct", 99.12345678901234, 1_700_000_000, (f"service:svc-{i}", "kube_namespace:ns"))
+        for i in range(n)
+    ]
+
+
+def test_batches_stay_under_the_limit_and_are_as_few_as_the_limit_allows() -> None:
+    points = many_points(40_000)
+    out = batches(points)
+    assert sum(len(b) for b in out) == 40_000 and [p for b in out for p in b] == points
+    for batch in out:
+        assert len(json.dumps({"series": [p.series() for p in batch]})) < MAX_DECOMPRESSED_BYTES
+    total = len(json.dumps({"series": [p.series() for p in points]}))
+    assert len(out) <= total // 5_000_000 + 2  # close to the minimum the exact size would allow
+
+
+def test_one_request_for_a_normal_cycle() -> None:
+    t = Recorder()
+    stats = sink(t).submit(many_points(2_000))
+    assert (stats.requests, stats.points, len(t.payloads)) == (1, 2_000, 1)
+
+
+def test_rate_limited_request_waits_for_the_reset_and_is_retried() -> None:
+    throttled = SubmitError("429", status=429, retryable=True)
+    throttled.retry_after = 7.0
+    t, waits = Recorder([throttled]), []  # type: ignore[var-annotated]
+    stats = sink(t, waits).submit(many_points(3))
+    assert waits == [7.0] and stats.points == 3 and not stats.errors
+
+
+def test_client_errors_are_not_retried_and_are_reported() -> None:
+    t = Recorder([SubmitError("POST /api/v2/series -> 400: bad metric", status=400)])
+    stats = sink(t).submit(many_points(3))
+    assert t.attempts == 1 and stats.failed_points == 3 and stats.points == 0
+    assert "bad metric" in str(stats.errors[0])
+
+
+def test_exhausted_retries_report_failed_points_without_raising() -> None:
+    t = Recorder([SubmitError("503", status=503, retryable=True) for _ in range(3)])
+    stats = sink(t).submit(many_points(5))
+    assert t.attempts == 3 and stats.failed_points == 5 and len(stats.errors) == 1
+
+
+def test_413_splits_the_batch_until_it_fits() -> None:
+    t = Recorder(max_points=300)
+    stats = sink(t).submit(many_points(1_000))
+    assert stats.points == 1_000 and not stats.errors
+    assert sorted(p["tags"][0] for payload in t.payloads for p in payload) == sorted(
+        f"service:svc-{i}" for i in range(1_000)
+    )
+    assert all(len(payload) <= 300 for payload in t.payloads)
+
+
+@pytest.mark.parametrize("n", [10, 500])
+def test_request_count_does_not_grow_with_services(n: int) -> None:
+    figures = {ServiceRef("ns", f"svc-{i}"): Figures(1.0, 99.0, 100.0, 5.0) for i in range(n)}
+    t = Recorder()
+    sink(t).submit(points_for(figures, at=1, tags=()))
+    assert t.attempts == 1

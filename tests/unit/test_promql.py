@@ -1,0 +1,76 @@
+"""PromQL text: quoting, matchers, durations and the grouped figure queries."""
+
+import pytest
+
+from exporter import promql
+
+
+def test_quote_escapes_quotes_backslashes_and_newlines() -> None:
+    assert promql.quote('a"b\\c\nd') == '"a\\"b\\\\c\\nd"'
+    assert promql.quote("plain-name") == '"plain-name"'
+
+
+def test_regex_literal_escapes_every_metacharacter() -> None:
+    assert promql.regex_literal("a.b|c(d)*") == r"a\.b\|c\(d\)\*"
+
+
+def test_one_of_is_sorted_and_escaped() -> None:
+    m = promql.one_of("destination_service_namespace", ["shop", "a.b"])
+    assert str(m) == 'destination_service_namespace=~"a\\\\.b|shop"'
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("5m", 300), ("1h30m", 5400), ("7d", 604800), ("500ms", 0.5)])
+def test_duration_seconds(text: str, seconds: float) -> None:
+    assert promql.duration_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["5", "5 m", "m5", "", "5min", "-5m"])
+def test_duration_rejects_non_durations(text: str) -> None:
+    with pytest.raises(ValueError, match="not a PromQL duration"):
+        promql.duration_seconds(text)
+
+
+def test_matcher_rejects_bad_label_names_and_operators() -> None:
+    with pytest.raises(ValueError):
+        promql.Matcher("bad-label", "x")
+    with pytest.raises(ValueError):
+        promql.Matcher("ok", "x", "==")
+
+
+def test_figure_queries_are_grouped_destination_reported_and_never_per_service() -> None:
+    queries = promql.figure_queries(window="5m")
+    assert set(queries) == set(promql.FIGURE_QUERIES)
+    by = "sum by (destination_service_namespace, destination_service_name)"
+    assert queries["requests"] == f'{by} (rate(istio_requests_total{{reporter="destination"}}[5m]))'
+    assert queries["ok"] == f'{by} (rate(istio_requests_total{{reporter="destination",response_code!~"5.."}}[5m]))'
+    assert queries["mtls"] == (
+        f'{by} (rate(istio_requests_total{{reporter="destination",connection_security_policy="mutual_tls"}}[5m]))'
+    )
+    assert queries["p99"] == (
+        "histogram_quantile(0.99, sum by (destination_service_namespace, destination_service_name, le) "
+        '(rate(istio_request_duration_milliseconds_bucket{reporter="destination"}[5m])))'
+    )
+    for text in queries.values():
+        assert "destination_service_name=" not in text  # no per-service selection
+
+
+def test_figure_queries_with_offset_matchers_and_other_grouping() -> None:
+    queries = promql.figure_queries(
+        ("destination_version",),
+        window="10m",
+        matchers=[promql.Matcher("destination_service_name", 'we"ird')],
+        offset="7d",
+        q=0.5,
+    )
+    assert queries["requests"] == (
+        "sum by (destination_version) (rate(istio_requests_total"
+        '{reporter="destination",destination_service_name="we\\"ird"}[10m] offset 7d))'
+    )
+    assert queries["p99"].startswith("histogram_quantile(0.5, sum by (destination_version, le) (")
+
+
+def test_invalid_window_or_quantile_is_refused() -> None:
+    with pytest.raises(ValueError):
+        promql.figure_queries(window="five minutes")
+    with pytest.raises(ValueError):
+        promql.quantile(1.5, promql.SERVICE_LABELS, window="5m")
