@@ -45,6 +45,27 @@ class Redactor:
 redactor = Redactor()
 
 
+class _Stderr:
+    """A structlog logger writing each line to the current sys.stderr (which tests may swap)."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A logging handler bound to the current sys.stderr rather than the one at start-up."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def configure(*, level: str = "info", secrets: Iterable[str] = (), json: bool = True) -> None:
     """Configure structlog and the stdlib root logger once, at start-up."""
     redactor.set(secrets)
@@ -59,10 +80,10 @@ def configure(*, level: str = "info", secrets: Iterable[str] = (), json: bool = 
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=lambda *args: _Stderr(),
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
