@@ -43,7 +43,11 @@ def test_json_follows_the_contract_with_null_for_no_data() -> None:
         "namespace": "shop", "service": "api", "request_rate": None,
         "success_rate_pct": None, "mtls_coverage_pct": None, "p99_latency_ms": None,
     }  # fmt: skip
-    assert [(s["namespace"], s["service"]) for s in doc["services"]] == [("legacy", "cart"), ("shop", "api"), ("shop", "cart")]
+    assert [(s["namespace"], s["service"]) for s in doc["services"]] == [
+        ("legacy", "cart"),
+        ("shop", "api"),
+        ("shop", "cart"),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -70,7 +70,12 @@ def test_size_bound_is_an_upper_bound_of_the_encoded_series() -> None:
 
 def many_points(n: int) -> list[Point]:
     return [
-        Point("istio.service.success_rate_pct", 99.12345678901234, 1_700_000_000, (f"service:svc-{i}", "kube_namespace:ns"))
+        Point(
+            "istio.service.success_rate_pct",
+            99.12345678901234,
+            1_700_000_000,
+            (f"service:svc-{i}", "kube_namespace:ns"),
+        )
         for i in range(n)
     ]
 

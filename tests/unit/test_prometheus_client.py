@@ -115,7 +115,12 @@ def test_warnings_are_logged_with_the_query() -> None:
     with capture_logs() as logs:
         client().query("up", at=1)
     assert logs == [
-        {"event": "prometheus warning", "warning": "partial response: store X down", "query": "up", "log_level": "warning"}
+        {
+            "event": "prometheus warning",
+            "warning": "partial response: store X down",
+            "query": "up",
+            "log_level": "warning",
+        }
     ]
 
 

@@ -19,7 +19,9 @@ def test_one_of_is_sorted_and_escaped() -> None:
     assert str(m) == 'destination_service_namespace=~"a\\\\.b|shop"'
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("5m", 300), ("1h30m", 5400), ("7d", 604800), ("500ms", 0.5)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30s", 30), ("5m", 300), ("1h30m", 5400), ("7d", 604800), ("500ms", 0.5)]
+)
 def test_duration_seconds(text: str, seconds: float) -> None:
     assert promql.duration_seconds(text) == seconds
 

@@ -30,7 +30,9 @@ def test_defaults_are_the_documented_contract() -> None:
 
 def test_environment_wins_over_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("prometheus_url: http://thanos:9090\ninterval_seconds: 10\ntags: [env:prod]\ndd_site: datadoghq.eu\n")
+    cfg.write_text(
+        "prometheus_url: http://thanos:9090\ninterval_seconds: 10\ntags: [env:prod]\ndd_site: datadoghq.eu\n"
+    )
     monkeypatch.setenv("EXPORTER_CONFIG", str(cfg))
     monkeypatch.setenv("EXPORTER_INTERVAL_SECONDS", "5")
     monkeypatch.setenv("EXPORTER_NAMESPACES", "shop, payments")
@@ -112,7 +114,9 @@ def test_secrets_are_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.effective()["dd_api_key"] == "<set>"
 
 
-def test_cli_config_error_is_one_line_exit_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_config_error_is_one_line_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("DD_API_KEY", SECRET)
     monkeypatch.setenv("EXPORTER_TAGS", "Bad Tag")
     assert main(["once"]) == 2

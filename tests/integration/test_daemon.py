@@ -1,0 +1,145 @@
+"""The daemon: cycles, discovery that survives a Kubernetes outage, health endpoints, self-metrics,
+and a graceful SIGTERM, with the real clients against local servers."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from exporter import clients
+from exporter.daemon import Daemon
+from exporter.meshsim import kube_service_manifests
+from exporter.sandbox.intake import FakeIntake
+from exporter.sandbox.kubeapi import FakeKubeAPI
+from exporter.settings import Settings
+from tests.integration.conftest import DemoProm
+from tests.integration.test_once import API_KEY, exporter_env
+
+
+@pytest.fixture
+def kube(demo_prom: DemoProm, tmp_path: Path) -> Iterator[tuple[FakeKubeAPI, Path]]:
+    with FakeKubeAPI() as api:
+        for manifest in kube_service_manifests(demo_prom.services):
+            api.add(manifest)
+        yield api, api.write_kubeconfig(tmp_path / "kubeconfig")
+
+
+@pytest.fixture
+def intake() -> Iterator[FakeIntake]:
+    with FakeIntake(api_key=API_KEY) as server:
+        yield server
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_cycles_health_metrics_and_discovery_outage(
+    demo_prom: DemoProm, kube: tuple[FakeKubeAPI, Path], intake: FakeIntake
+) -> None:
+    api, kubeconfig = kube
+    settings = Settings(
+        prometheus_url=demo_prom.url, datadog_url=intake.url, dd_api_key=API_KEY, kubeconfig=str(kubeconfig),
+        interval_seconds=30, http_port=0,
+    )  # fmt: skip
+    clock = Clock(demo_prom.at)
+    daemon = Daemon(
+        settings,
+        discovery=clients.discovery(settings),
+        prom=clients.prometheus(settings),
+        sink=clients.datadog(settings),
+        clock=clock,
+    )
+    port = daemon.serve_http(0)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
+        assert requests.get(f"{base}/readyz", timeout=5).status_code == 503  # no cycle yet
+
+        daemon.cycle()
+        with_traffic = [s for s in demo_prom.services if s.migrated and any(c.rps for c in s.callers)]
+        assert len(intake.points()) == 4 * len(with_traffic)
+        assert {p.timestamp for p in intake.points()} == {int(demo_prom.at)}
+        assert requests.get(f"{base}/readyz", timeout=5).status_code == 200
+
+        # Kubernetes goes away: the last good list is kept, the error counted, cycles go on
+        api.set_unavailable(True)
+        daemon.refresh_discovery()
+        assert daemon.services is not None and len(daemon.services) == sum(s.migrated for s in demo_prom.services)
+        clock.now += 30
+        daemon.cycle()
+        assert len(intake.requests) == 2
+
+        text = requests.get(f"{base}/metrics", timeout=5).text
+        assert metric(text, 'exporter_errors_total{stage="discovery"}') == 1
+        assert metric(text, "exporter_points_submitted_total") == 2 * 4 * len(with_traffic)
+        assert metric(text, "exporter_promql_requests_total") == 8
+        assert metric(text, "exporter_datadog_requests_total") == 2
+        assert metric(text, "exporter_services_discovered") == sum(s.migrated for s in demo_prom.services)
+        assert metric(text, "exporter_discovery_age_seconds") == 30
+        assert API_KEY not in text
+
+        # no successful cycle for more than three intervals: not ready
+        clock.now += 3 * 30 + 1
+        assert requests.get(f"{base}/readyz", timeout=5).status_code == 503
+    finally:
+        daemon.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_run_exits_0_on_sigterm_after_submitting(
+    demo_prom: DemoProm, kube: tuple[FakeKubeAPI, Path], intake: FakeIntake
+) -> None:
+    port = free_port()
+    env = exporter_env(demo_prom, kube[1], intake, EXPORTER_HTTP_PORT=str(port), EXPORTER_INTERVAL_SECONDS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "exporter", "run"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        else:
+            raise AssertionError("never ready")
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    names = [e["event"] for e in events]
+    assert names[0] == "starting" and names[-1] == "stopped" and "cycle" in names
+    cycle = next(e for e in events if e["event"] == "cycle")
+    assert cycle["promql_requests"] == 4 and cycle["datadog_requests"] == 1
+    assert set(cycle["durations_s"]) == {"query", "submit"}
+    assert events[0]["settings"]["dd_api_key"] == "<set>" and API_KEY not in stderr
+    assert intake.points()
