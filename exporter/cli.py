@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error (one line na
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -175,9 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Feature modules that add commands: each has `register(subparsers)`, whose parsers set
+# `func=(args, settings) -> exit code`. Add a module here to add its commands.
+EXTENSIONS: tuple[str, ...] = ()
+
+
 def _extensions() -> list[Callable[[Any], None]]:
-    """Commands that live with their feature modules (`register(subparsers)` in each)."""
-    return []
+    return [importlib.import_module(f"exporter.{name}").register for name in EXTENSIONS]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

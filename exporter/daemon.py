@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -33,6 +33,26 @@ from exporter.settings import Settings
 log = structlog.get_logger("exporter.daemon")
 
 READY_INTERVALS = 3
+
+
+class Leadership(Protocol):
+    """Who may submit when several replicas run (see exporter.leader)."""
+
+    def may_submit(self, at: int) -> bool:
+        """True when this replica leads and no replica has submitted the instant `at` yet."""
+        ...
+
+    def submitted(self, at: int) -> None:
+        """Record that the cycle evaluated at `at` was submitted."""
+        ...
+
+    def status(self) -> str:
+        """`leader`, `follower`, or `unknown` (the Lease could not be read lately)."""
+        ...
+
+    def stop(self) -> None:
+        """Stop campaigning and release the Lease if held."""
+        ...
 
 
 class SelfMetrics:
@@ -79,6 +99,8 @@ class Daemon:
         sink: DatadogSink | None,
         clock: Callable[[], float] = time.time,
         grace_seconds: float = 20.0,
+        leader: Leadership | None = None,
+        weekly_report: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.discovery = discovery
@@ -86,6 +108,9 @@ class Daemon:
         self.sink = sink
         self.clock = clock
         self.grace_seconds = grace_seconds
+        self.leader = leader
+        self.weekly_report = weekly_report
+        self.last_at: int | None = None
         self.metrics = SelfMetrics()
         self.services: list[ServiceRef] | None = None
         self.discovered_at: float | None = None
@@ -122,10 +147,22 @@ class Daemon:
         self.metrics.services.set(len(services))
         log.info("discovered services", services=len(services), selector=self.settings.label_selector)
 
+    def instant(self) -> int:
+        """The evaluation instant of a cycle starting now: the start of the current interval, so that
+        every replica and every retry of a cycle names the same instant."""
+        interval = self.settings.interval_seconds
+        return int(self.clock() // interval * interval)
+
     def cycle(self) -> None:
-        """One cycle at the current whole second; never raises (a failed stage is logged and counted)."""
+        """One cycle at the current interval's instant; never raises (failures are logged and counted)."""
         with self._cycle_lock:
             if self.stop_event.is_set():
+                return
+            at = self.instant()
+            if at == self.last_at:
+                return  # this interval's instant was already exported
+            if self.leader is not None and not self.leader.may_submit(at):
+                log.debug("not the leader; skipping cycle", evaluated_at=at, leadership=self.leader.status())
                 return
             if self.services is None:
                 self.refresh_discovery()
@@ -140,7 +177,7 @@ class Daemon:
                 result = run_cycle(
                     self.services,
                     prom=self.prom,
-                    at=int(self.clock()),
+                    at=at,
                     window=self.settings.rate_window,
                     namespaces=self.settings.namespaces,
                     sink=self.sink,
@@ -152,6 +189,9 @@ class Daemon:
                 return
             finally:
                 self.metrics.promql_requests.inc(self.prom.requests_made - before)
+            self.last_at = at
+            if self.leader is not None and result.submitted is not None:
+                self.leader.submitted(at)
             self.metrics.cycle_seconds.observe(time.perf_counter() - started)
             for stage, seconds in result.durations.items():
                 self.metrics.stage_seconds.labels(stage).set(seconds)
@@ -169,6 +209,10 @@ class Daemon:
 
     # Health --------------------------------------------------------------------------------------
     def ready(self) -> bool:
+        """A leader (or a single replica) is ready when a cycle succeeded within three intervals; a
+        follower when it can see the Lease, so that it is ready to take over."""
+        if self.leader is not None and self.leader.status() == "follower":
+            return True
         if self.last_success is None:
             return False
         return self.clock() - self.last_success <= READY_INTERVALS * self.settings.interval_seconds
@@ -183,7 +227,9 @@ class Daemon:
                     self._reply(200, b"ok\n", "text/plain")
                 elif self.path == "/readyz":
                     ok = daemon.ready()
-                    self._reply(200 if ok else 503, b"ready\n" if ok else b"not ready\n", "text/plain")
+                    role = f" ({daemon.leader.status()})" if daemon.leader is not None else ""
+                    text = ("ready" if ok else "not ready") + role + "\n"
+                    self._reply(200 if ok else 503, text.encode(), "text/plain")
                 elif self.path == "/metrics":
                     self._reply(200, generate_latest(daemon.metrics.registry), CONTENT_TYPE_LATEST)
                 else:
@@ -216,6 +262,11 @@ class Daemon:
             self.refresh_discovery, "interval", seconds=self.settings.discovery_interval_seconds, id="discovery"
         )
         self.scheduler.add_job(self.cycle, "interval", seconds=interval, id="cycle", next_run_time=_now())
+        if self.weekly_report is not None and self.settings.report_schedule:
+            from apscheduler.triggers.cron import CronTrigger
+
+            trigger = CronTrigger.from_crontab(self.settings.report_schedule, timezone="UTC")
+            self.scheduler.add_job(self.weekly_report, trigger, id="mtls-report", misfire_grace_time=3600)
         self.scheduler.start()
         self.metrics.up.set(1)
 
@@ -229,6 +280,8 @@ class Daemon:
             self._cycle_lock.release()
         else:
             log.warning("a cycle was still running when the grace period ended", grace_s=self.grace_seconds)
+        if self.leader is not None:
+            self.leader.stop()
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()

@@ -15,7 +15,7 @@ from typing import Annotated, Any, ClassVar
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from exporter import promql
@@ -79,6 +79,25 @@ class Settings(BaseSettings):
     tags: Annotated[list[str], NoDecode] = Field(default_factory=list)
     http_port: int = Field(8000, ge=0, le=65535)
     log_level: str = "info"
+
+    # Istio and the weekly mTLS report
+    istio_root_namespace: str = "istio-system"
+    """Istio's root namespace, where a mesh-wide PeerAuthentication lives."""
+    report_schedule: str = "0 6 * * 1"
+    """Cron expression (UTC) for the daemon's weekly mTLS report; empty disables it."""
+    report_window: str = "7d"
+
+    # High availability (leader election on a coordination.k8s.io/v1 Lease)
+    leader_election: bool = False
+    lease_name: str = "mesh-exporter"
+    lease_namespace: str = "istio-system"
+    lease_duration_seconds: float = Field(15.0, gt=0)
+    renew_deadline_seconds: float = Field(10.0, gt=0)
+    retry_period_seconds: float = Field(2.0, gt=0)
+
+    # Reliability
+    spool_dir: str | None = None
+    """Directory where unsent points survive a restart; unset keeps them in memory only."""
 
     secret_fields: ClassVar[tuple[str, ...]] = ("dd_api_key", "dd_app_key")
 
@@ -154,6 +173,36 @@ class Settings(BaseSettings):
                     "letters digits _ - : . / only, at most 200 characters)"
                 )
         return v
+
+    @field_validator("istio_root_namespace", "lease_namespace")
+    @classmethod
+    def _dns_label(cls, v: str) -> str:
+        if not _DNS_LABEL.match(v):
+            raise ValueError(f"not a Kubernetes namespace name: {v!r}")
+        return v
+
+    @field_validator("report_schedule")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if v.strip():
+            from apscheduler.triggers.cron import CronTrigger
+
+            CronTrigger.from_crontab(v, timezone="UTC")
+        return v.strip()
+
+    @field_validator("report_window")
+    @classmethod
+    def _report_window(cls, v: str) -> str:
+        promql.duration_seconds(v)
+        return v
+
+    @model_validator(mode="after")
+    def _lease_timing(self) -> Settings:
+        if not self.retry_period_seconds < self.renew_deadline_seconds < self.lease_duration_seconds:
+            raise ValueError(
+                "must be longer than EXPORTER_RETRY_PERIOD_SECONDS and shorter than EXPORTER_LEASE_DURATION_SECONDS"
+            )
+        return self
 
     @field_validator("log_level")
     @classmethod
@@ -240,7 +289,7 @@ def load(config_file: str | None = None) -> Settings:
         return Settings(**file_values)
     except ValidationError as e:
         err = e.errors()[0]
-        field = str(err["loc"][0]) if err["loc"] else "settings"
+        field = str(err["loc"][0]) if err["loc"] else "EXPORTER_RENEW_DEADLINE_SECONDS"
         name = field if field.isupper() else env_name(field)
         if field in file_values and name.upper() not in {k.upper() for k in os.environ}:
             name = f"{path}: {field}"
