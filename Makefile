@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck check prometheus clean
+.PHONY: test demo lint typecheck prometheus chromium clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,14 +12,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-# Prometheus (and promtool) from Debian's packages when they are missing.
-prometheus:
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; }
+# System packages from Debian, installed only when missing: Prometheus (prometheus, promtool) for the
+# integration tests and the demo, Chromium for the test that renders the HTML report.
+APT_INSTALL = SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	{ $$SUDO apt-get update -qq || true; } && \
+	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends
 
-test: $(STAMP) prometheus
+prometheus:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { $(APT_INSTALL) prometheus; }
+
+chromium:
+	@command -v chromium >/dev/null || { $(APT_INSTALL) chromium; }
+
+test: $(STAMP) prometheus chromium
 	$(BIN)/ruff check exporter tests
 	$(BIN)/mypy
 	$(BIN)/pytest -q
