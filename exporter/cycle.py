@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from exporter.backlog import Backlog
 from exporter.datadog import DatadogSink, SubmitStats, points_for
 from exporter.errors import QueryError
 from exporter.figures import service_figures
@@ -43,8 +44,13 @@ def run_cycle(
     namespaces: Sequence[str] | None = None,
     sink: DatadogSink | None = None,
     tags: Sequence[str] = (),
+    backlog: Backlog | None = None,
 ) -> CycleResult:
-    """Measure `services` at `at` (whole unix seconds) and submit their points when a sink is given."""
+    """Measure `services` at `at` (whole unix seconds) and submit their points when a sink is given.
+
+    With a backlog, points left over from earlier cycles go first (oldest first) and whatever
+    Datadog does not accept now goes back into it.
+    """
     started = time.perf_counter()
     before = prom.requests_made
     figures, errors = service_figures(prom, services, at=at, window=window, namespaces=namespaces)
@@ -54,7 +60,10 @@ def run_cycle(
         log.error("query failed", figure_query=name, error=str(error), status=error.status)
     if sink is not None:
         submit_started = time.perf_counter()
-        result.submitted = sink.submit(points_for(figures, at=at, tags=tags))
+        pending = backlog.take() if backlog is not None else []
+        result.submitted = sink.submit([*pending, *points_for(figures, at=at, tags=tags)])
+        if backlog is not None:
+            backlog.add(result.submitted.failed)
         result.durations["submit"] = time.perf_counter() - submit_started
     with_traffic = sum(1 for f in figures.values() if f.request_rate is not None)
     log.info(
@@ -66,6 +75,7 @@ def run_cycle(
         points=result.submitted.points if result.submitted else 0,
         datadog_requests=result.submitted.requests if result.submitted else 0,
         failed_points=result.submitted.failed_points if result.submitted else 0,
+        backlog=len(backlog) if backlog is not None else None,
         query_errors=sorted(errors),
         durations_s={k: round(v, 4) for k, v in result.durations.items()},
     )

@@ -13,7 +13,9 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
@@ -22,12 +24,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from exporter import clients
+from exporter.backlog import Backlog, Spool
 from exporter.cycle import run_cycle
 from exporter.datadog import DatadogSink
 from exporter.discovery import KubeDiscovery
-from exporter.errors import ExporterError
+from exporter.errors import ExporterError, QueryError, SubmitError
 from exporter.model import ServiceRef
 from exporter.prometheus import PrometheusClient
+from exporter.retry import RetryPolicy
 from exporter.settings import Settings
 
 log = structlog.get_logger("exporter.daemon")
@@ -75,16 +79,25 @@ class SelfMetrics:
             "exporter_discovery_age_seconds", "Age of the Service list in use (last good discovery).", registry=r
         )
         self.points = Counter("exporter_points_submitted", "Points accepted by Datadog.", registry=r)
-        self.points_failed = Counter("exporter_points_failed", "Points Datadog did not accept.", registry=r)
+        self.points_failed = Counter(
+            "exporter_points_failed", "Points Datadog did not accept in a cycle (kept in the backlog).", registry=r
+        )
+        self.points_dropped = Counter(
+            "exporter_points_dropped", "Unsent points given up, by reason.", ["reason"], registry=r
+        )
+        self.backlog = Gauge("exporter_backlog_points", "Points waiting to be re-sent to Datadog.", registry=r)
         self.errors = Counter("exporter_errors", "Errors by stage.", ["stage"], registry=r)
+        self.query_errors = Counter("exporter_query_errors", "Failed PromQL queries by kind.", ["kind"], registry=r)
         self.promql_requests = Counter("exporter_promql_requests", "PromQL requests made.", registry=r)
         self.datadog_requests = Counter("exporter_datadog_requests", "Datadog series requests made.", registry=r)
         self.last_success = Gauge(
             "exporter_last_success_timestamp_seconds", "When the last fully successful cycle ended.", registry=r
         )
         self.up = Gauge("exporter_up", "1 while the exporter runs.", registry=r)
-        for stage in ("discovery", "query", "submit"):
+        for stage in ("discovery", "query", "submit", "cycle"):
             self.errors.labels(stage)
+        for reason in ("older_than_datadog_accepts", "backlog_full", "shutdown"):
+            self.points_dropped.labels(reason)
 
 
 class Daemon:
@@ -101,6 +114,7 @@ class Daemon:
         grace_seconds: float = 20.0,
         leader: Leadership | None = None,
         weekly_report: Callable[[], None] | None = None,
+        backlog: Backlog | None = None,
     ) -> None:
         self.settings = settings
         self.discovery = discovery
@@ -112,6 +126,8 @@ class Daemon:
         self.weekly_report = weekly_report
         self.last_at: int | None = None
         self.metrics = SelfMetrics()
+        self.backlog = backlog or Backlog(clock=clock)
+        self.backlog.on_drop = lambda reason, n: self.metrics.points_dropped.labels(reason).inc(n)
         self.services: list[ServiceRef] | None = None
         self.discovered_at: float | None = None
         self.last_success: float | None = None
@@ -119,14 +135,29 @@ class Daemon:
         self._cycle_lock = threading.Lock()
         self._http: ThreadingHTTPServer | None = None
         self.scheduler: BackgroundScheduler | None = None
+        # Retry waits end at once on shutdown, so a cycle caught in an outage finishes within the grace.
+        self.prom.retry = replace(self.prom.retry, sleep=self._pause(lambda: QueryError("shutting down", query="-")))
+        if self.sink is not None:
+            self.sink.retry = replace(
+                self.sink.retry, sleep=self._pause(lambda: SubmitError("shutting down", retryable=True))
+            )
+
+    def _pause(self, interrupted: Callable[[], Exception]) -> Callable[[float], None]:
+        def sleep(seconds: float) -> None:
+            if self.stop_event.wait(seconds):
+                raise interrupted()
+
+        return sleep
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Daemon:
+        spool = Spool(Path(settings.spool_dir)) if settings.spool_dir else None
         return cls(
             settings,
             discovery=clients.discovery(settings),
             prom=clients.prometheus(settings),
             sink=clients.datadog(settings),
+            backlog=Backlog(max_points=settings.backlog_max_points, spool=spool),
         )
 
     # Jobs ----------------------------------------------------------------------------------------
@@ -182,6 +213,7 @@ class Daemon:
                     namespaces=self.settings.namespaces,
                     sink=self.sink,
                     tags=self.settings.tags,
+                    backlog=self.backlog,
                 )
             except Exception as e:  # a bug must not kill the daemon; it is logged with its traceback
                 self.metrics.errors.labels("cycle").inc()
@@ -197,6 +229,9 @@ class Daemon:
                 self.metrics.stage_seconds.labels(stage).set(seconds)
             if result.query_errors:
                 self.metrics.errors.labels("query").inc(len(result.query_errors))
+                for error in result.query_errors.values():
+                    self.metrics.query_errors.labels(error.kind).inc()
+            self.metrics.backlog.set(len(self.backlog))
             if result.submitted is not None:
                 self.metrics.points.inc(result.submitted.points)
                 self.metrics.points_failed.inc(result.submitted.failed_points)
@@ -280,6 +315,7 @@ class Daemon:
             self._cycle_lock.release()
         else:
             log.warning("a cycle was still running when the grace period ended", grace_s=self.grace_seconds)
+        self.flush_backlog()
         if self.leader is not None:
             self.leader.stop()
         if self._http is not None:
@@ -287,6 +323,20 @@ class Daemon:
             self._http.server_close()
         self.metrics.up.set(0)
         return finished
+
+    def flush_backlog(self) -> None:
+        """At shutdown: one last attempt (no retries) to send the backlog; what remains is spooled."""
+        points = self.backlog.take()
+        if not points or self.sink is None:
+            self.backlog.add(points)
+            return
+        stats = DatadogSink(self.sink.transport, retry=RetryPolicy(attempts=1)).submit(points)
+        self.backlog.add(stats.failed)
+        if stats.failed and self.backlog.spool is None:
+            self.metrics.points_dropped.labels("shutdown").inc(len(stats.failed))
+            log.error("shutdown: unsent points lost (set EXPORTER_SPOOL_DIR to keep them)", points=len(stats.failed))
+        else:
+            log.info("shutdown: backlog flushed", sent=stats.points, spooled=len(stats.failed))
 
     def run(self) -> int:
         log.info("starting", settings=self.settings.effective())

@@ -156,8 +156,12 @@ class SubmitStats:
     requests: int = 0
     points: int = 0
     bytes: int = 0  # upper bound of the JSON sent (before compression)
-    failed_points: int = 0
+    failed: list[Point] = field(default_factory=list)  # not accepted: for the backlog
     errors: list[SubmitError] = field(default_factory=list)
+
+    @property
+    def failed_points(self) -> int:
+        return len(self.failed)
 
 
 class DatadogSink:
@@ -171,18 +175,34 @@ class DatadogSink:
         self.max_bytes = max_bytes
 
     def submit(self, points: Sequence[Point]) -> SubmitStats:
-        """Send every point; what could not be sent after retries is counted and its error kept."""
+        """Send every point; what could not be sent after retries is returned in `failed` with its error.
+
+        After a batch fails for a reason a retry could have cured (Datadog down or throttling), the
+        remaining batches are not tried this time: they join the failed points at once, so an outage
+        costs one batch's retries per cycle, not one per batch.
+        """
         stats = SubmitStats()
-        for batch in batches(points, max_bytes=self.max_bytes):
-            try:
-                self._send(batch, stats)
-            except SubmitError as e:
-                stats.failed_points += len(batch)
-                stats.errors.append(e)
-                log.error("datadog submission failed", points=len(batch), error=str(e), status=e.status)
+        pending = batches(points, max_bytes=self.max_bytes)
+        for index, batch in enumerate(pending):
+            error = self._send(batch, stats)
+            if error is None:
+                continue
+            stats.errors.append(error)
+            skipped = [p for rest in pending[index + 1 :] for p in rest] if error.retryable else []
+            stats.failed += skipped
+            log.error(
+                "datadog submission failed",
+                points=len(batch),
+                not_tried=len(skipped),
+                error=str(error),
+                status=error.status,
+            )
+            if error.retryable:
+                break
         return stats
 
-    def _send(self, batch: list[Point], stats: SubmitStats) -> None:
+    def _send(self, batch: list[Point], stats: SubmitStats) -> SubmitError | None:
+        """Send one batch (halving it on 413); failed points go to stats.failed; returns the error."""
         series = [p.series() for p in batch]
 
         def attempt() -> None:
@@ -192,15 +212,19 @@ class DatadogSink:
         try:
             call(attempt, what="POST /api/v2/series", policy=self.retry)
         except SubmitError as e:
-            if e.status == 413 and len(batch) > 1:  # too large after all: halve and retry each half
+            if e.status == 413 and len(batch) > 1:  # too large after all: halve and send each half
                 log.warning("payload too large; splitting batch", points=len(batch))
                 half = len(batch) // 2
-                self._send(batch[:half], stats)
-                self._send(batch[half:], stats)
-                return
-            raise
+                first = self._send(batch[:half], stats)
+                if first is not None and first.retryable:
+                    stats.failed += batch[half:]
+                    return first
+                return self._send(batch[half:], stats) or first
+            stats.failed += batch
+            return e
         stats.points += len(batch)
         stats.bytes += _ENVELOPE + sum(p.size_bound() + 1 for p in batch)
+        return None
 
     def event(self, *, title: str, text: str, tags: Sequence[str], alert_type: str = "info") -> None:
         body = {

@@ -17,6 +17,7 @@ import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
+from exporter import logs
 from exporter.errors import DiscoveryError, KubeError, retryable_status
 from exporter.model import ServiceRef
 from exporter.retry import RetryPolicy, call
@@ -36,6 +37,8 @@ def api_client(kubeconfig: str | None = None) -> k8s.ApiClient:
     except (k8s_config.ConfigException, OSError) as e:
         raise DiscoveryError(f"no Kubernetes configuration: {e}") from e
     configuration.retries = 0  # retries are ours (tenacity)
+    for value in (configuration.api_key or {}).values():  # bearer tokens must never reach a log line
+        logs.redactor.add(str(value).removeprefix("Bearer ").strip(), str(value))
     return k8s.ApiClient(configuration)
 
 

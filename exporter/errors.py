@@ -36,12 +36,16 @@ class KubeError(ExporterError):
 
 
 class QueryError(ExporterError):
-    """A PromQL query failed; carries the query and the HTTP status (0 when none was received)."""
+    """A PromQL query failed; carries the query, the HTTP status (0 when none was received) and a
+    `kind` for counting: timeout, connection, http_4xx, http_5xx, malformed, duplicate_series."""
 
-    def __init__(self, message: str, *, query: str, status: int = 0, retryable: bool = False) -> None:
+    def __init__(
+        self, message: str, *, query: str, status: int = 0, retryable: bool = False, kind: str | None = None
+    ) -> None:
         super().__init__(f"{message} [query: {query}]", retryable=retryable)
         self.query = query
         self.status = status
+        self.kind = kind or (f"http_{status // 100}xx" if status else "error")
 
 
 class SubmitError(ExporterError):

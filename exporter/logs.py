@@ -24,6 +24,10 @@ class Redactor:
         # redact ordinary words; keys and tokens are never that short.
         self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
 
+    def add(self, *secrets: str) -> None:
+        """Also redact these (e.g. a bearer token read from a kubeconfig)."""
+        self.set([*self.secrets, *secrets])
+
     def scrub(self, value: Any) -> Any:
         if isinstance(value, str):
             for secret in self.secrets:

@@ -113,17 +113,25 @@ class PrometheusClient:
         except QueryError:
             raise
         except requests.Timeout as e:
-            raise QueryError(f"Prometheus timed out after {self.timeout:g}s", query=promql, retryable=True) from e
+            raise QueryError(
+                f"Prometheus timed out after {self.timeout:g}s", query=promql, retryable=True, kind="timeout"
+            ) from e
         except requests.ConnectionError as e:
-            raise QueryError(f"cannot reach Prometheus at {self.url}: {_root(e)}", query=promql, retryable=True) from e
+            raise QueryError(
+                f"cannot reach Prometheus at {self.url}: {_root(e)}", query=promql, retryable=True, kind="connection"
+            ) from e
         except (ValueError, KeyError, TypeError) as e:  # JSON that is not a Prometheus answer
-            raise QueryError(f"malformed answer from Prometheus: {e}", query=promql, retryable=True) from e
+            raise QueryError(
+                f"malformed answer from Prometheus: {e}", query=promql, retryable=True, kind="malformed"
+            ) from e
         except (PrometheusApiClientException, requests.RequestException) as e:
             raise QueryError(f"Prometheus query failed: {e}", query=promql) from e
         try:
             return [(dict(item["metric"]), to_float(item["value"][1])) for item in result]
         except (KeyError, IndexError, TypeError, ValueError) as e:
-            raise QueryError(f"not an instant vector: {json.dumps(result)[:200]}", query=promql) from e
+            raise QueryError(
+                f"not an instant vector: {json.dumps(result)[:200]}", query=promql, kind="malformed"
+            ) from e
 
 
 def _root(exc: BaseException) -> str:
@@ -139,7 +147,9 @@ def vector_by(samples: Sequence[Sample], labels: Sequence[str], *, query: str) -
     for metric, value in samples:
         key = tuple(metric.get(label, "") for label in labels)
         if key in seen:
-            raise QueryError(f"duplicate series for {dict(zip(labels, key, strict=True))}", query=query)
+            raise QueryError(
+                f"duplicate series for {dict(zip(labels, key, strict=True))}", query=query, kind="duplicate_series"
+            )
         seen.add(key)
         if math.isfinite(value):
             out[key] = value

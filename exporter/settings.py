@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 from exporter import promql
 from exporter.errors import ConfigError
+from exporter.selectors import LabelSelectorError, parse_label_selector
 
 ENV_PREFIX = "EXPORTER_"
 CONFIG_ENV = "EXPORTER_CONFIG"
@@ -98,6 +99,8 @@ class Settings(BaseSettings):
     # Reliability
     spool_dir: str | None = None
     """Directory where unsent points survive a restart; unset keeps them in memory only."""
+    backlog_max_points: int = Field(200_000, ge=0)
+    """Most unsent points kept for re-sending (besides Datadog's one-hour limit); oldest dropped first."""
 
     secret_fields: ClassVar[tuple[str, ...]] = ("dd_api_key", "dd_app_key")
 
@@ -150,6 +153,10 @@ class Settings(BaseSettings):
     def _selector(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("must not be empty (the default is migrated=true)")
+        try:
+            parse_label_selector(v)
+        except LabelSelectorError as e:
+            raise ValueError(f"Kubernetes would reject {v!r}: {e}") from None
         return v.strip()
 
     @field_validator("rate_window")
@@ -232,6 +239,11 @@ class Settings(BaseSettings):
         """Every secret value the settings hold (for log redaction)."""
         values = [s.get_secret_value() for s in (self.dd_api_key, self.dd_app_key) if s is not None]
         values += [v for k, v in self.prometheus_headers.items() if k.lower() in ("authorization", "x-api-key")]
+        values += [v.split(" ", 1)[1] for v in values if v.lower().startswith(("bearer ", "basic "))]
+        for url in (self.prometheus_url, self.datadog_url):
+            password = urlparse(url).password if url else None
+            if password:
+                values.append(password)
         return [v for v in values if v]
 
     def effective(self) -> dict[str, Any]:

@@ -133,3 +133,26 @@ def test_request_count_does_not_grow_with_services(n: int) -> None:
     t = Recorder()
     sink(t).submit(points_for(figures, at=1, tags=()))
     assert t.attempts == 1
+
+
+def test_an_outage_costs_one_batch_of_retries_and_returns_every_point_as_failed() -> None:
+    t = Recorder([SubmitError("503", status=503, retryable=True) for _ in range(3)])
+    points = many_points(40_000)  # two batches
+    stats = sink(t).submit(points)
+    assert t.attempts == 3  # the first batch's attempts only
+    assert stats.failed == points and stats.points == 0
+
+
+def test_413_halves_that_succeed_are_not_reported_as_failed() -> None:
+    class HalfBroken(Recorder):
+        def send_series(self, series: list[dict[str, Any]]) -> None:
+            if len(series) > 2:
+                raise SubmitError("413", status=413)
+            if series[0]["tags"][0] == "service:svc-2":
+                raise SubmitError("400: bad point", status=400)
+            super().send_series(series)
+
+    t = HalfBroken()
+    stats = sink(t).submit(many_points(4))
+    assert [p.tags[0] for p in stats.failed] == ["service:svc-2", "service:svc-3"]
+    assert stats.points == 2 and len(stats.errors) == 1
