@@ -1,0 +1,245 @@
+"""`exporter canary analyze`: per-subset figures through the query layer, the verdict, text/JSON output.
+
+Canary and stable are measured over the same window from `reporter="destination"` series, split by
+the version label (`destination_version` by default) and narrowed to one service by
+destination_service_namespace/name, so their traffic never mixes. Request and 5xx counts are rates ×
+window seconds (`increase` = `rate` × seconds in PromQL); the histogram's bucket counts by `le` feed
+the rank test. Exit codes: 0 pass, 1 fail (or a failed query), 3 inconclusive, 2 bad flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from exporter import clients, figures, promql
+from exporter.canary import FAIL, INCONCLUSIVE, PASS, Subset, Thresholds, Verdict, analyze
+from exporter.errors import ConfigError
+from exporter.model import ServiceRef
+from exporter.prometheus import PrometheusClient, vector_by
+from exporter.settings import Settings
+
+EXIT_BY_VERDICT = {PASS: 0, FAIL: 1, INCONCLUSIVE: 3}
+DEFAULT_VERSION_LABEL = "destination_version"
+
+
+def measure_subsets(
+    client: PrometheusClient,
+    service: ServiceRef,
+    versions: Sequence[str],
+    *,
+    at: float,
+    window: str,
+    label: str = DEFAULT_VERSION_LABEL,
+) -> dict[str, Subset]:
+    """Requests, 5xx, p99 and cumulative buckets of each version of `service` in `window` before `at`.
+
+    A version without traffic gets Subset(0, 0). A failed query raises its QueryError: a figure that
+    could not be read is never turned into a zero.
+    """
+    matchers = (
+        promql.Matcher("destination_service_namespace", service.namespace),
+        promql.Matcher("destination_service_name", service.name),
+        promql.one_of(label, versions),
+    )
+    measured = figures.measure(client, at=at, window=window, by=(label,), matchers=matchers)
+    for error in measured.errors.values():
+        raise error
+    query = promql.rate_sum((label, "le"), window=window, matchers=matchers, metric=promql.DURATION_BUCKET)
+    rates = vector_by(client.query(query, at=at), (label, "le"), query=query)
+    seconds = promql.duration_seconds(window)
+    out: dict[str, Subset] = {}
+    for version in versions:
+        f = measured.figures.get((version,))
+        if f is None or f.request_rate is None or f.success_rate_pct is None:
+            out[version] = Subset(0, 0)
+            continue
+        total = f.request_rate * seconds
+        buckets = sorted((float(le), rate * seconds) for (v, le), rate in rates.items() if v == version)
+        out[version] = Subset(
+            requests=round(total),
+            errors=round(total * (100.0 - f.success_rate_pct) / 100.0),
+            p99_ms=f.p99_latency_ms,
+            buckets=tuple(buckets),
+        )
+    return out
+
+
+def run_analysis(
+    client: PrometheusClient,
+    service: ServiceRef,
+    *,
+    canary: str,
+    stable: str,
+    at: float,
+    window: str,
+    label: str = DEFAULT_VERSION_LABEL,
+    thresholds: Thresholds | None = None,
+) -> Verdict:
+    subsets = measure_subsets(client, service, (canary, stable), at=at, window=window, label=label)
+    return analyze(subsets[canary], subsets[stable], thresholds)
+
+
+# ----------------------------------------------------------------------------------------------- flags
+def add_analysis_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by `canary analyze` and `rollout`: the version label and every threshold."""
+    d = Thresholds()
+    parser.add_argument(
+        "--version-label",
+        default=DEFAULT_VERSION_LABEL,
+        help="Istio label that tells the subsets apart (default %(default)s; e.g. destination_workload)",
+    )
+    parser.add_argument("--min-success-pct", type=float, default=d.min_success_pct, metavar="PCT",
+                        help="canary success rate must be at least this (default %(default)s)")  # fmt: skip
+    parser.add_argument("--max-p99-ms", type=float, default=d.max_p99_ms, metavar="MS",
+                        help="canary p99 latency must be at most this (default %(default)s)")  # fmt: skip
+    parser.add_argument("--max-p99-ratio", type=float, default=d.max_p99_ratio, metavar="FACTOR",
+                        help="canary p99 at most this factor above stable's (default %(default)s)")  # fmt: skip
+    parser.add_argument("--confidence", type=float, default=d.confidence,
+                        help="confidence a failure must reach (default %(default)s)")  # fmt: skip
+    parser.add_argument("--min-requests", type=int, default=d.min_requests, metavar="N",
+                        help="requests each subset needs for a verdict (default %(default)s)")  # fmt: skip
+
+
+def thresholds_from(args: argparse.Namespace) -> Thresholds:
+    """Thresholds from the flags; ConfigError naming the flag when one is out of range."""
+    checks = (
+        ("--min-success-pct", 0 <= args.min_success_pct <= 100, "must be within [0, 100]"),
+        ("--max-p99-ms", args.max_p99_ms > 0, "must be > 0"),
+        ("--max-p99-ratio", args.max_p99_ratio > 0, "must be > 0"),
+        ("--confidence", 0 < args.confidence < 1, "must be within (0, 1), e.g. 0.95"),
+        ("--min-requests", args.min_requests >= 1, "must be >= 1"),
+    )
+    for flag, ok, message in checks:
+        if not ok:
+            raise ConfigError(flag, message)
+    try:
+        promql.check_label_name(args.version_label)
+    except ValueError as e:
+        raise ConfigError("--version-label", str(e)) from None
+    return Thresholds(
+        min_success_pct=args.min_success_pct,
+        max_p99_ms=args.max_p99_ms,
+        max_p99_ratio=args.max_p99_ratio,
+        confidence=args.confidence,
+        min_requests=args.min_requests,
+    )
+
+
+def check_window(flag: str, value: str) -> float:
+    try:
+        seconds = promql.duration_seconds(value)
+    except ValueError as e:
+        raise ConfigError(flag, str(e)) from None
+    if seconds <= 0:
+        raise ConfigError(flag, "must be longer than 0")
+    return seconds
+
+
+# ------------------------------------------------------------------------------------------- rendering
+def _fmt(value: float | None, digits: int) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:,.{digits}f}"
+
+
+def report_dict(
+    verdict: Verdict, service: ServiceRef, *, canary: str, stable: str, label: str, at: float, window: str
+) -> dict[str, Any]:
+    doc = verdict.to_dict()
+    doc["canary"] = {"version": canary, **doc["canary"]}
+    doc["stable"] = {"version": stable, **doc["stable"]}
+    return {
+        "namespace": service.namespace,
+        "service": service.name,
+        "version_label": label,
+        "evaluated_at": at,
+        "window": window,
+        **doc,
+    }
+
+
+def render_text(doc: dict[str, Any]) -> str:
+    when = datetime.fromtimestamp(doc["evaluated_at"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    lines = [
+        f"canary analysis of {doc['namespace']}/{doc['service']} by {doc['version_label']}, "
+        f"{doc['window']} window ending {when}",
+        "",
+    ]
+    rows: list[tuple[str, ...]] = [("SUBSET", "VERSION", "REQUESTS", "5XX", "SUCCESS %", "P99 MS")]
+    for name in ("canary", "stable"):
+        s = doc[name]
+        rows.append((name, s["version"], f"{s['requests']:,}", f"{s['errors']:,}",
+                     _fmt(s["success_rate_pct"], 3), _fmt(s["p99_latency_ms"], 1)))  # fmt: skip
+    lines += _table(rows, right_from=2)
+    lines.append("")
+    rows = [("CHECK", "RESULT", "OBSERVED", "THRESHOLD", "TEST", "P-VALUE")]
+    for c in doc["checks"]:
+        test = c["test"] or {}
+        rows.append((c["name"], c["result"], _fmt(c["observed"], 3), _fmt(c["threshold"], 3),
+                     test.get("name", ""), "" if not test else f"{test['p_value']:.3g}"))  # fmt: skip
+    lines += _table(rows, right_from=2)
+    lines += ["", f"verdict: {doc['verdict'].upper()}", *(f"  - {reason}" for reason in doc["reasons"])]
+    return "\n".join(lines) + "\n"
+
+
+def _table(rows: Sequence[tuple[str, ...]], *, right_from: int) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(
+            cell.rjust(widths[i]) if right_from <= i and i != 4 else cell.ljust(widths[i]) for i, cell in enumerate(row)
+        ).rstrip()
+        for row in rows
+    ]
+
+
+# ------------------------------------------------------------------------------------------- commands
+def cmd_analyze(args: argparse.Namespace, settings: Settings) -> int:
+    thresholds = thresholds_from(args)
+    check_window("--window", args.window)
+    if args.canary == args.stable:
+        raise ConfigError("--canary", "must differ from --stable")
+    service = ServiceRef(args.namespace, args.service)
+    at = args.at if args.at is not None else math.floor(time.time())
+    verdict = run_analysis(
+        clients.prometheus(settings),
+        service,
+        canary=args.canary,
+        stable=args.stable,
+        at=at,
+        window=args.window,
+        label=args.version_label,
+        thresholds=thresholds,
+    )
+    doc = report_dict(
+        verdict, service, canary=args.canary, stable=args.stable, label=args.version_label, at=at, window=args.window
+    )
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n" if args.output == "json" else render_text(doc))
+    return EXIT_BY_VERDICT[verdict.result]
+
+
+def register(subparsers: Any) -> None:
+    from exporter.cli import parse_time
+
+    canary = subparsers.add_parser("canary", help="canary analysis: canary vs stable subsets of one service")
+    sub = canary.add_subparsers(dest="canary_command", metavar="COMMAND", required=True)
+    analyze_parser = sub.add_parser(
+        "analyze",
+        help="judge a canary against stable: pass (exit 0), fail (1) or inconclusive (3)",
+        description="Judge a canary against the stable version of a service over one window: success rate and p99 "
+        "against absolute thresholds, error rate and p99 against stable with significance tests. "
+        "Exit 0 pass, 1 fail, 3 inconclusive (too few requests, or no data), 2 bad flags.",
+    )
+    analyze_parser.add_argument("--namespace", required=True)
+    analyze_parser.add_argument("--service", required=True)
+    analyze_parser.add_argument("--canary", required=True, metavar="VERSION", help="version label value of the canary")
+    analyze_parser.add_argument("--stable", required=True, metavar="VERSION", help="version label value of stable")
+    analyze_parser.add_argument("--window", default="5m", help="PromQL duration measured (default %(default)s)")
+    analyze_parser.add_argument("--at", type=parse_time, metavar="TIME", help="end of the window: RFC 3339 or unix s")
+    analyze_parser.add_argument("--output", choices=("text", "json"), default="text")
+    add_analysis_flags(analyze_parser)
+    analyze_parser.set_defaults(func=cmd_analyze)
