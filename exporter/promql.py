@@ -137,3 +137,24 @@ def figure_queries(
         ),
         "p99": quantile(q, by, window=window, matchers=matchers, offset=offset),
     }
+
+
+def coverage_queries(
+    by: Sequence[str] = SERVICE_LABELS,
+    *,
+    callers: Sequence[str],
+    window: str,
+    matchers: Sequence[Matcher] = (),
+    offset: str | None = None,
+) -> dict[str, str]:
+    """mTLS coverage inputs: all requests per `by` group, and plaintext requests (every
+    connection_security_policy but mutual_tls) per `by` + `callers` group, so each plaintext caller is named.
+
+    Coverage = 100 × (all − plaintext) / all, the same ratio as `figure_queries`' mutual_tls / all.
+    """
+    plaintext = [*matchers, Matcher("connection_security_policy", "mutual_tls", "!=")]
+    return {
+        "requests": rate_sum(by, window=window, matchers=matchers, offset=offset),
+        "plaintext": rate_sum((*by, *callers), window=window, matchers=plaintext, offset=offset),
+    }
+

@@ -1,0 +1,420 @@
+"""`exporter report mtls` end to end: a real Prometheus holding 15 days of a generated mesh (last week
+differs from this one), PeerAuthentication objects of every scope in a local Kubernetes API, the real
+datadog-api-client against a local intake, and the HTML page rendered by headless Chromium.
+
+Expected figures are computed here from the generator's parameters: a caller sends `rps` requests per
+second, `rps × (1 − mtls_share)` of them plaintext, for the whole of its phase.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from exporter.discovery import api_client
+from exporter.meshsim import Caller, Phase, Service, kube_service_manifests
+from exporter.model import ServiceRef
+from exporter.peerauth import Mode
+from exporter.report import Report, Verdict, generate, list_policies, weekly_job
+from exporter.report_render import html_page
+from exporter.retry import RetryPolicy
+from exporter.sandbox.intake import FakeIntake
+from exporter.sandbox.kubeapi import FakeKubeAPI
+from exporter.sandbox.prom import PrometheusServer, build_tsdb
+from exporter.settings import Settings
+
+STEP = 1200.0  # 20 minutes: counters are linear within a phase, so rate() is exact at any step
+DAY, WEEK = 86400.0, 7 * 86400.0
+API_KEY = "dd-api-key-for-report-tests-0123"
+ROOT = "istio-system"
+CHROMIUM = "/usr/bin/chromium"
+
+
+def outside(rps: float) -> Caller:
+    return Caller("unknown", "unknown", rps, mtls_share=0.0)
+
+
+def week(this: bool) -> tuple[Service, ...]:
+    """The mesh in one week; `this=False` is the previous week."""
+    web = "web", "frontend"
+    return (
+        # shop: every caller uses mTLS this week; batch/exporter sent plaintext last week and stopped
+        Service("shop", "cart", (Caller(*web, 30.0),)),
+        Service(
+            "shop",
+            "checkout",
+            (Caller(*web, 10.0), Caller("cart", "shop", 5.0), Caller("exporter", "batch", 0.0 if this else 2.0, 0.0)),
+        ),
+        # legacy: plaintext from shop/checkout (half of it this week, 3/4 last week) and from outside the mesh
+        Service("legacy", "mainframe-gw", (Caller("checkout", "shop", 4.0, 0.5 if this else 0.25), outside(2.0))),
+        Service("legacy", "ftp-bridge", (outside(0.5),), migrated=False),
+        # payments: all mTLS
+        Service("payments", "api", (Caller("checkout", "shop", 8.0),)),
+        Service("payments", "ledger", (Caller("api", "payments", 6.0),)),
+        # catalog: STRICT, yet search still gets 10 % (last week 20 %) plaintext
+        Service("catalog", "search", (Caller(*web, 20.0, 0.9 if this else 0.8),)),
+        Service("catalog", "products", (Caller(*web, 40.0),)),
+        # archive: traffic last week only
+        Service("archive", "old-api", (Caller("reports", "archive", 0.0 if this else 1.0, 0.5),)),
+        # lab: mTLS disabled by policy, all plaintext
+        Service("lab", "sandbox", (Caller("notebook", "lab", 3.0, 0.0),)),
+    )
+
+
+def pa(namespace: str, name: str, mode: str | None, created: str, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = dict(spec)
+    if mode is not None:
+        body["mtls"] = {"mode": mode}
+    return {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "PeerAuthentication",
+        "metadata": {"namespace": namespace, "name": name, "creationTimestamp": created},
+        "spec": body,
+    }
+
+
+POLICIES = (
+    pa(ROOT, "default", "PERMISSIVE", "2025-01-01T00:00:00Z"),  # mesh-wide: applies (oldest)
+    pa(ROOT, "strict-everywhere", "STRICT", "2026-02-01T00:00:00Z"),  # newer mesh-wide: ignored
+    pa(ROOT, "ingress", "STRICT", "2025-01-02T00:00:00Z", selector={"matchLabels": {"app": "ingress"}}),  # ignored
+    pa("legacy", "default", "UNSET", "2025-03-01T00:00:00Z"),  # inherits PERMISSIVE
+    pa("payments", "default", "STRICT", "2025-03-01T00:00:00Z"),
+    pa(
+        "payments",
+        "ledger-metrics",
+        None,
+        "2025-03-02T00:00:00Z",
+        selector={"matchLabels": {"app": "ledger"}},
+        portLevelMtls={"15020": {"mode": "DISABLE"}},
+    ),
+    pa("catalog", "default", "STRICT", "2025-03-01T00:00:00Z"),
+    pa("catalog", "search-legacy", "PERMISSIVE", "2025-03-02T00:00:00Z", selector={"matchLabels": {"app": "search"}}),
+    pa("archive", "default", "PERMISSIVE", "2025-03-01T00:00:00Z"),
+    pa("lab", "default", "DISABLE", "2025-03-01T00:00:00Z"),
+    pa("quiet", "default", "STRICT", "2025-03-01T00:00:00Z"),  # a namespace with a policy and no traffic at all
+)
+GHOST = ServiceRef("shop", "ghost")  # migrated, never seen by Prometheus
+
+EXPECTED_VERDICTS = {
+    "shop": Verdict.READY,
+    "legacy": Verdict.BLOCKED,
+    "payments": Verdict.STRICT_CLEAN,
+    "catalog": Verdict.STRICT_PLAINTEXT,
+    "lab": Verdict.DISABLED,
+    "archive": Verdict.NO_TRAFFIC,
+    "quiet": Verdict.NO_TRAFFIC,
+}
+
+
+# ------------------------------------------------------------------------------------ expectations
+@dataclass(frozen=True)
+class Totals:
+    rate: float
+    plaintext: float
+
+    @property
+    def pct(self) -> float:
+        return 100.0 * (self.rate - self.plaintext) / self.rate
+
+
+def totals(services: Sequence[Service], keep: Any = lambda s: True) -> Totals | None:
+    rate = sum(c.rps for s in services if keep(s) for c in s.callers)
+    plain = sum(c.rps * (1 - c.mtls_share) for s in services if keep(s) for c in s.callers)
+    return Totals(rate, plain) if rate > 0 else None
+
+
+def plaintext_callers(services: Sequence[Service]) -> dict[tuple[str, str, str, str], float]:
+    return {
+        (s.namespace, s.name, c.workload, c.namespace): c.rps * (1 - c.mtls_share)
+        for s in services
+        for c in s.callers
+        if c.rps * (1 - c.mtls_share) > 0
+    }
+
+
+def close(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+
+
+# ----------------------------------------------------------------------------------------- fixtures
+@dataclass(frozen=True)
+class Env:
+    prom_url: str
+    at: int
+    kube: FakeKubeAPI
+    kubeconfig: Path
+
+    def settings(self, **extra: Any) -> Settings:
+        return Settings(prometheus_url=self.prom_url, kubeconfig=str(self.kubeconfig), **extra)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    at = int(math.floor(time.time() / STEP) * STEP)
+    phases = (Phase(at - 15 * DAY, week(this=False)), Phase(at - WEEK, week(this=True)))
+    tsdb = tmp_path_factory.mktemp("report-prometheus") / "tsdb"
+    # week-long blocks: promtool takes ~4x longer to cut 15 days into the default 24h blocks
+    build_tsdb(phases, tsdb, end=at, step=STEP, max_block_duration="168h")
+    with PrometheusServer(tsdb) as server, FakeKubeAPI(page_limit_cap=3) as kube:
+        for manifest in kube_service_manifests(week(this=True)):
+            kube.add(manifest)
+        kube.add(kube_service_manifests([Service(GHOST.namespace, GHOST.name, ())])[0])
+        for obj in POLICIES:
+            kube.add(obj)
+        yield Env(server.url, at, kube, kube.write_kubeconfig(tmp_path_factory.mktemp("kube") / "kubeconfig"))
+
+
+@pytest.fixture(scope="module")
+def report(env: Env) -> Report:
+    return generate(env.settings(), at=env.at, window="7d")
+
+
+@pytest.fixture
+def intake() -> Iterator[FakeIntake]:
+    with FakeIntake(api_key=API_KEY) as server:
+        yield server
+
+
+def run_exporter(env: Env, intake: FakeIntake | None, *args: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("EXPORTER_", "DD_")) and k != "KUBECONFIG"}
+    environ.update(EXPORTER_PROMETHEUS_URL=env.prom_url, KUBECONFIG=str(env.kubeconfig), EXPORTER_TAGS="env:test")
+    if intake is not None:
+        environ.update(EXPORTER_DATADOG_URL=intake.url, DD_API_KEY=API_KEY)
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", "report", "mtls", *args],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+# -------------------------------------------------------------------------------------------- tests
+def test_coverage_matches_the_generator_for_mesh_namespaces_and_services(report: Report) -> None:
+    this, last = week(this=True), week(this=False)
+    seconds = WEEK
+    assert report.seconds == seconds and report.window == "7d"
+    assert report.promql_requests == 4  # requests and plaintext, this window and the previous one
+
+    for got, want in ((report.mesh.current, totals(this)), (report.mesh.previous, totals(last))):
+        assert got is not None and want is not None
+        assert close(got.rate, want.rate) and close(got.plaintext_rate, want.plaintext)
+        assert close(got.pct, want.pct) and close(got.requests, want.rate * seconds)
+    # by hand: 128.5 req/s this week, 9.5 of them plaintext (4 mainframe-gw, 0.5 ftp-bridge, 2 search, 3 sandbox)
+    assert close(report.mesh.current.pct, 100 * 119 / 128.5)  # type: ignore[union-attr]
+    assert close(report.mesh.change, totals(this).pct - totals(last).pct)  # type: ignore[union-attr]
+
+    namespaces = {n.namespace: n for n in report.namespaces}
+    assert set(namespaces) == set(EXPECTED_VERDICTS)
+    for ns, row in namespaces.items():
+        want_now = totals(this, lambda s, ns=ns: s.namespace == ns)
+        want_before = totals(last, lambda s, ns=ns: s.namespace == ns)
+        for got, want in ((row.coverage.current, want_now), (row.coverage.previous, want_before)):
+            assert (got is None) == (want is None), ns
+            if got is not None and want is not None:
+                assert close(got.pct, want.pct), (ns, got.pct, want.pct)
+                assert close(got.requests, want.rate * seconds), ns
+
+    migrated = {ServiceRef(s.namespace, s.name) for s in this if s.migrated} | {GHOST}
+    assert {s.service for s in report.services} == migrated  # ftp-bridge is not migrated
+    for row in report.services:
+        key = (row.service.namespace, row.service.name)
+        want = totals(this, lambda s, key=key: (s.namespace, s.name) == key)
+        if want is None:
+            assert row.coverage.current is None, row.service
+        else:
+            assert row.coverage.current is not None and close(row.coverage.current.pct, want.pct), row.service
+            assert close(row.coverage.current.requests, want.rate * seconds)
+
+
+def test_rows_are_worst_first_with_no_traffic_last(report: Report) -> None:
+    with_traffic = [s for s in report.services if s.coverage.current is not None]
+    assert [s.service for s in report.services[len(with_traffic) :]] == sorted(
+        s.service for s in report.services if s.coverage.current is None
+    )
+    pcts = [s.coverage.current.pct for s in with_traffic]  # type: ignore[union-attr]
+    assert pcts == sorted(pcts)
+    # lab/sandbox 0 %, legacy/mainframe-gw 1/3 of 6 req/s mTLS, then catalog/search 90 %
+    assert [str(s.service) for s in with_traffic[:3]] == ["lab/sandbox", "legacy/mainframe-gw", "catalog/search"]
+    assert [n.namespace for n in report.namespaces][-2:] == ["archive", "quiet"]
+    # equal coverage (100 %): the bigger volume comes first
+    full = [s for s in with_traffic if s.coverage.current.pct == 100.0]  # type: ignore[union-attr]
+    rates = [s.coverage.current.rate for s in full]  # type: ignore[union-attr]
+    assert rates == sorted(rates, reverse=True) and len(full) == 5
+
+
+def test_every_verdict_and_the_policy_behind_it(report: Report) -> None:
+    namespaces = {n.namespace: n for n in report.namespaces}
+    assert {ns: row.verdict for ns, row in namespaces.items()} == EXPECTED_VERDICTS
+    assert {ns: row.policy.mode for ns, row in namespaces.items()} == {
+        "shop": Mode.PERMISSIVE,  # no namespace policy: the mesh's oldest mesh-wide one
+        "legacy": Mode.PERMISSIVE,  # UNSET inherits the mesh
+        "payments": Mode.STRICT,
+        "catalog": Mode.STRICT,
+        "lab": Mode.DISABLE,
+        "archive": Mode.PERMISSIVE,
+        "quiet": Mode.STRICT,
+    }
+    assert namespaces["shop"].policy.source == f"{ROOT}/default"
+    assert namespaces["legacy"].policy.source == "legacy/default"
+    assert (report.mesh_policy.mode, report.mesh_policy.source) == (Mode.PERMISSIVE, f"{ROOT}/default")
+    assert [e.describe() for e in namespaces["catalog"].policy.exceptions] == [
+        "workloads app=search (catalog/search-legacy): PERMISSIVE"
+    ]
+    assert [e.describe() for e in namespaces["payments"].policy.exceptions] == [
+        "workloads app=ledger (payments/ledger-metrics): STRICT; port 15020: DISABLE"
+    ]
+    ignored = " | ".join(report.ignored_policies)
+    assert f"{ROOT}/strict-everywhere" in ignored and f"{ROOT}/ingress" in ignored
+    assert len(report.ignored_policies) == 2
+    # blocked lists its plaintext callers
+    assert {c.name for c in namespaces["legacy"].callers} == {"shop/checkout", "outside the mesh (unknown)"}
+    assert namespaces["shop"].callers == ()
+
+
+def test_plaintext_offenders_are_named_with_their_rates_and_last_weeks(report: Report) -> None:
+    now, before = plaintext_callers(week(this=True)), plaintext_callers(week(this=False))
+    got = {(c.destination.namespace, c.destination.name, c.workload, c.namespace): c for c in report.offenders}
+    assert set(got) == set(now)
+    for key, caller in got.items():
+        assert close(caller.rate, now[key]), key
+        assert close(caller.previous_rate, before.get(key)), key
+    outside_callers = {str(c.destination) for c in report.offenders if c.outside_mesh}
+    assert outside_callers == {"legacy/mainframe-gw", "legacy/ftp-bridge"}
+    # stopped since last week: batch/exporter → shop/checkout (2 req/s), and archive's reports (0.5 req/s)
+    stopped = {(str(c.destination), c.name): c.previous_rate for c in report.resolved}
+    assert stopped == {("shop/checkout", "batch/exporter"): 2.0, ("archive/old-api", "archive/reports"): 0.5}
+    assert all(c.rate == 0 for c in report.resolved)
+
+
+def test_policies_are_listed_page_by_page_and_a_failed_page_is_retried(env: Env) -> None:
+    env.kube.fail_next(1, status=503, path_prefix="/apis/security.istio.io")
+    before = len(env.kube.requests)
+    policies = list_policies(api_client(str(env.kubeconfig)), retry=RetryPolicy(sleep=lambda s: None), page_size=3)
+    assert {p.ref for p in policies} == {f"{o['metadata']['namespace']}/{o['metadata']['name']}" for o in POLICIES}
+    calls = [r for r in env.kube.requests[before:] if r.path.startswith("/apis/security.istio.io")]
+    assert [r.status for r in calls] == [503] + [200] * math.ceil(len(POLICIES) / 3)
+
+
+def test_cli_outputs_and_submits_gauges_and_an_event(env: Env, intake: FakeIntake, tmp_path: Path) -> None:
+    proc = run_exporter(env, intake, "--at", str(env.at), "--output", "json", "--submit")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    this = week(this=True)
+    assert doc["evaluated_at"] == env.at and doc["window_seconds"] == WEEK
+    assert close(doc["mesh"]["coverage_pct"], totals(this).pct)  # type: ignore[union-attr]
+    assert {n["namespace"]: n["verdict"] for n in doc["namespaces"]} == {
+        ns: v.name.lower() for ns, v in EXPECTED_VERDICTS.items()
+    }
+    assert "submitted" in proc.stderr and API_KEY not in proc.stderr + proc.stdout
+
+    points = [p for p in intake.points() if p.metric == "istio.mesh.mtls_coverage_pct"]
+    assert {p.timestamp for p in points} == {env.at}
+    by_ns = {next((t.split(":", 1)[1] for t in p.tags if t.startswith("kube_namespace:")), None): p for p in points}
+    with_traffic = {ns for ns, v in EXPECTED_VERDICTS.items() if v is not Verdict.NO_TRAFFIC}
+    assert set(by_ns) == {None, *with_traffic}  # the mesh point carries no namespace; no point without traffic
+    assert close(by_ns[None].value, totals(this).pct)  # type: ignore[union-attr]
+    for ns in with_traffic:
+        assert close(by_ns[ns].value, totals(this, lambda s, ns=ns: s.namespace == ns).pct)  # type: ignore[union-attr]
+        assert "env:test" in by_ns[ns].tags
+    events = intake.events()
+    assert len(events) == 1
+    assert events[0]["title"].startswith(f"mTLS coverage {100 * 119 / 128.5:.2f} % over 7d")
+    assert "1 ready for STRICT" in events[0]["title"] and "1 STRICT but plaintext observed" in events[0]["title"]
+    assert events[0]["alert_type"] == "warning"  # a STRICT namespace still receives plaintext
+    assert "legacy/mainframe-gw" in events[0]["text"] and "outside the mesh" in events[0]["text"]
+
+    out = tmp_path / "report.md"
+    proc = run_exporter(env, None, "--at", str(env.at), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    assert proc.stdout == "" and text.startswith("# mTLS coverage report")
+    for heading in ("## Namespaces", "## Plaintext callers", "## Migrated services (worst first)", "## Policy notes"):
+        assert heading in text
+    assert re.search(r"\| catalog \| STRICT \(catalog/default\) \| 96\.67 % \|", text), text  # 58/60
+
+
+def test_cli_rejects_bad_flags_with_exit_2_naming_the_flag(env: Env, tmp_path: Path) -> None:
+    proc = run_exporter(env, None, "--window", "7 days")
+    assert proc.returncode == 2 and "--window" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    proc = run_exporter(env, None, "--at", str(env.at), "--out", str(tmp_path / "missing" / "r.md"))
+    assert proc.returncode == 2 and "--out" in proc.stderr
+    proc = run_exporter(env, None, "--at", str(env.at), "--submit")  # no DD_API_KEY
+    assert proc.returncode == 2 and "DD_API_KEY" in proc.stderr and proc.stdout == ""
+
+
+def test_weekly_job_submits_at_its_clock_and_survives_a_dead_prometheus(env: Env, intake: FakeIntake) -> None:
+    settings = env.settings(datadog_url=intake.url, dd_api_key=API_KEY, tags=["env:test"])
+    weekly_job(settings, clock=lambda: env.at + 0.7)()
+    points = [p for p in intake.points() if p.metric == "istio.mesh.mtls_coverage_pct"]
+    assert {p.timestamp for p in points} == {env.at} and len(points) == 1 + 5
+    assert len(intake.events()) == 1
+
+    dead = Settings(
+        prometheus_url="http://127.0.0.1:9",
+        prometheus_timeout_seconds=1,
+        kubeconfig=str(env.kubeconfig),
+        datadog_url=intake.url,
+        dd_api_key=API_KEY,
+    )
+    job = weekly_job(dead, clock=lambda: env.at)
+    with capture_logs() as logs:
+        job()  # must not raise: the daemon's scheduler thread would lose the job
+    failed = [e for e in logs if e["event"] == "mtls report failed"]
+    assert failed and "127.0.0.1:9" in failed[0]["error"]
+    assert len(intake.events()) == 1 and len(intake.points()) == 6  # nothing more was sent, no fake zeros
+
+
+def test_html_page_renders_in_headless_chromium_with_every_namespace(report: Report, tmp_path: Path) -> None:
+    if shutil.which(CHROMIUM) is None and shutil.which("chromium") is None:
+        pytest.fail("chromium not found: install Debian's chromium package (make chromium)", pytrace=False)
+    page = tmp_path / "report.html"
+    page.write_text(html_page(report), encoding="utf-8")
+    assert not re.search(r"(src|href)=\"(https?:)?//", page.read_text())  # self-contained: no external asset
+    proc = subprocess.run(
+        [
+            shutil.which(CHROMIUM) or "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    dom = proc.stdout
+    assert "<title>mTLS coverage report" in dom and 'id="mesh-coverage"' in dom
+    sections = re.findall(r'<section class="ns" id="ns-([a-z-]+)" data-namespace="([a-z-]+)">', dom)
+    assert [b for _, b in sections] == [n.namespace for n in report.namespaces]
+    for ns in EXPECTED_VERDICTS:
+        assert f'data-label="{ns}"' in dom  # a bar in the overview chart
+    # one filled bar per namespace with traffic in the overview, and per namespace/service in its section
+    fills = re.findall(r'<rect class="fill (good|warn|bad)"', dom)
+    with_traffic = sum(1 for n in report.namespaces if n.coverage.current is not None)
+    services_with_traffic = sum(1 for s in report.services if s.coverage.current is not None)
+    assert len(fills) == 2 * with_traffic + services_with_traffic
+    assert dom.count("<svg") == 1 + len(report.namespaces)
