@@ -126,7 +126,7 @@ class Daemon:
         self.weekly_report = weekly_report
         self.last_at: int | None = None
         self.metrics = SelfMetrics()
-        self.backlog = backlog or Backlog(clock=clock)
+        self.backlog = backlog if backlog is not None else Backlog(clock=clock)
         self.backlog.on_drop = lambda reason, n: self.metrics.points_dropped.labels(reason).inc(n)
         self.services: list[ServiceRef] | None = None
         self.discovered_at: float | None = None

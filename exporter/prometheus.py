@@ -95,7 +95,7 @@ class PrometheusClient:
             headers=dict(headers or {}),
             session=self._session,
             timeout=timeout,  # type: ignore[arg-type,unused-ignore]  # annotated int; requests takes float
-            retry=Retry(total=0, raise_on_status=False),  # retries are ours (tenacity), not urllib3's
+            retry=Retry(total=False),  # retries are ours (tenacity); errors surface as they are, timeouts too
         )
 
     def close(self) -> None:
