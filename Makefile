@@ -41,3 +41,10 @@ demo: $(STAMP) prometheus
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
+
+# requirements.lock: the image's exact, hashed dependencies (all platforms, Python >= 3.11). Run after
+# changing [project].dependencies in pyproject.toml; `make lock UPGRADE=--upgrade` also takes newer versions.
+.PHONY: lock
+LOCK_COMPILE = uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes -o requirements.lock
+lock: $(STAMP)
+	$(BIN)/$(LOCK_COMPILE) $(UPGRADE) --custom-compile-command "make lock  ($(LOCK_COMPILE))"

