@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Feature modules that add commands: each has `register(subparsers)`, whose parsers set
 # `func=(args, settings) -> exit code`. Add a module here to add its commands.
-EXTENSIONS: tuple[str, ...] = ("report",)
+EXTENSIONS: tuple[str, ...] = ("report", "canary_cmd", "rollout")
 
 
 def _extensions() -> list[Callable[[Any], None]]:

@@ -19,30 +19,15 @@ import pytest
 
 from exporter.canary import FAIL, INCONCLUSIVE, PASS
 from exporter.canary_cmd import measure_subsets, run_analysis
-from exporter.meshsim import LATENCY_SLOW, Caller, Latency, Phase, Service, Version
+from exporter.meshsim import LATENCY_SLOW, Phase, Service
 from exporter.model import ServiceRef
 from exporter.prometheus import PrometheusClient
+from tests.integration.canary_mesh import QUICK_P99, SLOW_P99, equal, sparse, worse
 from tests.integration.conftest import PrometheusFactory
 
 STEP = 30.0
 WINDOW_S = 300
-QUICK = Latency.of({5: 0.3, 10: 0.4, 25: 0.2, 50: 0.08, 100: 0.02})  # p99 = 50 + 50·(0.99−0.98)/0.02 = 75 ms
-QUICK_P99 = 75.0
-SLOW_P99 = 1000 + 1500 * (0.99 - 0.97) / 0.03  # LATENCY_SLOW: 97 % ≤ 1000 ms, 100 % ≤ 2500 ms → 2000 ms
-WEB = Caller("web", "frontend", 40.0)
-
-WORSE = Service("shop", "reviews", (WEB,), (
-    Version("stable", share=0.9, error_rate=0.0005, latency=QUICK),
-    Version("canary", share=0.1, error_rate=0.05, latency=LATENCY_SLOW),
-))  # fmt: skip
-EQUAL = Service("shop", "ratings", (WEB,), (
-    Version("stable", share=0.9, error_rate=0.0005, latency=QUICK),
-    Version("canary", share=0.1, error_rate=0.0005, latency=QUICK),
-))  # fmt: skip
-SPARSE = Service("shop", "details", (Caller("web", "frontend", 2.0),), (
-    Version("stable", share=0.95, latency=QUICK),
-    Version("canary", share=0.05, error_rate=0.5, latency=LATENCY_SLOW),
-))  # fmt: skip
+WORSE, EQUAL, SPARSE = worse("reviews"), equal("ratings"), sparse("details")
 CANARY_MESH = (WORSE, EQUAL, SPARSE)
 
 

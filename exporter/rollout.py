@@ -1,0 +1,752 @@
+"""`exporter rollout`: progressive traffic shifting to a canary with Istio, judged at every step, rolled back
+in seconds when worse, promoted at 100 %.
+
+The service's VirtualService must have HTTP route(s) splitting traffic between the DestinationRule's
+stable and canary subsets; only those routes' weights are patched (plus, with --header, one route of
+our own named `mesh-exporter-canary-header`, and our annotation). Every write is a JSON patch guarded
+by the resourceVersion of our own previous write, so anyone else's edit in between is detected (409)
+and reported, never overwritten. Progress lives in the `mesh-exporter.io/rollout` annotation of the
+VirtualService, written in the same patch as the weights, so a restarted rollout resumes from its step
+or finishes an interrupted rollback. The clock and the wait are injected: tests drive the real code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from itertools import pairwise
+from types import FrameType
+from typing import Any, Protocol, TextIO
+
+import structlog
+
+from exporter import clients
+from exporter.canary import FAIL, PASS, Thresholds, Verdict
+from exporter.canary_cmd import add_analysis_flags, check_window, run_analysis, thresholds_from
+from exporter.datadog import DatadogSink, service_tags
+from exporter.errors import ConfigError, ExporterError, KubeError
+from exporter.istio import JSON, Kube, Op, apply_patch, pointer, rv_guard
+from exporter.model import ServiceRef
+from exporter.settings import Settings
+
+log = structlog.get_logger("exporter.rollout")
+
+ANNOTATION = "mesh-exporter.io/rollout"
+HEADER_ROUTE = "mesh-exporter-canary-header"
+VIRTUAL_SERVICES, DESTINATION_RULES = "virtualservices", "destinationrules"
+ISTIO_SUPPORTED = ((1, 22), (1, 31))
+"""networking.istio.io/v1 is served from Istio 1.22; newer minors than the last tested get a warning."""
+
+PROMOTED, ROLLED_BACK, LEFT = "promoted", "rolled-back", "left"
+ACTIVE_PHASES = ("progressing", "promoting", "rolling-back")
+_HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+\-.^_`|~]+$")
+
+Analyzer = Callable[[float, "Targets"], Verdict]
+"""The analysis of the canary over the window ending at the given unix time."""
+
+
+class RolloutError(ExporterError):
+    """The rollout cannot go on: a missing object, a concurrent edit, a rollout of another image."""
+
+
+class Waiter(Protocol):
+    def wait(self, seconds: float) -> bool:
+        """Wait up to `seconds`; True when a stop (SIGTERM) was requested meanwhile."""
+        ...
+
+    def stopped(self) -> bool: ...
+
+
+class SignalWaiter:
+    """The real waiter: sleeps in short slices until a signal handler calls `request_stop()`.
+
+    A plain flag, not a threading.Event: a handler that takes a lock the interrupted main thread may
+    hold (Event.set inside Event.wait) can deadlock.
+    """
+
+    def __init__(self, *, slice_s: float = 0.05) -> None:
+        self.slice_s = slice_s
+        self._stop = False
+
+    def request_stop(self) -> None:
+        self._stop = True
+
+    def wait(self, seconds: float) -> bool:
+        end = time.monotonic() + seconds
+        while not self._stop and (left := end - time.monotonic()) > 0:
+            time.sleep(min(self.slice_s, left))
+        return self._stop
+
+    def stopped(self) -> bool:
+        return self._stop
+
+
+@dataclass(frozen=True)
+class Plan:
+    service: ServiceRef
+    image: str
+    steps: tuple[int, ...] = (5, 10, 25, 50, 100)
+    interval_s: float = 300.0
+    window: str = "5m"
+    failure_limit: int = 2
+    hold_limit: int = 3
+    """Inconclusive analyses a step may hold for before the rollout gives up and rolls back."""
+    header: tuple[str, str] | None = None
+    virtual_service: str = ""
+    destination_rule: str = ""
+    stable_subset: str = "stable"
+    canary_subset: str = "canary"
+    subset_label: str = "version"
+    stable_deployment: str = ""
+    canary_deployment: str = ""
+    container: str = ""
+    version_label: str = "destination_version"
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    on_error: str = "rollback"
+    on_sigterm: str = "rollback"
+    istio_root_namespace: str = "istio-system"
+    tags: tuple[str, ...] = ()
+
+    @property
+    def vs_name(self) -> str:
+        return self.virtual_service or self.service.name
+
+    @property
+    def dr_name(self) -> str:
+        return self.destination_rule or self.service.name
+
+
+@dataclass
+class State:
+    """What the annotation records: enough to resume a step or finish a rollback after a restart."""
+
+    image: str
+    previous_image: str
+    phase: str = "progressing"
+    step: int = 0
+    weight: int = 0
+    holds: int = 0
+    failures: int = 0
+    reason: str = ""
+
+    @classmethod
+    def parse(cls, text: str | None) -> State | None:
+        if not text:
+            return None
+        try:
+            data = json.loads(text)
+            return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        except (ValueError, TypeError, KeyError):
+            raise RolloutError(f"annotation {ANNOTATION} is not a rollout record: {text[:200]!r}") from None
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What preflight found: the Deployments, their containers, and the version label values to compare."""
+
+    canary_deployment: str
+    stable_deployment: str
+    canary_container: int
+    stable_container: int
+    canary_version: str
+    stable_version: str
+    host: str
+
+
+# ------------------------------------------------------------------------------------ VirtualService ops
+def managed_routes(vs: JSON, plan: Plan) -> list[tuple[int, int, int]]:
+    """(http index, stable destination index, canary destination index) of every route splitting the two."""
+    out = []
+    for i, http in enumerate(vs.get("spec", {}).get("http") or []):
+        if http.get("name") == HEADER_ROUTE:
+            continue
+        subsets = [(d.get("destination") or {}).get("subset") for d in http.get("route") or []]
+        if len(subsets) == 2 and set(subsets) == {plan.stable_subset, plan.canary_subset}:
+            out.append((i, subsets.index(plan.stable_subset), subsets.index(plan.canary_subset)))
+    return out
+
+
+def _header_index(vs: JSON) -> int | None:
+    routes = vs.get("spec", {}).get("http") or []
+    return next((i for i, http in enumerate(routes) if http.get("name") == HEADER_ROUTE), None)
+
+
+def vs_ops(vs: JSON, plan: Plan, targets: Targets, *, canary_weight: int, header: bool, state: State) -> list[Op]:
+    """Ops moving `vs` to the given canary weight (stable gets the rest), header route and recorded state."""
+    ops: list[Op] = []
+    index = _header_index(vs)
+    if header and index is None and plan.header is not None:
+        name, value = plan.header
+        route = {
+            "name": HEADER_ROUTE,
+            "match": [{"headers": {name: {"exact": value}}}],
+            "route": [{"destination": {"host": targets.host, "subset": plan.canary_subset}}],
+        }
+        ops.append({"op": "add", "path": "/spec/http/0", "value": route})
+    elif not header and index is not None:
+        ops.append({"op": "remove", "path": pointer("spec", "http", index)})
+    after = apply_patch(vs, ops)
+    for i, s, c in managed_routes(after, plan):
+        ops.append(
+            {"op": "add", "path": pointer("spec", "http", i, "route", s, "weight"), "value": 100 - canary_weight}
+        )
+        ops.append({"op": "add", "path": pointer("spec", "http", i, "route", c, "weight"), "value": canary_weight})
+    record = json.dumps(asdict(state), separators=(",", ":"))
+    if "annotations" in vs["metadata"]:
+        ops.append({"op": "add", "path": pointer("metadata", "annotations", ANNOTATION), "value": record})
+    else:
+        ops.append({"op": "add", "path": "/metadata/annotations", "value": {ANNOTATION: record}})
+    return ops
+
+
+# ------------------------------------------------------------------------------------------------ run
+class Rollout:
+    """One rollout of `plan.image`; `run()` returns PROMOTED, ROLLED_BACK or LEFT (stopped for a resume)."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        kube: Kube,
+        analyzer: Analyzer,
+        *,
+        clock: Callable[[], float] = time.time,
+        waiter: Waiter | None = None,
+        events: DatadogSink | None = None,
+        dry_run: bool = False,
+        out: TextIO | None = None,
+    ) -> None:
+        self.plan = plan
+        self.kube = kube
+        self.analyzer = analyzer
+        self.clock = clock
+        self.waiter = waiter or SignalWaiter()
+        self.events = events
+        self.dry_run = dry_run
+        self.out = out or sys.stdout
+        self.ns = plan.service.namespace
+        self.vs: JSON = {}
+        self.targets: Targets | None = None
+        self.state = State(image=plan.image, previous_image="")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="events") if events else None
+        self._log = log.bind(service=str(plan.service), image=plan.image, dry_run=dry_run)
+
+    # ---- preflight ------------------------------------------------------------------------------
+    def preflight(self) -> Targets:
+        plan, ns = self.plan, self.ns
+        kubernetes = self.kube.server_version()
+        istio = self.kube.istio_version(plan.istio_root_namespace)
+        self._log.info("rollout preflight", kubernetes_version=kubernetes, istio_version=istio or "unknown")
+        if istio is None:
+            self._log.warning("istio version unknown", root_namespace=plan.istio_root_namespace)
+        else:
+            minor = tuple(int(x) for x in istio.split(".")[:2])
+            low, high = ISTIO_SUPPORTED
+            if not low <= minor <= high:
+                self._log.warning(
+                    "istio version outside the supported range",
+                    istio_version=istio,
+                    supported=f"{low[0]}.{low[1]}-{high[0]}.{high[1]}",
+                )
+        self.vs = self._must(
+            lambda: self.kube.get_istio(VIRTUAL_SERVICES, ns, plan.vs_name), f"VirtualService {ns}/{plan.vs_name}"
+        )
+        dr = self._must(
+            lambda: self.kube.get_istio(DESTINATION_RULES, ns, plan.dr_name), f"DestinationRule {ns}/{plan.dr_name}"
+        )
+        subsets = {s.get("name"): s.get("labels") or {} for s in dr.get("spec", {}).get("subsets") or []}
+        for name in (plan.stable_subset, plan.canary_subset):
+            if name not in subsets:
+                raise RolloutError(
+                    f"DestinationRule {ns}/{plan.dr_name} has no subset {name!r} (has {sorted(subsets)})"
+                )
+            if plan.subset_label not in subsets[name]:
+                raise RolloutError(
+                    f"subset {name!r} of DestinationRule {ns}/{plan.dr_name} has no label {plan.subset_label!r}"
+                )
+        routes = managed_routes(self.vs, plan)
+        if not routes:
+            raise RolloutError(
+                f"no HTTP route of VirtualService {ns}/{plan.vs_name} splits traffic between subsets "
+                f"{plan.stable_subset!r} and {plan.canary_subset!r}; give it one with two destinations, e.g. "
+                f"route: [{{destination: {{host: {plan.service.name}, subset: {plan.stable_subset}}}, weight: 100}}, "
+                f"{{destination: {{host: {plan.service.name}, subset: {plan.canary_subset}}}, weight: 0}}]"
+            )
+        i, _, c = routes[0]
+        host = str(self.vs["spec"]["http"][i]["route"][c]["destination"].get("host", plan.service.name))
+        stable_label, canary_label = subsets[plan.stable_subset], subsets[plan.canary_subset]
+        stable_dep = plan.stable_deployment or f"{plan.service.name}-{stable_label[plan.subset_label]}"
+        canary_dep = plan.canary_deployment or f"{plan.service.name}-{canary_label[plan.subset_label]}"
+        stable_container = self._container(stable_dep, stable_label, "--stable-deployment")
+        canary_container = self._container(canary_dep, canary_label, "--canary-deployment")
+        by_workload = plan.version_label == "destination_workload"
+        self.targets = Targets(
+            canary_deployment=canary_dep,
+            stable_deployment=stable_dep,
+            canary_container=canary_container,
+            stable_container=stable_container,
+            canary_version=canary_dep if by_workload else str(canary_label[plan.subset_label]),
+            stable_version=stable_dep if by_workload else str(stable_label[plan.subset_label]),
+            host=host,
+        )
+        self._log.info("rollout targets", **asdict(self.targets), routes=[r[0] for r in routes])
+        return self.targets
+
+    def _must(self, fetch: Callable[[], JSON], what: str) -> JSON:
+        try:
+            return fetch()
+        except KubeError as e:
+            if e.status == 404:
+                raise RolloutError(f"{what} not found") from None
+            raise
+
+    def _container(self, name: str, labels: dict[str, str], flag: str) -> int:
+        dep = self._must(lambda: self.kube.get_deployment(self.ns, name), f"Deployment {self.ns}/{name} (set {flag})")
+        template = dep.get("spec", {}).get("template", {})
+        pod_labels = template.get("metadata", {}).get("labels") or {}
+        if any(pod_labels.get(k) != v for k, v in labels.items()):
+            raise RolloutError(f"Deployment {self.ns}/{name}'s pods do not carry the subset's labels {labels}")
+        containers = template.get("spec", {}).get("containers") or []
+        names = [c.get("name") for c in containers]
+        wanted = self.plan.container or (names[0] if len(names) == 1 else self.plan.service.name)
+        if wanted not in names:
+            raise RolloutError(
+                f"Deployment {self.ns}/{name} has no container {wanted!r} (has {names}); set --container"
+            )
+        return names.index(wanted)
+
+    # ---- writes ---------------------------------------------------------------------------------
+    def _write_vs(self, *, canary_weight: int, header: bool, why: str) -> None:
+        assert self.targets is not None
+        ops = vs_ops(self.vs, self.plan, self.targets, canary_weight=canary_weight, header=header, state=self.state)
+        patch = [rv_guard(self.vs), *ops]
+        if self.dry_run:
+            self._print(f"VirtualService {self.ns}/{self.plan.vs_name}", why, patch)
+            self.vs = apply_patch(self.vs, ops)
+            return
+        try:
+            self.vs = self.kube.patch_istio(VIRTUAL_SERVICES, self.ns, self.plan.vs_name, patch)
+        except KubeError as e:
+            if e.status == 409:
+                raise RolloutError(
+                    f"VirtualService {self.ns}/{self.plan.vs_name} was changed by someone else since our last write "
+                    f"(409 Conflict); their change was not overwritten: {e}"
+                ) from None
+            raise
+
+    def _set_image(self, deployment: str, container: int, image: str, why: str) -> str:
+        """Set the container's image (guarded by resourceVersion); returns the image it had."""
+        dep = self.kube.get_deployment(self.ns, deployment)
+        previous = str(dep["spec"]["template"]["spec"]["containers"][container].get("image", ""))
+        if previous == image:
+            return previous
+        ops = [
+            rv_guard(dep),
+            {
+                "op": "replace",
+                "path": pointer("spec", "template", "spec", "containers", container, "image"),
+                "value": image,
+            },
+        ]
+        if self.dry_run:
+            self._print(f"Deployment {self.ns}/{deployment}", why, ops)
+        else:
+            self.kube.patch_deployment(self.ns, deployment, ops)
+        self._log.info("deployment image set", deployment=deployment, image=image, previous=previous)
+        return previous
+
+    def _print(self, target: str, why: str, ops: list[Op]) -> None:
+        self.out.write(f"# {why}\nPATCH {target} (application/json-patch+json)\n{json.dumps(ops, indent=2)}\n\n")
+
+    def _notify(self, event: str, *, title: str, alert: str = "info", **fields: Any) -> None:
+        level = {"error": "error", "warning": "warning"}.get(alert, "info")
+        getattr(self._log, level)(event, **fields)
+        if self._pool is None or self.events is None or self.dry_run:
+            return
+        text = ", ".join(f"{k}={v}" for k, v in fields.items())
+        tags = (
+            *service_tags(self.plan.service, self.plan.tags),
+            "source:mesh-exporter",
+            f"rollout_event:{event.replace(' ', '_')}",
+        )
+        sink = self.events
+
+        def send() -> None:
+            try:
+                sink.event(title=title, text=text, tags=tags, alert_type=alert)
+            except ExporterError as e:
+                self._log.warning("datadog event not sent", event=event, error=str(e))
+
+        self._pool.submit(send)
+
+    # ---- the rollout ----------------------------------------------------------------------------
+    def run(self) -> str:
+        try:
+            return self._run()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+
+    def _run(self) -> str:
+        plan = self.plan
+        targets = self.preflight()
+        recorded = State.parse((self.vs["metadata"].get("annotations") or {}).get(ANNOTATION))
+        if recorded and recorded.phase in ACTIVE_PHASES:
+            if recorded.phase == "rolling-back":
+                self._log.info("rollout resumed", phase=recorded.phase, step=recorded.step)
+                self.state = recorded
+                return self._rollback(recorded.reason or "finishing an interrupted rollback", None)
+            if recorded.image != plan.image:
+                raise RolloutError(
+                    f"a rollout of {recorded.image} is in progress on {plan.service} (step {recorded.step + 1}, "
+                    f"{recorded.weight} %); run it again with --canary-image {recorded.image} to resume it"
+                )
+            self.state = recorded
+            self._notify(
+                "rollout resumed",
+                title=f"Rollout of {plan.service} resumed",
+                step=recorded.step + 1,
+                weight=recorded.weight,
+                phase=recorded.phase,
+            )
+        else:
+            previous = self._current_image(targets.canary_deployment, targets.canary_container)
+            self.state = State(image=plan.image, previous_image=previous)
+            self._notify(
+                "rollout started",
+                title=f"Rollout of {plan.service} started",
+                steps=list(plan.steps),
+                previous_image=previous,
+            )
+        try:
+            return self._progress()
+        except ExporterError as e:
+            self._notify(
+                "rollout error",
+                title=f"Rollout of {plan.service} failed",
+                alert="error",
+                error=str(e),
+                step=self.state.step + 1,
+            )
+            if plan.on_error == "rollback" and self.state.phase != "promoted" and not self.dry_run:
+                self._rollback(f"error: {e}", None)
+            raise
+
+    def _current_image(self, deployment: str, container: int) -> str:
+        dep = self.kube.get_deployment(self.ns, deployment)
+        return str(dep["spec"]["template"]["spec"]["containers"][container].get("image", ""))
+
+    def _progress(self) -> str:
+        plan = self.plan
+        assert self.targets is not None
+        if self.state.phase == "promoting":
+            return self._promote()
+        self._set_image(self.targets.canary_deployment, self.targets.canary_container, plan.image, "canary image")
+        for index in range(self.state.step, len(plan.steps)):
+            weight = plan.steps[index]
+            if weight == 100:
+                break
+            if index != self.state.step or self.state.weight != weight:
+                self.state = replace(self.state, step=index, weight=weight, holds=0, failures=0)
+            why = f"step {index + 1}/{len(plan.steps)}: canary {weight} %, stable {100 - weight} %"
+            self._write_vs(canary_weight=weight, header=plan.header is not None, why=why)
+            self._notify(
+                "rollout step", title=f"Rollout of {plan.service}: canary at {weight} %", step=index + 1, weight=weight
+            )
+            if self.dry_run:
+                continue
+            outcome = self._judge()
+            if outcome is not None:
+                return outcome
+        return self._promote()
+
+    def _judge(self) -> str | None:
+        """Wait and analyse until the step passes (None), or roll back / stop (the outcome)."""
+        plan, state = self.plan, self.state
+        assert self.targets is not None
+        while True:
+            if self.waiter.wait(plan.interval_s) or self.waiter.stopped():
+                return self._interrupted()
+            verdict = self.analyzer(self.clock(), self.targets)
+            decided = time.monotonic()
+            if self.waiter.stopped():
+                return self._interrupted()
+            where = {"verdict": verdict.result, "step": state.step + 1, "weight": state.weight}
+            figures = {
+                "canary_requests": verdict.canary.requests,
+                "stable_requests": verdict.stable.requests,
+                "canary_success_pct": verdict.canary.success_rate_pct,
+                "canary_p99_ms": verdict.canary.p99_ms,
+                "reasons": list(verdict.reasons),
+            }
+            if verdict.result == PASS:
+                state.failures = 0
+                title = f"Canary of {plan.service} passed at {state.weight} %"
+                self._notify("canary verdict", title=title, alert="success", **where, **figures)
+                return None
+            if verdict.result == FAIL:
+                state.failures += 1
+                give_up = state.failures >= plan.failure_limit
+                reason = f"failed {state.failures} analyses in a row: " + "; ".join(verdict.reasons)
+            else:
+                state.holds += 1
+                give_up = state.holds > plan.hold_limit
+                reason = f"inconclusive {state.holds} times at {state.weight} %: " + "; ".join(verdict.reasons)
+            if give_up:
+                outcome = self._rollback(reason, decided)  # traffic first: events and logs can wait
+                title = f"Canary of {plan.service}: {verdict.result}, rolled back"
+                self._notify("canary verdict", title=title, alert="error", **where, **figures)
+                return outcome
+            self._write_vs(canary_weight=state.weight, header=plan.header is not None, why="record the verdict")
+            title = f"Canary of {plan.service}: {verdict.result} at {state.weight} %, holding the step"
+            self._notify(
+                "canary verdict",
+                title=title,
+                alert="warning",
+                **where,
+                holds=state.holds,
+                failures=state.failures,
+                **figures,
+            )
+
+    def _interrupted(self) -> str:
+        if self.plan.on_sigterm == "rollback":
+            return self._rollback("interrupted (SIGTERM)", time.monotonic())
+        self._notify(
+            "rollout interrupted",
+            title=f"Rollout of {self.plan.service} stopped; it resumes on restart",
+            alert="warning",
+            step=self.state.step + 1,
+            weight=self.state.weight,
+        )
+        return LEFT
+
+    def _rollback(self, reason: str, decided: float | None) -> str:
+        """All traffic to stable first (re-reading on a conflict), then the canary image restored."""
+        assert self.targets is not None
+        self.state = replace(self.state, phase="rolling-back", reason=reason)
+        for attempt in range(3):
+            try:
+                self._write_vs(canary_weight=0, header=False, why="rollback: all traffic to stable")
+                break
+            except RolloutError as e:
+                if attempt == 2:
+                    raise
+                self._log.error("rollout conflict", error=str(e), action="re-read, then all traffic to stable")
+                self.vs = self.kube.get_istio(VIRTUAL_SERVICES, self.ns, self.plan.vs_name)
+        since = None if decided is None else round(time.monotonic() - decided, 3)
+        self._log.warning("rollback traffic switched", reason=reason, seconds_since_decision=since)
+        if self.state.previous_image:
+            self._set_image(
+                self.targets.canary_deployment,
+                self.targets.canary_container,
+                self.state.previous_image,
+                "rollback: restore the canary image",
+            )
+        self.state = replace(self.state, phase="rolled-back", weight=0)
+        self._write_vs(canary_weight=0, header=False, why="rollback done")
+        self._notify(
+            "rollout rolled back",
+            title=f"Rollout of {self.plan.service} rolled back",
+            alert="error",
+            reason=reason,
+            restored_image=self.state.previous_image,
+        )
+        return ROLLED_BACK
+
+    def _promote(self) -> str:
+        plan = self.plan
+        assert self.targets is not None
+        self.state = replace(self.state, phase="promoting", weight=100, step=len(plan.steps) - 1)
+        self._write_vs(canary_weight=100, header=plan.header is not None, why="promotion: canary 100 %")
+        self._set_image(
+            self.targets.stable_deployment,
+            self.targets.stable_container,
+            plan.image,
+            "promotion: stable gets the canary image",
+        )
+        self.state = replace(self.state, phase="promoted", weight=0)
+        self._write_vs(canary_weight=0, header=False, why="promotion: stable 100 % (now on the new image)")
+        self._notify("rollout promoted", title=f"Rollout of {plan.service} promoted", alert="success", image=plan.image)
+        return PROMOTED
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def parse_steps(text: str) -> tuple[int, ...]:
+    try:
+        steps = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(
+            "--steps", f"expected comma-separated percentages, e.g. 5,10,25,50,100; got {text!r}"
+        ) from None
+    if any(not 0 < s <= 100 for s in steps) or any(b <= a for a, b in pairwise(steps)):
+        raise ConfigError("--steps", f"percentages must increase within 1..100, got {text!r}")
+    if steps[-1] != 100:
+        raise ConfigError("--steps", "the last step must be 100 (promotion)")
+    return steps
+
+
+def parse_header(text: str | None) -> tuple[str, str] | None:
+    if text is None:
+        return None
+    name, _, value = text.partition("=")
+    if not _HEADER_NAME.match(name):
+        raise ConfigError("--header", f"not a lower-case HTTP header name: {name!r} (Istio matches lower case)")
+    return name, value or "true"
+
+
+def plan_from(args: argparse.Namespace, settings: Settings) -> Plan:
+    interval = check_window("--step-interval", args.step_interval)
+    window = args.window or args.step_interval
+    check_window("--window", window)
+    if args.failure_limit < 1:
+        raise ConfigError("--failure-limit", "must be >= 1")
+    if args.hold_limit < 0:
+        raise ConfigError("--hold-limit", "must be >= 0")
+    if not args.canary_image.strip():
+        raise ConfigError("--canary-image", "must not be empty")
+    return Plan(
+        service=ServiceRef(args.namespace, args.service),
+        image=args.canary_image,
+        steps=parse_steps(args.steps),
+        interval_s=interval,
+        window=window,
+        failure_limit=args.failure_limit,
+        hold_limit=args.hold_limit,
+        header=parse_header(args.header),
+        virtual_service=args.virtual_service or "",
+        destination_rule=args.destination_rule or "",
+        stable_subset=args.stable_subset,
+        canary_subset=args.canary_subset,
+        subset_label=args.subset_label,
+        stable_deployment=args.stable_deployment or "",
+        canary_deployment=args.canary_deployment or "",
+        container=args.container or "",
+        version_label=args.version_label,
+        thresholds=thresholds_from(args),
+        on_error=args.on_error,
+        on_sigterm=args.on_sigterm,
+        istio_root_namespace=settings.istio_root_namespace,
+        tags=tuple(settings.tags),
+    )
+
+
+def analyzer_for(plan: Plan, settings: Settings) -> Analyzer:
+    prom = clients.prometheus(settings)
+
+    def analyze(at: float, targets: Targets) -> Verdict:
+        return run_analysis(
+            prom,
+            plan.service,
+            canary=targets.canary_version,
+            stable=targets.stable_version,
+            at=at,
+            window=plan.window,
+            label=plan.version_label,
+            thresholds=plan.thresholds,
+        )
+
+    return analyze
+
+
+@contextmanager
+def stop_on_signals(waiter: SignalWaiter) -> Iterator[None]:
+    """SIGTERM and SIGINT set the waiter's event (the rollout rolls back or stops between two waits)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        waiter.request_stop()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def cmd_rollout(args: argparse.Namespace, settings: Settings) -> int:
+    plan = plan_from(args, settings)
+    events = clients.datadog(settings) if settings.dd_api_key is not None and not args.dry_run else None
+    waiter = SignalWaiter()
+    kube = Kube(clients.kubernetes(settings))
+    rollout = Rollout(plan, kube, analyzer_for(plan, settings), waiter=waiter, events=events, dry_run=args.dry_run)
+    with stop_on_signals(waiter):
+        outcome = rollout.run()
+    print(
+        f"rollout of {plan.image} to {plan.service}: {outcome}" + (" (dry run)" if args.dry_run else ""),
+        file=sys.stderr,
+    )
+    return 0 if outcome == PROMOTED else 1
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "rollout",
+        help="progressive canary rollout with Istio traffic splitting, analysis and rollback",
+        description="Set the canary Deployment's image, then shift traffic step by step through the service's "
+        "VirtualService, judging the canary after every step; roll back on failure, error or SIGTERM; promote at "
+        "100 %%. Exit 0 promoted (or dry run done), 1 rolled back or failed, 2 bad flags.",
+    )
+    p.add_argument("--namespace", required=True)
+    p.add_argument("--service", required=True)
+    p.add_argument("--canary-image", required=True, metavar="IMAGE")
+    p.add_argument(
+        "--steps", default="5,10,25,50,100", help="canary weights in %%, ending at 100 (default %(default)s)"
+    )
+    p.add_argument(
+        "--step-interval", default="5m", metavar="DURATION", help="wait before each analysis (default %(default)s)"
+    )
+    p.add_argument("--window", metavar="DURATION", help="analysis window (default: the step interval)")
+    p.add_argument(
+        "--failure-limit",
+        type=int,
+        default=2,
+        metavar="N",
+        help="failed analyses in a row that roll back (default %(default)s)",
+    )
+    p.add_argument(
+        "--hold-limit",
+        type=int,
+        default=3,
+        metavar="N",
+        help="inconclusive analyses a step may hold for (default %(default)s)",
+    )
+    p.add_argument(
+        "--header",
+        metavar="NAME[=VALUE]",
+        help="requests with this header (value default true) always go to the canary",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print every patch it would send; change nothing")
+    p.add_argument("--virtual-service", metavar="NAME", help="default: the service name")
+    p.add_argument("--destination-rule", metavar="NAME", help="default: the service name")
+    p.add_argument(
+        "--stable-subset", default="stable", metavar="NAME", help="DestinationRule subset (default %(default)s)"
+    )
+    p.add_argument(
+        "--canary-subset", default="canary", metavar="NAME", help="DestinationRule subset (default %(default)s)"
+    )
+    p.add_argument(
+        "--subset-label",
+        default="version",
+        metavar="LABEL",
+        help="pod label the subsets select on; its values are destination_version's (default %(default)s)",
+    )
+    p.add_argument("--stable-deployment", metavar="NAME", help="default: SERVICE-<stable subset's label value>")
+    p.add_argument("--canary-deployment", metavar="NAME", help="default: SERVICE-<canary subset's label value>")
+    p.add_argument("--container", metavar="NAME", help="container to update (default: the only one, or SERVICE)")
+    p.add_argument("--on-error", choices=("rollback", "leave"), default="rollback", help="default %(default)s")
+    p.add_argument(
+        "--on-sigterm",
+        choices=("rollback", "leave"),
+        default="rollback",
+        help="leave: stop and resume on the next run (default %(default)s)",
+    )
+    add_analysis_flags(p)
+    p.set_defaults(func=cmd_rollout)
