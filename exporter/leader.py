@@ -349,7 +349,10 @@ class LeaseLeadership:
             response: Any = method(*args, _preload_content=False, _request_timeout=self.timeout)
         except (k8s.ApiException, urllib3.exceptions.HTTPError) as e:
             raise kube_error(f"{verb} Lease {self.where}", e) from None
-        return dict(json.loads(response.data))
+        try:
+            return dict(json.loads(response.data))
+        except ValueError as e:
+            raise KubeError(f"{verb} Lease {self.where}: malformed answer: {e}", retryable=True) from None
 
 
 def identity() -> str:
