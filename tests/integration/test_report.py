@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from structlog.testing import capture_logs
 
 from exporter.discovery import api_client
@@ -242,6 +243,30 @@ def test_coverage_matches_the_generator_for_mesh_namespaces_and_services(report:
             assert close(row.coverage.current.requests, want.rate * seconds)
 
 
+def test_coverage_agrees_with_prometheus_own_mutual_tls_ratio(env: Env, report: Report) -> None:
+    """The report takes all − plaintext; Prometheus, asked the textbook ratio mutual_tls / all, must agree."""
+
+    def ratio(offset: str) -> dict[str, float]:
+        everything = 'istio_requests_total{reporter="destination"}[7d]' + offset
+        mtls = 'istio_requests_total{reporter="destination",connection_security_policy="mutual_tls"}[7d]' + offset
+        by = "sum by (destination_service_namespace)"
+        query = f"100 * {by} (rate({mtls})) / {by} (rate({everything}))"
+        answer = requests.get(f"{env.prom_url}/api/v1/query", params={"query": query, "time": env.at}, timeout=10)
+        answer.raise_for_status()
+        result = answer.json()["data"]["result"]
+        values = {r["metric"]["destination_service_namespace"]: float(r["value"][1]) for r in result}
+        return {ns: v for ns, v in values.items() if not math.isnan(v)}  # 0/0: archive this week, no traffic
+
+    for offset, pick in (("", lambda t: t.current), (" offset 7d", lambda t: t.previous)):
+        prometheus = ratio(offset)
+        ours = {n.namespace: pick(n.coverage).pct for n in report.namespaces if pick(n.coverage) is not None}
+        # lab receives no mutual_tls series at all: the textbook ratio has no answer there (the 0 % trap)
+        assert set(prometheus) == set(ours) - {"lab"}, offset
+        assert ours["lab"] == 0.0
+        for ns, value in prometheus.items():
+            assert close(ours[ns], value), (offset, ns)
+
+
 def test_rows_are_worst_first_with_no_traffic_last(report: Report) -> None:
     with_traffic = [s for s in report.services if s.coverage.current is not None]
     assert [s.service for s in report.services[len(with_traffic) :]] == sorted(
@@ -376,7 +401,7 @@ def test_weekly_job_submits_at_its_clock_and_survives_a_dead_prometheus(env: Env
     with capture_logs() as logs:
         job()  # must not raise: the daemon's scheduler thread would lose the job
     failed = [e for e in logs if e["event"] == "mtls report failed"]
-    assert failed and "127.0.0.1:9" in failed[0]["error"]
+    assert failed and "127.0.0.1:9" in failed[0]["error"], logs
     assert len(intake.events()) == 1 and len(intake.points()) == 6  # nothing more was sent, no fake zeros
 
 
