@@ -35,6 +35,7 @@ from exporter.datadog import DatadogSink, service_tags
 from exporter.errors import ConfigError, ExporterError, KubeError
 from exporter.istio import JSON, Kube, Op, apply_patch, pointer, rv_guard
 from exporter.model import ServiceRef
+from exporter.promql import duration_seconds
 from exporter.settings import Settings
 
 log = structlog.get_logger("exporter.rollout")
@@ -114,6 +115,9 @@ class Plan:
     on_sigterm: str = "rollback"
     istio_root_namespace: str = "istio-system"
     tags: tuple[str, ...] = ()
+    ready_timeout_s: float = 600.0
+    """How long a Deployment may take to roll out its new image; 0 skips the wait."""
+    ready_poll_s: float = 1.0
 
     @property
     def vs_name(self) -> str:
@@ -136,6 +140,8 @@ class State:
     holds: int = 0
     failures: int = 0
     reason: str = ""
+    stable_previous_image: str = ""
+    """Set during promotion: what a rollback must give back to stable."""
 
     @classmethod
     def parse(cls, text: str | None) -> State | None:
@@ -341,26 +347,61 @@ class Rollout:
                 ) from None
             raise
 
-    def _set_image(self, deployment: str, container: int, image: str, why: str) -> str:
-        """Set the container's image (guarded by resourceVersion); returns the image it had."""
-        dep = self.kube.get_deployment(self.ns, deployment)
-        previous = str(dep["spec"]["template"]["spec"]["containers"][container].get("image", ""))
-        if previous == image:
+    def _set_image(self, deployment: str, container: int, image: str, why: str, *, expect: str = "") -> str:
+        """Set the container's image with a resourceVersion-guarded patch; returns the image it had.
+
+        A 409 is re-read: when only the status moved (the Deployment controller writes it often) the patch is
+        sent again; when the image is no longer `expect` (someone else set one), it is reported, not overwritten.
+        """
+        for attempt in range(3):
+            dep = self.kube.get_deployment(self.ns, deployment)
+            previous = str(dep["spec"]["template"]["spec"]["containers"][container].get("image", ""))
+            if previous == image:
+                return previous
+            if expect and previous != expect:
+                raise RolloutError(
+                    f"Deployment {self.ns}/{deployment} runs {previous}, not {expect}: someone else changed its image; "
+                    "not overwritten"
+                )
+            path = pointer("spec", "template", "spec", "containers", container, "image")
+            ops = [rv_guard(dep), {"op": "replace", "path": path, "value": image}]
+            if self.dry_run:
+                self._print(f"Deployment {self.ns}/{deployment}", why, ops)
+                return previous
+            try:
+                self.kube.patch_deployment(self.ns, deployment, ops)
+            except KubeError as e:
+                if e.status != 409 or attempt == 2:
+                    raise
+                self._log.info("deployment changed meanwhile; re-reading", deployment=deployment)
+                expect = previous
+                continue
+            self._log.info("deployment image set", deployment=deployment, image=image, previous=previous)
             return previous
-        ops = [
-            rv_guard(dep),
-            {
-                "op": "replace",
-                "path": pointer("spec", "template", "spec", "containers", container, "image"),
-                "value": image,
-            },
-        ]
-        if self.dry_run:
-            self._print(f"Deployment {self.ns}/{deployment}", why, ops)
-        else:
-            self.kube.patch_deployment(self.ns, deployment, ops)
-        self._log.info("deployment image set", deployment=deployment, image=image, previous=previous)
-        return previous
+        raise AssertionError("unreachable")
+
+    def _wait_ready(self, deployment: str) -> bool:
+        """Wait until the Deployment has rolled out (as `kubectl rollout status` judges it); True if interrupted."""
+        if self.dry_run or self.plan.ready_timeout_s <= 0:
+            return False
+        deadline = self.clock() + self.plan.ready_timeout_s
+        while True:
+            dep = self.kube.get_deployment(self.ns, deployment)
+            want = int(dep.get("spec", {}).get("replicas", 1))
+            st = dep.get("status") or {}
+            observed = int(st.get("observedGeneration", 0)) >= int(dep["metadata"].get("generation", 0))
+            counts = {k: int(st.get(k, 0)) for k in ("replicas", "updatedReplicas", "availableReplicas")}
+            updated = counts["updatedReplicas"]
+            if observed and updated >= want and counts["replicas"] <= updated <= counts["availableReplicas"]:
+                self._log.info("deployment ready", deployment=deployment, replicas=want)
+                return False
+            if self.clock() >= deadline:
+                raise RolloutError(
+                    f"Deployment {self.ns}/{deployment} not rolled out after {self.plan.ready_timeout_s:g}s: "
+                    f"generation observed={observed}, {counts}, wanted {want}"
+                )
+            if self.waiter.wait(self.plan.ready_poll_s):
+                return True
 
     def _print(self, target: str, why: str, ops: list[Op]) -> None:
         self.out.write(f"# {why}\nPATCH {target} (application/json-patch+json)\n{json.dumps(ops, indent=2)}\n\n")
@@ -448,7 +489,11 @@ class Rollout:
         assert self.targets is not None
         if self.state.phase == "promoting":
             return self._promote()
-        self._set_image(self.targets.canary_deployment, self.targets.canary_container, plan.image, "canary image")
+        expect = "" if self.state.step or self.state.weight else self.state.previous_image
+        targets = self.targets
+        self._set_image(targets.canary_deployment, targets.canary_container, plan.image, "canary image", expect=expect)
+        if self._wait_ready(targets.canary_deployment):
+            return self._interrupted()
         for index in range(self.state.step, len(plan.steps)):
             weight = plan.steps[index]
             if weight == 100:
@@ -543,13 +588,13 @@ class Rollout:
                 self.vs = self.kube.get_istio(VIRTUAL_SERVICES, self.ns, self.plan.vs_name)
         since = None if decided is None else round(time.monotonic() - decided, 3)
         self._log.warning("rollback traffic switched", reason=reason, seconds_since_decision=since)
-        if self.state.previous_image:
-            self._set_image(
-                self.targets.canary_deployment,
-                self.targets.canary_container,
-                self.state.previous_image,
-                "rollback: restore the canary image",
-            )
+        targets, state = self.targets, self.state
+        if state.previous_image:
+            why = "rollback: restore the canary image"
+            self._set_image(targets.canary_deployment, targets.canary_container, state.previous_image, why)
+        if state.stable_previous_image:  # the rollback interrupted a promotion
+            why = "rollback: restore the stable image"
+            self._set_image(targets.stable_deployment, targets.stable_container, state.stable_previous_image, why)
         self.state = replace(self.state, phase="rolled-back", weight=0)
         self._write_vs(canary_weight=0, header=False, why="rollback done")
         self._notify(
@@ -564,14 +609,18 @@ class Rollout:
     def _promote(self) -> str:
         plan = self.plan
         assert self.targets is not None
-        self.state = replace(self.state, phase="promoting", weight=100, step=len(plan.steps) - 1)
-        self._write_vs(canary_weight=100, header=plan.header is not None, why="promotion: canary 100 %")
-        self._set_image(
-            self.targets.stable_deployment,
-            self.targets.stable_container,
-            plan.image,
-            "promotion: stable gets the canary image",
+        targets = self.targets
+        before = self.state.stable_previous_image or self._current_image(
+            targets.stable_deployment, targets.stable_container
         )
+        self.state = replace(
+            self.state, phase="promoting", weight=100, step=len(plan.steps) - 1, stable_previous_image=before
+        )
+        self._write_vs(canary_weight=100, header=plan.header is not None, why="promotion: canary 100 %")
+        why = "promotion: stable gets the canary image"
+        self._set_image(targets.stable_deployment, targets.stable_container, plan.image, why, expect=before)
+        if self._wait_ready(targets.stable_deployment):
+            return self._interrupted()
         self.state = replace(self.state, phase="promoted", weight=0)
         self._write_vs(canary_weight=0, header=False, why="promotion: stable 100 % (now on the new image)")
         self._notify("rollout promoted", title=f"Rollout of {plan.service} promoted", alert="success", image=plan.image)
@@ -604,6 +653,10 @@ def parse_header(text: str | None) -> tuple[str, str] | None:
 
 def plan_from(args: argparse.Namespace, settings: Settings) -> Plan:
     interval = check_window("--step-interval", args.step_interval)
+    try:
+        ready_timeout = duration_seconds(args.ready_timeout)
+    except ValueError as e:
+        raise ConfigError("--ready-timeout", str(e)) from None
     window = args.window or args.step_interval
     check_window("--window", window)
     if args.failure_limit < 1:
@@ -635,6 +688,7 @@ def plan_from(args: argparse.Namespace, settings: Settings) -> Plan:
         on_sigterm=args.on_sigterm,
         istio_root_namespace=settings.istio_root_namespace,
         tags=tuple(settings.tags),
+        ready_timeout_s=ready_timeout,
     )
 
 
@@ -741,6 +795,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--stable-deployment", metavar="NAME", help="default: SERVICE-<stable subset's label value>")
     p.add_argument("--canary-deployment", metavar="NAME", help="default: SERVICE-<canary subset's label value>")
     p.add_argument("--container", metavar="NAME", help="container to update (default: the only one, or SERVICE)")
+    p.add_argument(
+        "--ready-timeout",
+        default="10m",
+        metavar="DURATION",
+        help="how long a Deployment may take to roll out a new image; 0s skips the wait (default %(default)s)",
+    )
     p.add_argument("--on-error", choices=("rollback", "leave"), default="rollback", help="default %(default)s")
     p.add_argument(
         "--on-sigterm",

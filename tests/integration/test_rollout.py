@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Any
 
 import pytest
 import structlog
+from kubernetes import client
 
 from exporter.datadog import DatadogAPI, DatadogSink
 from exporter.discovery import api_client
@@ -65,32 +67,77 @@ def data(make_prometheus: PrometheusFactory) -> Data:
     return Data(server.url, t0)
 
 
+class DeploymentController:
+    """Plays kube-controller-manager's part: a Deployment whose spec changed is reported rolled out, through
+    the status subresource with a resourceVersion guard (so it races with the rollout as the real one does)."""
+
+    def __init__(self, server: FakeKubeAPI, kubeconfig: Path) -> None:
+        self.server = server
+        self.apps = client.AppsV1Api(api_client(str(kubeconfig)))
+        self.stuck: set[str] = set()
+
+    def sync(self) -> None:
+        for obj in self.server.objects("apps/v1", "deployments"):
+            meta = obj["metadata"]
+            if meta["name"] in self.stuck or (obj.get("status") or {}).get("observedGeneration") == meta["generation"]:
+                continue
+            n = obj["spec"].get("replicas", 1)
+            counts = {"replicas": n, "updatedReplicas": n, "readyReplicas": n, "availableReplicas": n}
+            body = {"metadata": {"resourceVersion": meta["resourceVersion"]},
+                    "status": {"observedGeneration": meta["generation"], **counts}}  # fmt: skip
+            try:
+                self.apps.patch_namespaced_deployment_status(meta["name"], meta["namespace"], body)
+            except client.ApiException as e:
+                if e.status != 409:  # 409: changed meanwhile, seen on the next sync
+                    raise
+
+
+@dataclass
+class Cluster:
+    server: FakeKubeAPI
+    kubeconfig: Path
+    controller: DeploymentController
+
+
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[tuple[FakeKubeAPI, Path]]:
+def api(tmp_path: Path) -> Iterator[Cluster]:
     with FakeKubeAPI() as server:
         server.add(istiod("1.24.2"))
         for name in ("reviews", "ratings", "details", "cart", "orders", "stock"):
             for obj in rollout_objects(name):
                 server.add(obj)
-        yield server, server.write_kubeconfig(tmp_path / "kubeconfig")
+        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+        controller = DeploymentController(server, kubeconfig)
+        controller.sync()  # every Deployment starts rolled out
+        yield Cluster(server, kubeconfig, controller)
 
 
 @dataclass
 class FakeClock:
-    """Unix time that jumps by each wait; `hooks[n]` runs during the n-th wait; `stop_at` simulates SIGTERM."""
+    """Unix time that jumps by each wait. Step waits (a minute or more) are counted: `hooks[n]` runs during the
+    n-th, `stop_at` simulates SIGTERM in it. Shorter waits (readiness polls) let the controller sync."""
 
     now: float
     hooks: dict[int, Callable[[], None]] = field(default_factory=dict)
     stop_at: int | None = None
+    stop_at_poll: int | None = None
+    controller: DeploymentController | None = None
     waits: int = 0
+    polls: int = 0
     stop: bool = False
 
     def __call__(self) -> float:
         return self.now
 
     def wait(self, seconds: float) -> bool:
-        self.waits += 1
         self.now += seconds
+        if seconds < 60:
+            self.polls += 1
+            if self.controller is not None:
+                self.controller.sync()
+            self.stop = self.stop or self.polls == self.stop_at_poll
+            return self.stop
+        self.waits += 1
         if self.waits in self.hooks:
             self.hooks[self.waits]()
         if self.stop_at == self.waits:
@@ -135,7 +182,7 @@ def user_fields(obj: dict[str, Any]) -> Any:
 
 def make_rollout(
     data: Data,
-    kubeconfig: Path,
+    cluster: Cluster,
     name: str,
     clock: FakeClock,
     *,
@@ -147,7 +194,8 @@ def make_rollout(
     overrides.setdefault("image", NEW_IMAGE)
     plan = Plan(service=ServiceRef("shop", name), interval_s=INTERVAL, window="5m", **overrides)
     analyzer = analyzer_for(plan, Settings(prometheus_url=data.url))
-    kube = Kube(api_client(str(kubeconfig)), retry=RetryPolicy(sleep=lambda s: None))
+    kube = Kube(api_client(str(cluster.kubeconfig)), retry=RetryPolicy(sleep=lambda s: None))
+    clock.controller = clock.controller or cluster.controller
     return Rollout(plan, kube, analyzer, clock=clock, waiter=clock, events=events, dry_run=dry_run, out=out)
 
 
@@ -160,17 +208,15 @@ def snapshots(api: FakeKubeAPI, name: str, clock: FakeClock, count: int = 12) ->
 
 
 # ------------------------------------------------------------------------------------------------ tests
-def test_promotion_walks_every_step_with_the_header_route_then_promotes(
-    data: Data, api: tuple[FakeKubeAPI, Path]
-) -> None:
-    server, kubeconfig = api
+def test_promotion_walks_every_step_with_the_header_route_then_promotes(data: Data, api: Cluster) -> None:
+    server = api.server
     before = vs(server, "reviews")
     clock = FakeClock(data.t0 + 900)
     seen = snapshots(server, "reviews", clock)
     with FakeIntake(api_key=DD_KEY) as intake:
         sink = DatadogSink(DatadogAPI(intake.url, api_key=DD_KEY))
         with structlog.testing.capture_logs() as logs:
-            outcome = make_rollout(data, kubeconfig, "reviews", clock, events=sink, header=("x-canary", "true")).run()
+            outcome = make_rollout(data, api, "reviews", clock, events=sink, header=("x-canary", "true")).run()
         events = intake.events()
     assert outcome == PROMOTED
     # during the rollout: 5 → 10 → 25 → 50 %, the header route first, user fields intact
@@ -199,13 +245,13 @@ def test_promotion_walks_every_step_with_the_header_route_then_promotes(
     assert sum("passed" in t for t in titles) == 4
 
 
-def test_bad_canary_is_rolled_back_within_a_second_of_the_verdict(data: Data, api: tuple[FakeKubeAPI, Path]) -> None:
-    server, kubeconfig = api
+def test_bad_canary_is_rolled_back_within_a_second_of_the_verdict(data: Data, api: Cluster) -> None:
+    server = api.server
     before = vs(server, "ratings")
     clock = FakeClock(data.t0 + 900)
     seen = snapshots(server, "ratings", clock)
     decided: list[float] = []
-    rollout = make_rollout(data, kubeconfig, "ratings", clock, failure_limit=2)
+    rollout = make_rollout(data, api, "ratings", clock, failure_limit=2)
     analyze = rollout.analyzer
 
     def timed(at: float, targets: Any) -> Any:
@@ -229,12 +275,12 @@ def test_bad_canary_is_rolled_back_within_a_second_of_the_verdict(data: Data, ap
     assert image(server, "ratings-stable") == OLD_IMAGE
 
 
-def test_inconclusive_holds_the_step_then_advances(data: Data, api: tuple[FakeKubeAPI, Path]) -> None:
-    server, kubeconfig = api
+def test_inconclusive_holds_the_step_then_advances(data: Data, api: Cluster) -> None:
+    server = api.server
     clock = FakeClock(data.t0 + 300)  # first analysis over [t0+5m, t0+10m]: 30 canary requests
     seen = snapshots(server, "stock", clock)
     with structlog.testing.capture_logs() as logs:
-        outcome = make_rollout(data, kubeconfig, "stock", clock, hold_limit=3).run()
+        outcome = make_rollout(data, api, "stock", clock, hold_limit=3).run()
     assert outcome == PROMOTED
     verdicts = [e["verdict"] for e in logs if e["event"] == "canary verdict"]
     assert verdicts == ["inconclusive", "inconclusive", "pass", "pass", "pass", "pass"]
@@ -243,9 +289,9 @@ def test_inconclusive_holds_the_step_then_advances(data: Data, api: tuple[FakeKu
     assert weights(vs(server, "stock")) == {"stable": 100, "canary": 0}
 
 
-def test_too_long_inconclusive_rolls_back(data: Data, api: tuple[FakeKubeAPI, Path]) -> None:
-    server, kubeconfig = api
-    outcome = make_rollout(data, kubeconfig, "details", FakeClock(data.t0 + 900), hold_limit=2).run()
+def test_too_long_inconclusive_rolls_back(data: Data, api: Cluster) -> None:
+    server = api.server
+    outcome = make_rollout(data, api, "details", FakeClock(data.t0 + 900), hold_limit=2).run()
     assert outcome == ROLLED_BACK
     after = vs(server, "details")
     assert weights(after) == {"stable": 100, "canary": 0}
@@ -253,8 +299,8 @@ def test_too_long_inconclusive_rolls_back(data: Data, api: tuple[FakeKubeAPI, Pa
     assert image(server, "details-canary") == OLD_IMAGE
 
 
-def test_concurrent_edit_is_detected_reported_and_not_overwritten(data: Data, api: tuple[FakeKubeAPI, Path]) -> None:
-    server, kubeconfig = api
+def test_concurrent_edit_is_detected_reported_and_not_overwritten(data: Data, api: Cluster) -> None:
+    server = api.server
 
     def someone_edits() -> None:  # during the first wait, a person changes the route's timeout
         obj = vs(server, "cart")
@@ -264,7 +310,7 @@ def test_concurrent_edit_is_detected_reported_and_not_overwritten(data: Data, ap
 
     clock = FakeClock(data.t0 + 900, hooks={1: someone_edits})
     with structlog.testing.capture_logs() as logs, pytest.raises(RolloutError, match="409 Conflict"):
-        make_rollout(data, kubeconfig, "cart", clock).run()
+        make_rollout(data, api, "cart", clock).run()
     after = vs(server, "cart")
     primary = next(h for h in after["spec"]["http"] if h["name"] == "primary")
     assert primary["timeout"] == "9s" and after["metadata"]["labels"]["edited-by"] == "alice"  # their edit stands
@@ -272,33 +318,41 @@ def test_concurrent_edit_is_detected_reported_and_not_overwritten(data: Data, ap
     assert record(after)["phase"] == "rolled-back" and "409" in record(after)["reason"]
     assert image(server, "cart-canary") == OLD_IMAGE
     assert any(e["event"] == "rollout conflict" for e in logs)
-    conflicts = [r for r in server.requests if r.method == "PATCH" and r.status == 409]
+    conflicts = [
+        r for r in server.requests if r.method == "PATCH" and r.status == 409 and "/virtualservices/" in r.path
+    ]
     assert len(conflicts) == 2  # the step-2 patch, then the rollback's first try; neither was applied
 
 
-def test_resume_after_restart_continues_from_the_recorded_step(data: Data, api: tuple[FakeKubeAPI, Path]) -> None:
-    server, kubeconfig = api
+def test_resume_after_restart_continues_from_the_recorded_step(data: Data, api: Cluster) -> None:
+    server = api.server
     first = FakeClock(data.t0 + 900, stop_at=2)  # stopped during the wait at 10 %
-    assert make_rollout(data, kubeconfig, "reviews", first, on_sigterm="leave").run() == LEFT
+    assert make_rollout(data, api, "reviews", first, on_sigterm="leave").run() == LEFT
     held = vs(server, "reviews")
     assert weights(held)["canary"] == 10
     assert record(held) | {"reason": ""} == {
         "image": NEW_IMAGE, "previous_image": OLD_IMAGE, "phase": "progressing", "step": 1, "weight": 10,
-        "holds": 0, "failures": 0, "reason": "",
+        "holds": 0, "failures": 0, "reason": "", "stable_previous_image": "",
     }  # fmt: skip
-    image_patches = sum(r.method == "PATCH" and "/deployments/" in r.path for r in server.requests)
+
+    def image_patches() -> int:
+        return sum(
+            r.method == "PATCH" and r.status == 200 and "/deployments/" in r.path and not r.path.endswith("/status")
+            for r in server.requests
+        )
+
+    before = image_patches()
     second = FakeClock(first.now)
     seen = snapshots(server, "reviews", second)
-    assert make_rollout(data, kubeconfig, "reviews", second).run() == PROMOTED
+    assert make_rollout(data, api, "reviews", second).run() == PROMOTED
     assert [weights(s)["canary"] for s in seen] == [10, 25, 50]  # from the recorded step, not from 5 %
-    stable_only = sum(r.method == "PATCH" and "/deployments/" in r.path for r in server.requests) - image_patches
-    assert stable_only == 1  # the canary already had its image: only the promotion's stable patch
+    assert image_patches() - before == 1  # the canary already had its image: only the promotion's stable patch
     assert image(server, "reviews-stable") == NEW_IMAGE
     assert weights(vs(server, "reviews")) == {"stable": 100, "canary": 0}
 
 
-def test_restart_finishes_an_interrupted_rollback(data: Data, api: tuple[FakeKubeAPI, Path]) -> None:
-    server, kubeconfig = api
+def test_restart_finishes_an_interrupted_rollback(data: Data, api: Cluster) -> None:
+    server = api.server
     obj = vs(server, "ratings")  # as left by a rollout that died mid-rollback: traffic still at 25 %
     primary = next(h for h in obj["spec"]["http"] if h["name"] == "primary")
     primary["route"][0]["weight"], primary["route"][1]["weight"] = 75, 25
@@ -310,36 +364,37 @@ def test_restart_finishes_an_interrupted_rollback(data: Data, api: tuple[FakeKub
     assert canary is not None
     canary["spec"]["template"]["spec"]["containers"][0]["image"] = NEW_IMAGE
     server.add(canary)
-    assert make_rollout(data, kubeconfig, "ratings", FakeClock(data.t0 + 900)).run() == ROLLED_BACK
+    assert make_rollout(data, api, "ratings", FakeClock(data.t0 + 900)).run() == ROLLED_BACK
     assert weights(vs(server, "ratings")) == {"stable": 100, "canary": 0}
     assert record(vs(server, "ratings"))["phase"] == "rolled-back"
     assert image(server, "ratings-canary") == OLD_IMAGE
 
 
-def test_a_rollout_of_another_image_in_progress_is_refused(data: Data, api: tuple[FakeKubeAPI, Path]) -> None:
-    server, kubeconfig = api
-    assert make_rollout(data, kubeconfig, "reviews", FakeClock(data.t0 + 900, stop_at=1), on_sigterm="leave").run()
-    other = make_rollout(data, kubeconfig, "reviews", FakeClock(data.t0 + 900), image="registry.local/shop/app:2.0")
+def test_a_rollout_of_another_image_in_progress_is_refused(data: Data, api: Cluster) -> None:
+    server = api.server
+    assert make_rollout(data, api, "reviews", FakeClock(data.t0 + 900, stop_at=1), on_sigterm="leave").run()
+    other = make_rollout(data, api, "reviews", FakeClock(data.t0 + 900), image="registry.local/shop/app:2.0")
     with pytest.raises(RolloutError, match=r"rollout of registry\.local/shop/app:1\.1 is in progress"):
         other.run()
     assert weights(vs(server, "reviews"))["canary"] == 5  # untouched
 
 
-def test_dry_run_prints_every_patch_and_changes_nothing(data: Data, api: tuple[FakeKubeAPI, Path]) -> None:
-    server, kubeconfig = api
+def test_dry_run_prints_every_patch_and_changes_nothing(data: Data, api: Cluster) -> None:
+    server = api.server
     before = {n: vs(server, n) for n in ("reviews",)} | {
         d: server.get("apps/v1", "deployments", "shop", d) for d in ("reviews-stable", "reviews-canary")
     }
     out = io.StringIO()
     clock = FakeClock(data.t0 + 900)
-    rollout = make_rollout(data, kubeconfig, "reviews", clock, dry_run=True, out=out, header=("x-canary", "1"))
+    seen_before = len(server.requests)
+    rollout = make_rollout(data, api, "reviews", clock, dry_run=True, out=out, header=("x-canary", "1"))
     assert rollout.run() == PROMOTED
-    assert clock.waits == 0  # nothing to wait for: nothing changed
+    assert clock.waits == clock.polls == 0  # nothing to wait for: nothing changed
     after = {n: vs(server, n) for n in ("reviews",)} | {
         d: server.get("apps/v1", "deployments", "shop", d) for d in ("reviews-stable", "reviews-canary")
     }
     assert after == before  # resourceVersions included
-    assert {r.method for r in server.requests} == {"GET"}
+    assert {r.method for r in server.requests[seen_before:]} == {"GET"}
     text = out.getvalue()
     patches = [json.loads(block.split("\n", 2)[2]) for block in text.strip().split("\n\n")]
     headers = [block.split("\n", 1)[0] for block in text.strip().split("\n\n")]
@@ -355,22 +410,29 @@ def test_dry_run_prints_every_patch_and_changes_nothing(data: Data, api: tuple[F
     assert patches[0][1] == {"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": NEW_IMAGE}
 
 
-def test_preflight_names_what_is_missing_and_warns_on_istio_version(data: Data, api: tuple[FakeKubeAPI, Path]) -> None:
-    server, kubeconfig = api
+def test_preflight_names_what_is_missing_and_warns_on_istio_version(data: Data, api: Cluster) -> None:
+    server = api.server
     server.add(istiod("1.20.1"))
     with pytest.raises(RolloutError, match="VirtualService shop/nothing not found"):
-        make_rollout(data, kubeconfig, "nothing", FakeClock(data.t0)).run()
+        make_rollout(data, api, "nothing", FakeClock(data.t0)).run()
     with structlog.testing.capture_logs() as logs, pytest.raises(RolloutError, match="has no subset 'preview'"):
-        make_rollout(data, kubeconfig, "reviews", FakeClock(data.t0), canary_subset="preview").run()
+        make_rollout(data, api, "reviews", FakeClock(data.t0), canary_subset="preview").run()
     warning = next(e for e in logs if e["event"] == "istio version outside the supported range")
     assert warning["istio_version"] == "1.20.1"
     assert weights(vs(server, "reviews")) == {"stable": 100, "canary": 0}
 
 
-def test_sigterm_mid_rollout_rolls_back_within_a_second(data: Data, api: tuple[FakeKubeAPI, Path]) -> None:
-    server, kubeconfig = api
+def test_sigterm_mid_rollout_rolls_back_within_a_second(data: Data, api: Cluster) -> None:
+    server = api.server
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EXPORTER_", "DD_")) and k != "KUBECONFIG"}
-    env |= {"EXPORTER_PROMETHEUS_URL": data.url, "KUBECONFIG": str(kubeconfig)}
+    env |= {"EXPORTER_PROMETHEUS_URL": data.url, "KUBECONFIG": str(api.kubeconfig)}
+    done = threading.Event()
+
+    def control() -> None:  # the subprocess waits for its canary to roll out, as in a cluster
+        while not done.wait(0.02):
+            api.controller.sync()
+
+    threading.Thread(target=control, daemon=True).start()
     proc = subprocess.Popen(
         [sys.executable, "-m", "exporter", "rollout", "--namespace", "shop", "--service", "orders",
          "--canary-image", NEW_IMAGE, "--step-interval", "1h"],
@@ -389,6 +451,7 @@ def test_sigterm_mid_rollout_rolls_back_within_a_second(data: Data, api: tuple[F
             time.sleep(0.005)
         _, stderr = proc.communicate(timeout=20)
     finally:
+        done.set()
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 1, stderr
@@ -397,3 +460,29 @@ def test_sigterm_mid_rollout_rolls_back_within_a_second(data: Data, api: tuple[F
     assert record(after)["phase"] == "rolled-back" and record(after)["reason"] == "interrupted (SIGTERM)"
     assert image(server, "orders-canary") == OLD_IMAGE
     assert "rolled-back" in stderr
+
+
+def test_a_canary_that_never_rolls_out_is_rolled_back_before_any_traffic(data: Data, api: Cluster) -> None:
+    server = api.server
+    api.controller.stuck.add("reviews-canary")  # e.g. its pods crash-loop
+    clock = FakeClock(data.t0 + 900)
+    with pytest.raises(RolloutError, match="Deployment shop/reviews-canary not rolled out after 30s"):
+        make_rollout(data, api, "reviews", clock, ready_timeout_s=30.0).run()
+    assert clock.waits == 0 and clock.polls >= 30  # polled for the whole timeout, never reached a step
+    after = vs(server, "reviews")
+    assert weights(after) == {"stable": 100, "canary": 0}
+    assert record(after)["phase"] == "rolled-back" and "not rolled out" in record(after)["reason"]
+    assert image(server, "reviews-canary") == OLD_IMAGE
+
+
+def test_an_interrupt_while_stable_rolls_out_the_new_image_restores_both_images(data: Data, api: Cluster) -> None:
+    server = api.server
+    api.controller.stuck.add("reviews-stable")  # promotion waits for stable's new pods
+    clock = FakeClock(data.t0 + 900, stop_at_poll=4)  # poll 1: canary rolls out; 2-4: stable does not
+    seen = snapshots(server, "reviews", clock)
+    assert make_rollout(data, api, "reviews", clock).run() == ROLLED_BACK
+    assert [weights(s)["canary"] for s in seen] == [5, 10, 25, 50]
+    after = vs(server, "reviews")
+    assert weights(after) == {"stable": 100, "canary": 0}
+    assert record(after)["reason"] == "interrupted (SIGTERM)"
+    assert image(server, "reviews-stable") == image(server, "reviews-canary") == OLD_IMAGE
