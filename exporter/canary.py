@@ -237,6 +237,10 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{x:.3f} %"
 
 
+def _p(p: float) -> str:
+    return "p<1e-300" if p <= 0 else f"p={p:.2g}"
+
+
 def _traffic(name: str, subset: Subset, t: Thresholds) -> Check:
     ok = subset.requests >= t.min_requests
     reason = f"{name} served {subset.requests} requests in the window" + (
@@ -256,9 +260,9 @@ def _success(canary: Subset, t: Thresholds, alpha: float) -> Check:
     test = Test("binomial_exact", canary.errors, binomial_sf(canary.errors, canary.requests, allowed))
     if test.p_value < alpha:
         reason = f"canary success {_pct(observed)} is significantly below {t.min_success_pct:g} %"
-        return Check(name, FAIL, observed, t.min_success_pct, f"{reason} (p={test.p_value:.2g})", test)
+        return Check(name, FAIL, observed, t.min_success_pct, f"{reason} ({_p(test.p_value)})", test)
     reason = f"canary success {_pct(observed)} is below {t.min_success_pct:g} % but not significantly"
-    return Check(name, INCONCLUSIVE, observed, t.min_success_pct, f"{reason} (p={test.p_value:.2g})", test)
+    return Check(name, INCONCLUSIVE, observed, t.min_success_pct, f"{reason} ({_p(test.p_value)})", test)
 
 
 def _p99(canary: Subset, t: Thresholds, alpha: float) -> Check:
@@ -270,10 +274,10 @@ def _p99(canary: Subset, t: Thresholds, alpha: float) -> Check:
     slower = round(count_above(canary.buckets, t.max_p99_ms))
     test = Test("binomial_exact", slower, binomial_sf(slower, canary.requests, 0.01))
     verdict = FAIL if test.p_value < alpha else INCONCLUSIVE
-    how = "significantly" if verdict == FAIL else "but not significantly"
+    how = "significantly above" if verdict == FAIL else "above, but not significantly,"
     reason = (
-        f"canary p99 {observed:.1f} ms is above {t.max_p99_ms:g} ms {how} "
-        f"({slower} of {canary.requests} requests slower; p={test.p_value:.2g})"
+        f"canary p99 {observed:.1f} ms is {how} {t.max_p99_ms:g} ms "
+        f"({slower} of {canary.requests} requests slower; {_p(test.p_value)})"
     )
     return Check(name, verdict, observed, t.max_p99_ms, reason, test)
 
@@ -292,7 +296,7 @@ def _errors_vs_stable(canary: Subset, stable: Subset, alpha: float) -> Check:
             FAIL,
             canary.error_rate_pct,
             stable.error_rate_pct,
-            f"{rates}: significantly higher (p={test.p_value:.2g})",
+            f"{rates}: significantly higher ({_p(test.p_value)})",
             test,
         )
     return Check(
@@ -300,7 +304,7 @@ def _errors_vs_stable(canary: Subset, stable: Subset, alpha: float) -> Check:
         PASS,
         canary.error_rate_pct,
         stable.error_rate_pct,
-        f"{rates}: not significantly higher (p={test.p_value:.2g})",
+        f"{rates}: not significantly higher ({_p(test.p_value)})",
         test,
     )
 
@@ -316,9 +320,9 @@ def _p99_vs_stable(canary: Subset, stable: Subset, t: Thresholds, alpha: float) 
     if ratio <= t.max_p99_ratio:
         return Check(name, PASS, ratio, t.max_p99_ratio, f"{what}, within {t.max_p99_ratio:g}×", test)
     if test.p_value < alpha:
-        reason = f"{what}, above {t.max_p99_ratio:g}×, and significantly slower (p={test.p_value:.2g})"
+        reason = f"{what}, above {t.max_p99_ratio:g}×, and significantly slower ({_p(test.p_value)})"
         return Check(name, FAIL, ratio, t.max_p99_ratio, reason, test)
-    reason = f"{what}, above {t.max_p99_ratio:g}× but not significantly slower (p={test.p_value:.2g})"
+    reason = f"{what}, above {t.max_p99_ratio:g}× but not significantly slower ({_p(test.p_value)})"
     return Check(name, INCONCLUSIVE, ratio, t.max_p99_ratio, reason, test)
 
 

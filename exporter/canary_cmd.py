@@ -144,7 +144,13 @@ def check_window(flag: str, value: str) -> float:
 
 # ------------------------------------------------------------------------------------------- rendering
 def _fmt(value: float | None, digits: int) -> str:
-    return "—" if value is None or not math.isfinite(value) else f"{value:,.{digits}f}"
+    if value is None or not math.isfinite(value):
+        return "—"
+    return f"{value:,.0f}" if float(value).is_integer() and digits != 1 else f"{value:,.{digits}f}"
+
+
+def _p_value(test: dict[str, Any]) -> str:
+    return "" if not test else "<1e-300" if test["p_value"] <= 0 else f"{test['p_value']:.3g}"
 
 
 def report_dict(
@@ -175,24 +181,22 @@ def render_text(doc: dict[str, Any]) -> str:
         s = doc[name]
         rows.append((name, s["version"], f"{s['requests']:,}", f"{s['errors']:,}",
                      _fmt(s["success_rate_pct"], 3), _fmt(s["p99_latency_ms"], 1)))  # fmt: skip
-    lines += _table(rows, right_from=2)
+    lines += _table(rows, left={0, 1})
     lines.append("")
     rows = [("CHECK", "RESULT", "OBSERVED", "THRESHOLD", "TEST", "P-VALUE")]
     for c in doc["checks"]:
         test = c["test"] or {}
         rows.append((c["name"], c["result"], _fmt(c["observed"], 3), _fmt(c["threshold"], 3),
-                     test.get("name", ""), "" if not test else f"{test['p_value']:.3g}"))  # fmt: skip
-    lines += _table(rows, right_from=2)
+                     test.get("name", ""), _p_value(test)))  # fmt: skip
+    lines += _table(rows, left={0, 1, 4})
     lines += ["", f"verdict: {doc['verdict'].upper()}", *(f"  - {reason}" for reason in doc["reasons"])]
     return "\n".join(lines) + "\n"
 
 
-def _table(rows: Sequence[tuple[str, ...]], *, right_from: int) -> list[str]:
+def _table(rows: Sequence[tuple[str, ...]], *, left: set[int]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return [
-        "  ".join(
-            cell.rjust(widths[i]) if right_from <= i and i != 4 else cell.ljust(widths[i]) for i, cell in enumerate(row)
-        ).rstrip()
+        "  ".join(cell.ljust(widths[i]) if i in left else cell.rjust(widths[i]) for i, cell in enumerate(row)).rstrip()
         for row in rows
     ]
 

@@ -242,7 +242,7 @@ class Rollout:
         self.targets: Targets | None = None
         self.state = State(image=plan.image, previous_image="")
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="events") if events else None
-        self._log = log.bind(service=str(plan.service), image=plan.image, dry_run=dry_run)
+        self._log = log.bind(service=str(plan.service), canary_image=plan.image, dry_run=dry_run)
 
     # ---- preflight ------------------------------------------------------------------------------
     def preflight(self) -> Targets:
@@ -404,7 +404,8 @@ class Rollout:
                 return True
 
     def _print(self, target: str, why: str, ops: list[Op]) -> None:
-        self.out.write(f"# {why}\nPATCH {target} (application/json-patch+json)\n{json.dumps(ops, indent=2)}\n\n")
+        lines = ",\n".join(f"  {json.dumps(op, ensure_ascii=False)}" for op in ops)
+        self.out.write(f"# {why}\nPATCH {target} (application/json-patch+json)\n[\n{lines}\n]\n\n")
 
     def _notify(self, event: str, *, title: str, alert: str = "info", **fields: Any) -> None:
         level = {"error": "error", "warning": "warning"}.get(alert, "info")
