@@ -144,9 +144,7 @@ def check_window(flag: str, value: str) -> float:
 
 # ------------------------------------------------------------------------------------------- rendering
 def _fmt(value: float | None, digits: int) -> str:
-    if value is None or not math.isfinite(value):
-        return "—"
-    return f"{value:,.0f}" if float(value).is_integer() and digits != 1 else f"{value:,.{digits}f}"
+    return "—" if value is None or not math.isfinite(value) else f"{value:,.{digits}f}"
 
 
 def _p_value(test: dict[str, Any]) -> str:
@@ -186,7 +184,8 @@ def render_text(doc: dict[str, Any]) -> str:
     rows = [("CHECK", "RESULT", "OBSERVED", "THRESHOLD", "TEST", "P-VALUE")]
     for c in doc["checks"]:
         test = c["test"] or {}
-        rows.append((c["name"], c["result"], _fmt(c["observed"], 3), _fmt(c["threshold"], 3),
+        digits = 0 if c["name"].endswith("_requests") else 3
+        rows.append((c["name"], c["result"], _fmt(c["observed"], digits), _fmt(c["threshold"], digits),
                      test.get("name", ""), _p_value(test)))  # fmt: skip
     lines += _table(rows, left={0, 1, 4})
     lines += ["", f"verdict: {doc['verdict'].upper()}", *(f"  - {reason}" for reason in doc["reasons"])]

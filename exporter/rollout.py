@@ -747,7 +747,7 @@ def register(subparsers: Any) -> None:
         help="progressive canary rollout with Istio traffic splitting, analysis and rollback",
         description="Set the canary Deployment's image, then shift traffic step by step through the service's "
         "VirtualService, judging the canary after every step; roll back on failure, error or SIGTERM; promote at "
-        "100 %%. Exit 0 promoted (or dry run done), 1 rolled back or failed, 2 bad flags.",
+        "100 %. Exit 0 promoted (or dry run done), 1 rolled back or failed, 2 bad flags.",
     )
     p.add_argument("--namespace", required=True)
     p.add_argument("--service", required=True)

@@ -486,3 +486,18 @@ def test_an_interrupt_while_stable_rolls_out_the_new_image_restores_both_images(
     assert weights(after) == {"stable": 100, "canary": 0}
     assert record(after)["reason"] == "interrupted (SIGTERM)"
     assert image(server, "reviews-stable") == image(server, "reviews-canary") == OLD_IMAGE
+
+
+def test_bad_flags_exit_2_with_one_line_naming_the_flag(data: Data, api: Cluster) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EXPORTER_", "DD_")) and k != "KUBECONFIG"}
+    env |= {"EXPORTER_PROMETHEUS_URL": data.url, "KUBECONFIG": str(api.kubeconfig)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "exporter", "rollout", "--namespace", "shop", "--service", "reviews",
+         "--canary-image", NEW_IMAGE, "--steps", "5,50"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "exporter: config error: --steps: the last step must be 100 (promotion)"
+    ]
+    assert weights(vs(api.server, "reviews")) == {"stable": 100, "canary": 0}
