@@ -194,6 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"exporter: config error: {e}", file=sys.stderr)
         return EXIT_USAGE
     logs.configure(level=settings.log_level, secrets=settings.secrets())
+    if not isinstance(sys.stderr, logs.RedactingStream):  # every line this process prints is scrubbed
+        sys.stdout, sys.stderr = logs.RedactingStream(sys.stdout), logs.RedactingStream(sys.stderr)
     command: Command = args.func
     try:
         return command(args, settings)

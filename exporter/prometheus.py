@@ -16,11 +16,13 @@ from urllib.parse import parse_qs, urlparse
 
 import requests
 import structlog
+import urllib3
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util import Retry
 
 from exporter.errors import QueryError, retryable_status
+from exporter.logs import display_url
 from exporter.retry import RetryPolicy, call
 
 log = structlog.get_logger("exporter.prometheus")
@@ -95,7 +97,9 @@ class PrometheusClient:
             headers=dict(headers or {}),
             session=self._session,
             timeout=timeout,  # type: ignore[arg-type,unused-ignore]  # annotated int; requests takes float
-            retry=Retry(total=False),  # retries are ours (tenacity); errors surface as they are, timeouts too
+            # Retries are ours (tenacity). read=False lets a read timeout surface as a timeout, not as a
+            # "max retries exceeded" connection error.
+            retry=Retry(total=0, read=False, raise_on_status=False),
         )
 
     def close(self) -> None:
@@ -103,11 +107,14 @@ class PrometheusClient:
 
     def query(self, promql: str, *, at: float) -> list[Sample]:
         """Evaluate `promql` at unix time `at`; a list of (labels, value) for an instant vector."""
-        return call(lambda: self._query_once(promql, at), what=f"GET {self.url}/api/v1/query", policy=self.retry)
+        return call(
+            lambda: self._query_once(promql, at), what=f"GET {display_url(self.url)}/api/v1/query", policy=self.retry
+        )
 
     def _query_once(self, promql: str, at: float) -> list[Sample]:
         self.requests_made += 1
         params = {"time": f"{at:.3f}", "timeout": f"{self.timeout:g}s"}
+        log.debug("promql", url=display_url(self.url), query=promql, at=at)
         try:
             result = self._conn.custom_query(promql, params=params)
         except QueryError:
@@ -116,9 +123,12 @@ class PrometheusClient:
             raise QueryError(
                 f"Prometheus timed out after {self.timeout:g}s", query=promql, retryable=True, kind="timeout"
             ) from e
-        except requests.ConnectionError as e:
+        except (requests.ConnectionError, urllib3.exceptions.HTTPError) as e:
             raise QueryError(
-                f"cannot reach Prometheus at {self.url}: {_root(e)}", query=promql, retryable=True, kind="connection"
+                f"cannot reach Prometheus at {display_url(self.url)}: {_root(e)}",
+                query=promql,
+                retryable=True,
+                kind="connection",
             ) from e
         except (ValueError, KeyError, TypeError) as e:  # JSON that is not a Prometheus answer
             raise QueryError(

@@ -52,8 +52,9 @@ def test_server_errors_are_retried_then_succeed() -> None:
     responses.get(QUERY_URL, status=503, body="overloaded")
     responses.get(QUERY_URL, json=ok_body(({"a": "1"}, "1")))
     c = client()
-    with capture_logs() as logs:
+    with capture_logs() as captured:
         assert c.query("up", at=1) == [({"a": "1"}, 1.0)]
+    logs = [e for e in captured if e["log_level"] != "debug"]
     assert c.requests_made == 2
     assert logs[0]["event"] == "attempt 1/3 failed; will retry"
     assert "503" in logs[0]["error"]
@@ -112,9 +113,9 @@ def test_malformed_json_is_a_query_error() -> None:
 @responses.activate
 def test_warnings_are_logged_with_the_query() -> None:
     responses.get(QUERY_URL, json=ok_body(warnings=["partial response: store X down"]))
-    with capture_logs() as logs:
+    with capture_logs() as captured:
         client().query("up", at=1)
-    assert logs == [
+    assert [e for e in captured if e["log_level"] != "debug"] == [
         {
             "event": "prometheus warning",
             "warning": "partial response: store X down",
@@ -134,3 +135,15 @@ def test_vector_by_drops_nan_and_rejects_duplicate_series() -> None:
 def test_ok_body_shape_is_what_prometheus_sends() -> None:
     # guard for the fixtures above: the same shape the real server returns (see integration tests)
     assert json.loads(json.dumps(ok_body()))["data"]["resultType"] == "vector"
+
+
+def test_a_refused_connection_on_a_real_socket_is_a_retryable_query_error() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    c = PrometheusClient(f"http://127.0.0.1:{port}", retry=RetryPolicy(attempts=2, base_wait=0.0, sleep=lambda s: None))
+    with pytest.raises(QueryError) as info:
+        c.query("up", at=1)
+    assert info.value.kind == "connection" and info.value.retryable and c.requests_made == 2

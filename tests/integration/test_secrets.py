@@ -1,0 +1,165 @@
+"""Secrets never leave the process: every command, success and failure paths, debug logging on,
+with DD_API_KEY, DD_APP_KEY, a Kubernetes bearer token, a Prometheus Authorization header and a
+password in the Prometheus URL; all output, /metrics and the spool are searched for them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from exporter.cli import build_parser
+from exporter.meshsim import kube_service_manifests
+from exporter.sandbox.intake import FakeIntake, Reply
+from exporter.sandbox.kubeapi import FakeKubeAPI
+from tests.integration.conftest import DemoProm
+from tests.integration.test_faults import free_port, wait_for
+
+API_KEY = "dd-api-secret-7f3a9c1e5b"
+APP_KEY = "dd-app-secret-2d8e4b6a0c"
+KUBE_TOKEN = "kube-token-secret-91ab27cd"
+PROM_TOKEN = "prom-bearer-secret-55ef10aa"
+PROM_PASSWORD = "prom-password-secret-3344"
+SECRETS = (API_KEY, APP_KEY, KUBE_TOKEN, PROM_TOKEN, PROM_PASSWORD)
+
+
+@pytest.fixture(scope="module")
+def kube(demo_prom: DemoProm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FakeKubeAPI, Path]]:
+    with FakeKubeAPI(token=KUBE_TOKEN) as api:
+        for manifest in kube_service_manifests(demo_prom.services):
+            api.add(manifest)
+        yield api, api.write_kubeconfig(tmp_path_factory.mktemp("kube") / "kubeconfig")
+
+
+@pytest.fixture
+def intake() -> Iterator[FakeIntake]:
+    with FakeIntake(api_key=API_KEY) as server:
+        yield server
+
+
+def secret_env(demo_prom: DemoProm, kubeconfig: Path, intake: FakeIntake, **extra: str) -> dict[str, str]:
+    host = demo_prom.url.removeprefix("http://")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EXPORTER_", "DD_")) and k != "KUBECONFIG"}
+    env |= {
+        "EXPORTER_PROMETHEUS_URL": f"http://exporter:{PROM_PASSWORD}@{host}",
+        "EXPORTER_PROMETHEUS_HEADERS": f"Authorization=Bearer {PROM_TOKEN}",
+        "EXPORTER_DATADOG_URL": intake.url,
+        "DD_API_KEY": API_KEY,
+        "DD_APP_KEY": APP_KEY,
+        "KUBECONFIG": str(kubeconfig),
+        "EXPORTER_LOG_LEVEL": "debug",
+    }
+    return env | extra
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def assert_clean(*texts: str) -> None:
+    for text in texts:
+        for secret in SECRETS:
+            assert secret not in text
+
+
+def command_paths(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    yield prefix
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from command_paths(sub, (*prefix, name))
+
+
+def test_help_of_every_command(demo_prom: DemoProm, kube: tuple[FakeKubeAPI, Path], intake: FakeIntake) -> None:
+    env = secret_env(demo_prom, kube[1], intake)
+    paths = list(command_paths(build_parser()))
+    assert {("once",), ("run",), ("report", "mtls"), ("canary", "analyze"), ("rollout",)} <= set(paths)
+    for path in paths:
+        proc = run(env, *path, "--help")
+        assert proc.returncode == 0 and "usage:" in proc.stdout, path
+        assert_clean(proc.stdout, proc.stderr)
+
+
+def test_every_command_success_and_failure_paths(
+    demo_prom: DemoProm, kube: tuple[FakeKubeAPI, Path], intake: FakeIntake
+) -> None:
+    api, kubeconfig = kube
+    env = secret_env(demo_prom, kubeconfig, intake)
+    at = str(int(demo_prom.at))
+    outputs: list[subprocess.CompletedProcess[str]] = []
+
+    ok = run(env, "once", "--at", at, "--submit", "--output", "json")
+    assert ok.returncode == 0, ok.stderr
+    assert intake.points() and '"event": "promql"' in ok.stderr  # really at debug level
+    outputs.append(ok)
+
+    intake.set_fault(lambda request: Reply(403, body={"errors": ["Forbidden"]}))
+    outputs.append(rejected := run(env, "once", "--at", at, "--submit"))
+    assert rejected.returncode == 1 and "403" in rejected.stderr
+    intake.set_fault(None)
+
+    outputs.append(
+        unreachable := run(env | {"EXPORTER_PROMETHEUS_URL": f"http://u:{PROM_PASSWORD}@127.0.0.1:9"}, "once")
+    )
+    assert unreachable.returncode == 1 and "cannot reach Prometheus" in unreachable.stderr
+
+    api.set_unavailable(True)
+    outputs.append(no_kube := run(env, "once"))
+    api.set_unavailable(False)
+    assert no_kube.returncode == 1
+
+    outputs.append(bad := run(env | {"EXPORTER_TAGS": "Not A Tag"}, "once"))
+    assert bad.returncode == 2
+
+    outputs.append(report := run(env, "report", "mtls", "--at", at, "--submit", "--output", "json"))
+    assert report.returncode == 0, report.stderr
+    outputs.append(
+        canary := run(env, "canary", "analyze", "--namespace", "shop", "--service", "recommendations",
+                      "--canary", "v2", "--stable", "v1", "--at", at, "--output", "json")
+    )  # fmt: skip
+    assert canary.returncode in (0, 1, 3), canary.stderr
+    outputs.append(
+        rollout := run(env, "rollout", "--namespace", "shop", "--service", "recommendations",
+                       "--canary-image", "registry.local/recommendations:2", "--dry-run")
+    )  # fmt: skip
+    assert rollout.returncode in (0, 1), rollout.stderr  # no VirtualService here: a clear preflight failure
+    for proc in outputs:
+        assert_clean(proc.stdout, proc.stderr)
+
+
+def test_the_daemon_its_metrics_and_its_spool(
+    demo_prom: DemoProm, kube: tuple[FakeKubeAPI, Path], intake: FakeIntake, tmp_path: Path
+) -> None:
+    intake.set_fault(lambda request: Reply(503))  # so that points are spooled
+    port = free_port()
+    env = secret_env(
+        demo_prom, kube[1], intake, EXPORTER_HTTP_PORT=str(port), EXPORTER_INTERVAL_SECONDS="1",
+        EXPORTER_SPOOL_DIR=str(tmp_path),
+    )  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "exporter", "run"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: len(intake.requests) >= 1, "a submission", timeout=30)
+        metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    assert "exporter_cycle_duration_seconds" in metrics
+    spool = (tmp_path / "backlog.json").read_text()
+    assert "istio.service.request_rate" in spool
+    assert_clean(stderr, metrics, spool)
+    for request in intake.requests:  # the intake's own records show keys redacted
+        assert_clean(str(dict(request.headers)))
