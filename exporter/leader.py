@@ -107,12 +107,9 @@ class LeaseLeadership:
         self._lease: JSON | None = None  # the Lease as last read or written
         self._observed_rv: str | None = None
         self._observed_at: float | None = None  # our clock when we last saw the Lease change
-        self._renewed_at: float | None = (
-            None  # our clock when our last successful acquire/renew began; None: not leading
-        )
+        self._renewed_at: float | None = None  # our clock when our last renewal began; None: not leading
         self._contact_at: float | None = None  # our clock when the API last answered us
         self._holder_seen: str | None = None
-        self.acquisitions = 0
         self.last_submitted: int | None = None
 
     def _wait(self, seconds: float) -> None:
@@ -185,7 +182,10 @@ class LeaseLeadership:
                     self._lease = self._replace(lease)
                     log.info("leadership released", lease=self.where, identity=self.identity)
                 except KubeError as e:
-                    log.warning("could not release the Lease; it expires on its own", lease=self.where, error=str(e))
+                    if e.status == 409:
+                        log.info("the Lease changed since we last held it; nothing to release", lease=self.where)
+                    else:
+                        log.warning("could not release the Lease; it expires on its own", error=str(e))
             self._renewed_at = None
 
     # The campaign ----------------------------------------------------------------------------------
@@ -244,7 +244,6 @@ class LeaseLeadership:
         self._observe(lease, now)
         self._contact_at = now
         if self._renewed_at is None:
-            self.acquisitions += 1
             log.info(
                 "leadership acquired",
                 lease=self.where,
