@@ -221,7 +221,9 @@ def cmd_analyze(args: argparse.Namespace, settings: Settings) -> int:
     doc = report_dict(
         verdict, service, canary=args.canary, stable=args.stable, label=args.version_label, at=at, window=args.window
     )
-    sys.stdout.write(json.dumps(doc, indent=2) + "\n" if args.output == "json" else render_text(doc))
+    sys.stdout.write(
+        json.dumps(doc, indent=2, ensure_ascii=False) + "\n" if args.output == "json" else render_text(doc)
+    )
     return EXIT_BY_VERDICT[verdict.result]
 
 
