@@ -383,6 +383,14 @@ def test_cli_rejects_bad_flags_with_exit_2_naming_the_flag(env: Env, tmp_path: P
     assert proc.returncode == 2 and "DD_API_KEY" in proc.stderr and proc.stdout == ""
 
 
+def test_cli_exits_1_without_a_report_when_prometheus_is_down(env: Env) -> None:
+    dead = Env("http://127.0.0.1:9", env.at, env.kube, env.kubeconfig)
+    proc = run_exporter(dead, None, "--at", str(env.at), "--output", "json")
+    assert proc.returncode == 1 and proc.stdout == ""  # no half report, no zeros
+    assert "cannot reach Prometheus at http://127.0.0.1:9" in proc.stderr
+    assert "attempt 2/3 failed; will retry" in proc.stderr  # retried before giving up
+
+
 def test_weekly_job_submits_at_its_clock_and_survives_a_dead_prometheus(env: Env, intake: FakeIntake) -> None:
     settings = env.settings(datadog_url=intake.url, dd_api_key=API_KEY, tags=["env:test"])
     weekly_job(settings, clock=lambda: env.at + 0.7)()
