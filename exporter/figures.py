@@ -8,7 +8,6 @@ figure) and a group without traffic gets none. A failed query costs only the fig
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from exporter import promql
@@ -66,14 +65,14 @@ def measure(
     queries = promql.figure_queries(by, window=window, matchers=matchers, offset=offset, q=q)
     vectors: dict[str, Vector | None] = {}
     errors: dict[str, QueryError] = {}
-    with ThreadPoolExecutor(max_workers=len(queries), thread_name_prefix="promql") as pool:
-        futures = {name: pool.submit(client.query, text, at=at) for name, text in queries.items()}
-        for name, future in futures.items():
-            try:
-                vectors[name] = vector_by(future.result(), by, query=queries[name])
-            except QueryError as e:
-                vectors[name] = None
-                errors[name] = e
+    for name, answer in client.query_all(queries, at=at).items():
+        try:
+            if isinstance(answer, QueryError):
+                raise answer
+            vectors[name] = vector_by(answer, by, query=queries[name])
+        except QueryError as e:
+            vectors[name] = None
+            errors[name] = e
     return Measurement(figures_from(vectors), errors)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -85,11 +86,13 @@ class PrometheusClient:
         timeout: float = 10.0,
         retry: RetryPolicy | None = None,
         session: requests.Session | None = None,
+        parallel: int = 4,
     ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.requests_made = 0
+        self._pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="promql")
         self._session = session or requests.Session()
         self._session.hooks["response"].append(_check_response)
         self._conn = PrometheusConnect(
@@ -103,7 +106,20 @@ class PrometheusClient:
         )
 
     def close(self) -> None:
+        self._pool.shutdown(wait=False)
         self._conn.close()
+
+    def query_all(self, queries: Mapping[str, str], *, at: float) -> dict[str, list[Sample] | QueryError]:
+        """Run several queries concurrently (on a pool kept for the client's life), each with retries;
+        a failed query yields its QueryError instead of raising, so the others still count."""
+        futures = {name: self._pool.submit(self.query, text, at=at) for name, text in queries.items()}
+        answers: dict[str, list[Sample] | QueryError] = {}
+        for name, future in futures.items():
+            try:
+                answers[name] = future.result()
+            except QueryError as e:
+                answers[name] = e
+        return answers
 
     def query(self, promql: str, *, at: float) -> list[Sample]:
         """Evaluate `promql` at unix time `at`; a list of (labels, value) for an instant vector."""

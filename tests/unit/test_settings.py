@@ -64,6 +64,8 @@ def test_namespaces_all_means_every_namespace(monkeypatch: pytest.MonkeyPatch) -
         ({"EXPORTER_HTTP_PORT": "70000"}, "EXPORTER_HTTP_PORT"),
         ({"EXPORTER_NAMESPACES": "Shop"}, "EXPORTER_NAMESPACES"),
         ({"EXPORTER_LABEL_SELECTOR": " "}, "EXPORTER_LABEL_SELECTOR"),
+        ({"EXPORTER_LABEL_SELECTOR": "migrated in (true"}, "EXPORTER_LABEL_SELECTOR"),
+        ({"EXPORTER_LABEL_SELECTOR": "migrated=tr ue"}, "EXPORTER_LABEL_SELECTOR"),
         ({"DD_SITE": "https://datadoghq.eu"}, "DD_SITE"),
         ({"EXPORTER_INTERVALL_SECONDS": "5"}, "EXPORTER_INTERVALL_SECONDS"),
         ({"EXPORTER_CONFIG": "/nonexistent/exporter.yaml"}, "EXPORTER_CONFIG"),
