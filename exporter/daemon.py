@@ -23,8 +23,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from exporter import clients
+from exporter import clients, report
 from exporter.backlog import Backlog, Spool
+from exporter.cron import cron_trigger
 from exporter.cycle import run_cycle
 from exporter.datadog import DatadogSink
 from exporter.discovery import KubeDiscovery
@@ -158,6 +159,7 @@ class Daemon:
             prom=clients.prometheus(settings),
             sink=clients.datadog(settings),
             backlog=Backlog(max_points=settings.backlog_max_points, spool=spool),
+            weekly_report=report.weekly_job(settings) if settings.report_schedule else None,
         )
 
     # Jobs ----------------------------------------------------------------------------------------
@@ -242,6 +244,15 @@ class Daemon:
                 self.last_success = self.clock()
                 self.metrics.last_success.set(self.last_success)
 
+    def _weekly_report(self) -> None:
+        """The weekly mTLS report, written by the leader only (every replica has the schedule)."""
+        if self.weekly_report is None:
+            return
+        if self.leader is not None and self.leader.status() != "leader":
+            log.info("weekly mtls report left to the leader", leadership=self.leader.status())
+            return
+        self.weekly_report()
+
     # Health --------------------------------------------------------------------------------------
     def ready(self) -> bool:
         """A leader (or a single replica) is ready when a cycle succeeded within three intervals; a
@@ -298,10 +309,8 @@ class Daemon:
         )
         self.scheduler.add_job(self.cycle, "interval", seconds=interval, id="cycle", next_run_time=_now())
         if self.weekly_report is not None and self.settings.report_schedule:
-            from apscheduler.triggers.cron import CronTrigger
-
-            trigger = CronTrigger.from_crontab(self.settings.report_schedule, timezone="UTC")
-            self.scheduler.add_job(self.weekly_report, trigger, id="mtls-report", misfire_grace_time=3600)
+            trigger = cron_trigger(self.settings.report_schedule)
+            self.scheduler.add_job(self._weekly_report, trigger, id="mtls-report", misfire_grace_time=3600)
         self.scheduler.start()
         self.metrics.up.set(1)
 

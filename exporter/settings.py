@@ -19,6 +19,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from exporter import promql
+from exporter.cron import cron_trigger
 from exporter.errors import ConfigError
 from exporter.selectors import LabelSelectorError, parse_label_selector
 
@@ -192,9 +193,7 @@ class Settings(BaseSettings):
     @classmethod
     def _cron(cls, v: str) -> str:
         if v.strip():
-            from apscheduler.triggers.cron import CronTrigger
-
-            CronTrigger.from_crontab(v, timezone="UTC")
+            cron_trigger(v)
         return v.strip()
 
     @field_validator("report_window")

@@ -472,3 +472,43 @@ def test_memory_stays_flat_over_many_cycles(prom_url: str, intake: FakeIntake, k
     assert len(intake.requests) == 160
     print(f"exporter memory growth over 120 cycles: {growth} bytes")
     assert growth < 200_000, f"grew {growth} bytes over 120 cycles"
+
+
+# ------------------------------------------------------------------------------------ weekly report
+class Follower:
+    """A replica that is not the leader (the Leadership protocol's follower answers)."""
+
+    def may_submit(self, at: int) -> bool:
+        return False
+
+    def submitted(self, at: int) -> None:
+        raise AssertionError("a follower never submits")
+
+    def status(self) -> str:
+        return "follower"
+
+    def stop(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("leader", [None, Follower()], ids=["single replica", "follower"])
+def test_the_weekly_report_runs_at_monday_0600_utc_on_the_leader_only(
+    prom_url: str, intake: FakeIntake, kubeconfig: Path, leader: Follower | None
+) -> None:
+    calls: list[float] = []
+    daemon = make_daemon(prom_url, intake, kubeconfig)
+    daemon.weekly_report = lambda: calls.append(time.time())
+    daemon.leader = leader
+    monday = 1796018340  # 2026-11-30 05:59:00 UTC, a Monday; the default schedule is "0 6 * * 1"
+    assert daemon.settings.report_schedule == "0 6 * * 1"
+    try:
+        with time_machine.travel(monday, tick=False) as traveller:
+            daemon.start()
+            assert daemon.scheduler is not None
+            for _ in range(4):  # 05:59:30, 06:00:00, 06:00:30, 06:01:00
+                traveller.shift(30)
+                daemon.scheduler.wakeup()
+                time.sleep(0.3)
+    finally:
+        daemon.stop()
+    assert calls == ([] if leader else [monday + 60])

@@ -148,7 +148,8 @@ def test_the_daemon_its_metrics_and_its_spool(
     )  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "exporter", "run"], env=env, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: len(intake.requests) >= 1, "a submission", timeout=30)
+        wait_for(lambda: len(intake.requests) >= 1 or proc.poll() is not None, "a submission", timeout=90)
+        assert proc.poll() is None, proc.communicate()[1]
         metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
