@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import requests
 import time_machine
+from structlog.testing import capture_logs
 
 from exporter.backlog import Backlog, Spool
 from exporter.daemon import Daemon
@@ -512,3 +513,19 @@ def test_the_weekly_report_runs_at_monday_0600_utc_on_the_leader_only(
     finally:
         daemon.stop()
     assert calls == ([] if leader else [monday + 60])
+
+
+def test_without_a_spool_a_shutdown_during_an_outage_counts_and_logs_what_is_lost(
+    prom_url: str, intake: FakeIntake, kubeconfig: Path
+) -> None:
+    intake.set_fault(lambda request: Reply(503))
+    daemon = make_daemon(prom_url, intake, kubeconfig)
+    with time_machine.travel(T0, tick=False) as traveller:
+        driver = Driver(daemon, traveller)
+        driver.start()
+        driver.next()
+        with capture_logs() as logs:
+            daemon.stop()
+    assert metric(metrics_text(daemon), 'exporter_points_dropped_total{reason="shutdown"}') == 2 * PER_INSTANT
+    lost = [e for e in logs if e["event"].startswith("shutdown: unsent points lost")]
+    assert lost and lost[0]["points"] == 2 * PER_INSTANT and lost[0]["log_level"] == "error"
