@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlparse
 
 import requests
@@ -29,6 +29,7 @@ from exporter.retry import RetryPolicy, call
 log = structlog.get_logger("exporter.prometheus")
 
 Sample = tuple[dict[str, str], float]
+K = TypeVar("K", bound=Hashable)
 
 
 def _query_of(response: requests.Response) -> str:
@@ -109,11 +110,11 @@ class PrometheusClient:
         self._pool.shutdown(wait=False)
         self._conn.close()
 
-    def query_all(self, queries: Mapping[str, str], *, at: float) -> dict[str, list[Sample] | QueryError]:
+    def query_all(self, queries: Mapping[K, str], *, at: float) -> dict[K, list[Sample] | QueryError]:
         """Run several queries concurrently (on a pool kept for the client's life), each with retries;
         a failed query yields its QueryError instead of raising, so the others still count."""
         futures = {name: self._pool.submit(self.query, text, at=at) for name, text in queries.items()}
-        answers: dict[str, list[Sample] | QueryError] = {}
+        answers: dict[K, list[Sample] | QueryError] = {}
         for name, future in futures.items():
             try:
                 answers[name] = future.result()

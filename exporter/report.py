@@ -16,7 +16,6 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
@@ -31,7 +30,7 @@ from exporter import clients, promql, report_render
 from exporter.cli import parse_time
 from exporter.datadog import DatadogSink, Point
 from exporter.discovery import kube_error
-from exporter.errors import ConfigError, ExporterError, KubeError, SubmitError
+from exporter.errors import ConfigError, ExporterError, KubeError, QueryError, SubmitError
 from exporter.model import ServiceRef
 from exporter.peerauth import Mode, NamespaceMode, Policy, PolicyError, Resolution, resolve
 from exporter.prometheus import PrometheusClient, vector_by
@@ -181,12 +180,11 @@ def measure_traffic(
             callers=CALLER_LABELS, window=window, matchers=matchers, offset=offset
         ).items()
     }
-    with ThreadPoolExecutor(max_workers=len(queries), thread_name_prefix="promql") as pool:
-        futures = {key: pool.submit(prom.query, text, at=at) for key, text in queries.items()}
-        vectors = {
-            key: vector_by(future.result(), by if key[1] == "requests" else callers, query=queries[key])
-            for key, future in futures.items()
-        }
+    vectors = {}
+    for key, answer in prom.query_all(queries, at=at).items():
+        if isinstance(answer, QueryError):
+            raise answer  # a report is all or nothing
+        vectors[key] = vector_by(answer, by if key[1] == "requests" else callers, query=queries[key])
     current = Traffic(vectors[("current", "requests")], vectors[("current", "plaintext")])
     return current, Traffic(vectors[("previous", "requests")], vectors[("previous", "plaintext")])
 
