@@ -28,6 +28,7 @@ from kubernetes import client
 
 from exporter.datadog import DatadogAPI, DatadogSink
 from exporter.discovery import api_client
+from exporter.errors import QueryError
 from exporter.istio import Kube
 from exporter.meshsim import Phase, Service
 from exporter.model import ServiceRef
@@ -501,3 +502,32 @@ def test_bad_flags_exit_2_with_one_line_naming_the_flag(data: Data, api: Cluster
         "exporter: config error: --steps: the last step must be 100 (promotion)"
     ]
     assert weights(vs(api.server, "reviews")) == {"stable": 100, "canary": 0}
+
+
+def test_prometheus_down_is_an_error_that_rolls_back_never_a_verdict(data: Data, api: Cluster) -> None:
+    server = api.server
+    down = Data("http://127.0.0.1:9", data.t0)  # nothing listens: every query fails after its retries
+    with pytest.raises(QueryError, match="cannot reach Prometheus"):
+        make_rollout(down, api, "reviews", FakeClock(data.t0 + 900)).run()
+    after = vs(server, "reviews")
+    assert weights(after) == {"stable": 100, "canary": 0}
+    assert record(after)["phase"] == "rolled-back" and "cannot reach Prometheus" in record(after)["reason"]
+    assert image(server, "reviews-canary") == OLD_IMAGE
+
+
+def test_on_error_leave_keeps_the_state_for_a_person_to_decide(data: Data, api: Cluster) -> None:
+    server = api.server
+
+    def someone_edits() -> None:
+        obj = vs(server, "cart")
+        obj["metadata"]["labels"]["edited-by"] = "bob"
+        server.add(obj)
+
+    clock = FakeClock(data.t0 + 900, hooks={1: someone_edits})
+    with pytest.raises(RolloutError, match="409 Conflict"):
+        make_rollout(data, api, "cart", clock, on_error="leave").run()
+    after = vs(server, "cart")
+    assert after["metadata"]["labels"]["edited-by"] == "bob"
+    assert weights(after) == {"stable": 95, "canary": 5}  # left where it was
+    assert record(after)["phase"] == "progressing" and record(after)["step"] == 0
+    assert image(server, "cart-canary") == NEW_IMAGE
