@@ -728,7 +728,8 @@ def stop_on_signals(waiter: SignalWaiter) -> Iterator[None]:
 
 def cmd_rollout(args: argparse.Namespace, settings: Settings) -> int:
     plan = plan_from(args, settings)
-    events = clients.datadog(settings) if settings.dd_api_key is not None and not args.dry_run else None
+    has_key = settings.dd_api_key is not None and bool(settings.dd_api_key.get_secret_value())
+    events = clients.datadog(settings) if has_key and not args.dry_run else None
     waiter = SignalWaiter()
     kube = Kube(clients.kubernetes(settings))
     rollout = Rollout(plan, kube, analyzer_for(plan, settings), waiter=waiter, events=events, dry_run=args.dry_run)

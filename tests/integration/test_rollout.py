@@ -425,8 +425,10 @@ def test_preflight_names_what_is_missing_and_warns_on_istio_version(data: Data, 
 
 def test_sigterm_mid_rollout_rolls_back_within_a_second(data: Data, api: Cluster) -> None:
     server = api.server
+    intake = FakeIntake(api_key=DD_KEY).start()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EXPORTER_", "DD_")) and k != "KUBECONFIG"}
-    env |= {"EXPORTER_PROMETHEUS_URL": data.url, "KUBECONFIG": str(api.kubeconfig)}
+    env |= {"EXPORTER_PROMETHEUS_URL": data.url, "KUBECONFIG": str(api.kubeconfig), "DD_API_KEY": DD_KEY,
+            "EXPORTER_DATADOG_URL": intake.url, "EXPORTER_TAGS": "env:test"}  # fmt: skip
     done = threading.Event()
 
     def control() -> None:  # the subprocess waits for its canary to roll out, as in a cluster
@@ -451,8 +453,10 @@ def test_sigterm_mid_rollout_rolls_back_within_a_second(data: Data, api: Cluster
             assert time.monotonic() - signalled < 1.0, "no rollback patch within a second of SIGTERM"
             time.sleep(0.005)
         _, stderr = proc.communicate(timeout=20)
+        events = intake.events()
     finally:
         done.set()
+        intake.stop()
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 1, stderr
@@ -461,6 +465,11 @@ def test_sigterm_mid_rollout_rolls_back_within_a_second(data: Data, api: Cluster
     assert record(after)["phase"] == "rolled-back" and record(after)["reason"] == "interrupted (SIGTERM)"
     assert image(server, "orders-canary") == OLD_IMAGE
     assert "rolled-back" in stderr
+    assert DD_KEY not in stderr
+    assert [e["title"] for e in events] == [
+        "Rollout of shop/orders started", "Rollout of shop/orders: canary at 5 %", "Rollout of shop/orders rolled back",
+    ]  # fmt: skip
+    assert all({"service:orders", "kube_namespace:shop", "env:test"} <= set(e["tags"]) for e in events)
 
 
 def test_a_canary_that_never_rolls_out_is_rolled_back_before_any_traffic(data: Data, api: Cluster) -> None:
