@@ -151,3 +151,11 @@ def test_text_output_and_bad_flags(prom: tuple[str, float]) -> None:
                                "--stable", "stable", "--confidence", "1.5")  # fmt: skip
     assert code == 2
     assert out.strip().splitlines() == ["exporter: config error: --confidence: must be within (0, 1), e.g. 0.95"]
+
+
+def test_a_failed_query_is_exit_1_never_a_verdict() -> None:
+    code, _, out = analyze_cli("http://127.0.0.1:9", "--namespace", "shop", "--service", "reviews",
+                               "--canary", "canary", "--stable", "stable", "--output", "json")  # fmt: skip
+    assert code == 1
+    assert "cannot reach Prometheus at http://127.0.0.1:9" in out
+    assert '"verdict"' not in out
