@@ -12,6 +12,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+from packaging.requirements import Requirement
+
 from exporter import __version__
 
 ROOT = Path(__file__).parents[2]
@@ -25,9 +27,9 @@ def _name(requirement: str) -> str:
     return re.sub(r"[-_.]+", "-", match.group(0)).lower()
 
 
-def locked() -> dict[str, list[str]]:
-    """name → hashes of each `name==version` entry of the lock."""
-    entries: dict[str, list[str]] = {}
+def locked() -> dict[str, tuple[str, list[str]]]:
+    """name → (version, hashes) of each `name==version` entry of the lock."""
+    entries: dict[str, tuple[str, list[str]]] = {}
     current = ""
     for line in LOCK.read_text().splitlines():
         if line.strip().startswith("#") or not line.strip():
@@ -36,18 +38,21 @@ def locked() -> dict[str, list[str]]:
             requirement = line.split(";")[0].rstrip(" \\")
             assert re.fullmatch(r"[A-Za-z0-9._-]+==[A-Za-z0-9.!+_-]+", requirement), line
             current = _name(requirement)
-            entries[current] = []
+            entries[current] = (requirement.split("==")[1], [])
         elif "--hash=sha256:" in line:
-            entries[current].append(line.strip())
+            entries[current][1].append(line.strip())
     return entries
 
 
 def test_lock_pins_every_dependency_with_hashes() -> None:
     entries = locked()
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    for requirement in project["dependencies"]:
-        assert _name(requirement) in entries, f"{requirement} is not in requirements.lock: run `make lock`"
-    assert all(entries.values()), [name for name, hashes in entries.items() if not hashes]
+    for text in project["dependencies"]:
+        requirement = Requirement(text)
+        name = _name(requirement.name)
+        assert name in entries, f"{text} is not in requirements.lock: run `make lock`"
+        assert requirement.specifier.contains(entries[name][0]), f"{text} excludes the locked {entries[name][0]}"
+    assert all(hashes for _, hashes in entries.values()), [n for n, (_, h) in entries.items() if not h]
     assert "make lock" in LOCK.read_text().splitlines()[1]  # the header says how to regenerate it
 
 
