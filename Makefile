@@ -48,3 +48,19 @@ clean:
 LOCK_COMPILE = uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes -o requirements.lock
 lock: $(STAMP)
 	$(BIN)/$(LOCK_COMPILE) $(UPGRADE) --custom-compile-command "make lock  ($(LOCK_COMPILE))"
+
+# Benchmarks (bench/, bench/RESULTS.md): cycle cost from 527 to 10,000 services against the floor and the
+# per-service baseline. Not part of `make test`. matplotlib (the chart) is a bench-only extra.
+BENCH_STAMP := $(VENV)/.bench-installed
+.PHONY: bench bench-quick
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	touch $@
+
+bench: $(BENCH_STAMP) prometheus
+	$(BIN)/python -m bench.run
+
+bench-quick: $(BENCH_STAMP) prometheus
+	$(BIN)/python -m bench.run --sizes 527 --results bench/out/RESULTS-quick.md --chart bench/out/cycle-time-quick.png \
+		--raw bench/out/results-quick.json

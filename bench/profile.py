@@ -1,0 +1,65 @@
+"""Where a warm cycle's own time goes: `python -m bench.profile N` (cProfile of one cycle after a first one).
+
+Same setting as bench.run's warm cycles on plain loopback (real Prometheus over the cached mesh, the local
+Kubernetes API and intake, clients built once from settings); prints the top functions by cumulative and
+by own time, so that the exporter's overhead (decoding, payload building, compression, paging) shows.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import os
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import mesh
+from bench.run import API_KEY, _exporter_env, no_nagle
+from exporter.meshsim import kube_service_manifests
+from exporter.sandbox.intake import FakeIntake
+from exporter.sandbox.kubeapi import FakeKubeAPI
+from exporter.sandbox.prom import PrometheusServer
+
+
+def main(argv: list[str]) -> int:
+    size = int(argv[0]) if argv else 10_000
+    built = mesh.build(size)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        PrometheusServer(built.tsdb) as prom,
+        FakeKubeAPI() as kube,
+        FakeIntake(api_key=API_KEY) as intake,
+    ):
+        no_nagle(kube)
+        no_nagle(intake)
+        for manifest in kube_service_manifests(built.services):
+            kube.add(manifest)
+        os.environ.update(_exporter_env(prom.url, kube.write_kubeconfig(Path(tmp) / "kubeconfig"), intake.url))
+        os.environ["EXPORTER_LOG_LEVEL"] = "warning"
+        from exporter import clients, settings
+        from exporter.cycle import run_cycle
+
+        config = settings.load(None)
+        client, sink, discovery = clients.prometheus(config), clients.datadog(config), clients.discovery(config)
+
+        def cycle() -> None:
+            services = discovery.list_services()
+            run_cycle(services, prom=client, at=mesh.END, window=config.rate_window, sink=sink, tags=config.tags)
+
+        cycle()
+        profile = cProfile.Profile()
+        started = time.perf_counter()
+        profile.enable()
+        cycle()
+        profile.disable()
+        print(f"one warm cycle at {size} services: {time.perf_counter() - started:.2f}s wall (profiled)")
+        stats = pstats.Stats(profile, stream=sys.stdout)
+        stats.sort_stats("cumulative").print_stats(35)
+        stats.sort_stats("tottime").print_stats(25)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
