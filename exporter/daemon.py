@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from exporter import clients, report
+from exporter import leader as leadership  # leader.py does not import daemon.py
 from exporter.backlog import Backlog, Spool
 from exporter.cron import cron_trigger
 from exporter.cycle import run_cycle
@@ -57,6 +58,10 @@ class Leadership(Protocol):
 
     def stop(self) -> None:
         """Stop campaigning and release the Lease if held."""
+        ...
+
+    def start(self) -> None:
+        """Begin campaigning: one attempt now, then every retry period in a background thread."""
         ...
 
 
@@ -127,6 +132,8 @@ class Daemon:
         self.weekly_report = weekly_report
         self.last_at: int | None = None
         self.metrics = SelfMetrics()
+        if leader is not None:
+            leadership.register_metrics(self.metrics.registry, leader.status)
         self.backlog = backlog if backlog is not None else Backlog(clock=clock)
         self.backlog.on_drop = lambda reason, n: self.metrics.points_dropped.labels(reason).inc(n)
         self.services: list[ServiceRef] | None = None
@@ -153,9 +160,11 @@ class Daemon:
     @classmethod
     def from_settings(cls, settings: Settings) -> Daemon:
         spool = Spool(Path(settings.spool_dir)) if settings.spool_dir else None
+        api = clients.kubernetes(settings)
         return cls(
             settings,
-            discovery=clients.discovery(settings),
+            discovery=clients.discovery(settings, api),
+            leader=leadership.from_settings(settings, api),
             prom=clients.prometheus(settings),
             sink=clients.datadog(settings),
             backlog=Backlog(max_points=settings.backlog_max_points, spool=spool),
@@ -268,6 +277,8 @@ class Daemon:
         daemon = self
 
         class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True  # headers and body leave in two writes: no delayed-ACK stall
+
             def do_GET(self) -> None:
                 if self.path == "/healthz":
                     self._reply(200, b"ok\n", "text/plain")
@@ -299,6 +310,8 @@ class Daemon:
     # Lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
         """Schedule the jobs (first cycle now) on a background scheduler."""
+        if self.leader is not None:
+            self.leader.start()  # first, so that the first cycle may already submit
         interval = self.settings.interval_seconds
         self.scheduler = BackgroundScheduler(
             timezone="UTC",

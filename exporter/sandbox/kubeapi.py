@@ -1073,6 +1073,7 @@ def _selected(obj: JSON, requirements: list[Requirement], field_terms: list[tupl
 def _make_handler(api: FakeKubeAPI) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body leave in two writes: no 40 ms delayed-ACK stall
         server_version = "FakeKubeAPI/1"
         timeout = 30
 

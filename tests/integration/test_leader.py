@@ -22,7 +22,7 @@ from structlog.testing import capture_logs
 from exporter import clients
 from exporter.daemon import Daemon
 from exporter.discovery import api_client
-from exporter.leader import CLAIMED_INSTANT, LeaseLeadership, from_settings, register_metrics
+from exporter.leader import CLAIMED_INSTANT, LeaseLeadership, from_settings
 from exporter.meshsim import kube_service_manifests
 from exporter.sandbox.intake import FakeIntake
 from exporter.sandbox.kubeapi import FakeKubeAPI
@@ -83,7 +83,6 @@ class Cluster:
             clock=clock,
             leader=leader,
         )
-        register_metrics(daemon.metrics.registry, leader.status)  # what Daemon.from_settings is to wire
         # like `Daemon.start()`: a first election step and a first cycle at once, then on their own periods
         replica = Replica(name, skew, clock, leader, daemon, next_step=self.now, next_cycle=self.now + 0.5)
         self.replicas[name] = replica
