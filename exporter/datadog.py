@@ -19,7 +19,6 @@ import urllib3
 from datadog_api_client import ApiClient, Configuration
 from datadog_api_client.exceptions import ApiException
 from datadog_api_client.v1.api.events_api import EventsApi
-from datadog_api_client.v2.api.metrics_api import MetricsApi
 from datadog_api_client.v2.model.metric_content_encoding import MetricContentEncoding
 
 from exporter.errors import SubmitError, retryable_status
@@ -119,8 +118,9 @@ class DatadogAPI:
             config.api_key["appKeyAuth"] = app_key
         config.retry_policy = urllib3.util.Retry(total=0, raise_on_status=False)  # retries are ours
         self.base_url = base_url
+        self._api_key = api_key
+        self._timeout = timeout
         self._client = ApiClient(config)
-        self._metrics = MetricsApi(self._client)  # type: ignore[no-untyped-call]
         self._events = EventsApi(self._client)  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
@@ -140,11 +140,25 @@ class DatadogAPI:
             raise SubmitError(f"{what} -> no answer: {type(e).__name__}", retryable=True) from None
 
     def send_series(self, series: list[dict[str, Any]]) -> None:
+        # Straight to the client's REST layer (same pool, deflate, ApiException on errors), not through
+        # MetricsApi.submit_metrics: its generic model serializer walks every value of the body first,
+        # ~0.45 s of CPU for the 40,000 points of 10,000 services. The body is plain JSON types already.
+        url = self._client.configuration.host + "/api/v2/series"
+        headers = {
+            **self._client.default_headers,
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+            "Content-Encoding": MetricContentEncoding.DEFLATE.value,
+            "DD-API-KEY": self._api_key,
+        }
         self._call(
             f"POST {self.base_url}/api/v2/series",
-            self._metrics.submit_metrics,
+            self._client.rest_client.request,
+            "POST",
+            url,
+            headers=headers,
             body={"series": series},
-            content_encoding=MetricContentEncoding.DEFLATE,
+            request_timeout=self._timeout,
         )
 
     def send_event(self, event: dict[str, Any]) -> None:
