@@ -1,4 +1,4 @@
-"""Where a warm cycle's own time goes: `python -m bench.profile N` (cProfile of one cycle after a first one).
+"""Where a cycle's own time goes: `python -m bench.profile N [--cold]` (cProfile of a warm cycle, or of a cold run).
 
 Same setting as bench.run's warm cycles on plain loopback (real Prometheus over the cached mesh, the local
 Kubernetes API and intake, clients built once from settings); prints the top functions by cumulative and
@@ -10,17 +10,29 @@ from __future__ import annotations
 import cProfile
 import os
 import pstats
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bench import mesh
-from bench.run import API_KEY, _exporter_env, no_nagle
+from bench.run import API_KEY, _exporter_env
 from exporter.meshsim import kube_service_manifests
 from exporter.sandbox.intake import FakeIntake
 from exporter.sandbox.kubeapi import FakeKubeAPI
 from exporter.sandbox.prom import PrometheusServer
+
+
+def cold(env: dict[str, str], size: int) -> None:
+    """cProfile of a whole `exporter once --submit` process (start-up included)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "cold.prof"
+        command = [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "exporter", "once", "--submit"]
+        subprocess.run([*command, "--at", str(mesh.END), "--output", "json"], env=env, capture_output=True, check=True)
+        print(f"exporter once --submit at {size} services (profiled)")
+        stats = pstats.Stats(str(out), stream=sys.stdout)
+        stats.sort_stats("cumulative").print_stats(45)
 
 
 def main(argv: list[str]) -> int:
@@ -32,12 +44,13 @@ def main(argv: list[str]) -> int:
         FakeKubeAPI() as kube,
         FakeIntake(api_key=API_KEY) as intake,
     ):
-        no_nagle(kube)
-        no_nagle(intake)
         for manifest in kube_service_manifests(built.services):
             kube.add(manifest)
         os.environ.update(_exporter_env(prom.url, kube.write_kubeconfig(Path(tmp) / "kubeconfig"), intake.url))
         os.environ["EXPORTER_LOG_LEVEL"] = "warning"
+        if "--cold" in argv:
+            cold(dict(os.environ), size)
+            return 0
         from exporter import clients, settings
         from exporter.cycle import run_cycle
 

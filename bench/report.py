@@ -152,8 +152,8 @@ METHOD = """\
   TSDB block (a query over two adjacent blocks merges every series twice: measured 1.5–2× slower) and cached
   under `bench/out/`, keyed by the parameters and the generator's source.
 - **Prometheus**: Debian's, one server per size on loopback. **Kubernetes API and Datadog intake**: the
-  project's sandbox servers (`FakeKubeAPI`, `FakeIntake`), in the benchmark's own process, Nagle's algorithm
-  off (see below); a fresh intake per measurement, and every point it accepted is counted.
+  project's sandbox servers (`FakeKubeAPI`, `FakeIntake`), in the benchmark's own process; a fresh intake
+  per measurement, and every point it accepted is counted.
 - **Networks**: *loopback* goes direct; *delayed* goes through `bench/proxy.py`, which releases every byte
   towards the server 1 ms late (Prometheus and the Kubernetes API, as in a cluster) or 30 ms late (the
   Datadog intake, as over a WAN): each request/response round trip pays the delay once. Connection set-up
@@ -188,15 +188,17 @@ Profiled with `python -m bench.profile 10000` (cProfile of one warm cycle) and t
   bucket series of 10,000 services took 9–24 s alone, the three rate queries 0.4–1 s each (the spread is
   the load other engineers put on the two cores). At that size a real deployment would precompute the
   bucket rates with a recording rule; the exporter's queries and request count stay the same.
-- **The exporter's own CPU per warm cycle at 10,000 services is ~1.4–1.5 s**, a third of it in
-  datadog-api-client: `MetricsApi.submit_metrics` first walks every value of the body through the
-  client's generic model serializer (`data_to_dict`, 440,000 calls: ~0.45 s for 40,000 points). Sending the
-  same body through the client's REST layer measured 1.49 s → 1.07 s of CPU per cycle (loopback) and
-  1.41 s → 1.03 s (delayed), but made the fault suite's memory test fail (490 KB retained over 120 cycles
-  against 32 KB, after `gc.collect()`); the cause was not found in the session, so the change is **not** in
-  the exporter and these results are without it. The rest: decoding the four answers (~1.3 MB of JSON
-  each, ~0.08 s each), building the 40,000 points and their JSON (~0.2 s), discovery (20 pages of 500
-  Services: ~0.1 s of JSON), deflate (0.04 s); `vector_by` and the figures take ~0.05 s together.
+- **The exporter's own CPU per warm cycle at 10,000 services went from 1.49 s to 1.07 s** (loopback; 1.41 s
+  to 1.03 s delayed; commit f0e2f79): datadog-api-client's `MetricsApi.submit_metrics` first walked every
+  value of the body through the client's generic model serializer (`data_to_dict`, 440,000 calls: ~0.45 s
+  for 40,000 points); the series now go through the same client's REST layer. What remains: decoding the
+  four answers (~1.3 MB of JSON each, ~0.08 s each), building the 40,000 points and their JSON (~0.2 s),
+  discovery (20 pages of 500 Services: ~0.1 s of JSON), deflate (0.04 s); `vector_by` and the figures take
+  ~0.05 s together.
+- **Every start lost ~0.4 s building ~250 pydantic models** the first time kubernetes v37's `CoreV1Api` was
+  touched, for a discovery that only reads namespace and name from raw JSON pages. Discovery now sends the
+  same GETs through the `ApiClient` (commit fccb9f4): `exporter once --submit` at 527 services went from
+  1.42 s wall, 1.09 s CPU, 83 MB to 1.24 s, 0.72 s, 63 MB (loopback; 1.58 s to 1.21 s with delays).
 - **Start-up** (`exporter --version`: the interpreter and every import) is most of a cold run at small sizes.
   The imports the command needs (kubernetes, datadog-api-client, prometheus-api-client, pydantic,
   structlog) are the bulk; `import kubernetes` loads every sub-package, and in this development virtualenv
@@ -204,10 +206,10 @@ Profiled with `python -m bench.profile 10000` (cProfile of one warm cycle) and t
   image (built from the locked runtime dependencies only) does not install.
 - **Two benchmark artefacts were found and removed**: (1) the sandbox servers answered with Nagle's
   algorithm on, so every keep-alive request after the first waited 40 ms for a delayed ACK (every
-  discovery page, every Datadog request, and 40 ms per service for the baseline); the bench turns it off
-  on their handler class, as Go servers (Datadog, Kubernetes) do by default. (2) A child's `ru_maxrss` on
-  Linux includes the memory its parent had when it forked: a process started from the benchmark reported
-  the benchmark's 300 MB; peak RSS is now the process's own high-water mark.
+  discovery page, every Datadog request, and 40 ms per service for the baseline); they now send without it,
+  as Go servers (Datadog, Kubernetes) do (commit afec5a3). (2) A child's `ru_maxrss` on Linux includes the
+  memory its parent had when it forked: a process started from the benchmark reported the benchmark's
+  300 MB; peak RSS is now each process's own high-water mark.
 - The warm cycle's *submit* stage includes the time the sandbox intake (pure Python, in the benchmark's
   process, sharing the two cores) takes to decompress and decode 7 MB of JSON before answering 202; the
   exporter's own share is in its CPU column.

@@ -124,24 +124,10 @@ def _reach(url: str, delay: float) -> Iterator[str]:
         yield proxy.url
 
 
-def no_nagle(fake: FakeIntake | FakeKubeAPI) -> None:
-    """Answer without Nagle's algorithm, as Go's net/http servers (Datadog, Kubernetes) do.
-
-    The sandbox servers write headers and body in two sends; with Nagle on, the body waits for the
-    client's delayed ACK: 40 ms on every keep-alive request, which no real intake or API server costs.
-    Set on the server's handler class before the first connection (it is read when one is accepted).
-    """
-    server = fake._server  # the sandbox does not expose it; bench-only
-    if server is None:
-        raise RuntimeError("start the server first")
-    server.RequestHandlerClass.disable_nagle_algorithm = True  # type: ignore[attr-defined]
-
-
 @contextlib.contextmanager
 def _intake(delay: float) -> Iterator[tuple[FakeIntake, str]]:
     """A fresh intake (it keeps every point it receives) and the URL the exporter should use."""
     with FakeIntake(api_key=API_KEY) as intake, _reach(intake.url, delay) as url:
-        no_nagle(intake)
         yield intake, url
 
 
@@ -347,7 +333,6 @@ def measure_size(size: int, *, runs: int, work: Path, modes: Sequence[str] = tup
     services_file.write_text(json.dumps([[r.namespace, r.name] for r in built.refs]))
     result: dict[str, Any] = {"services": size, "samples": built.samples, "build_seconds": built.build_seconds}
     with PrometheusServer(built.tsdb) as prom, FakeKubeAPI() as kube:
-        no_nagle(kube)
         for manifest in kube_service_manifests(built.services):
             kube.add(manifest)
         for network, delays in NETWORKS.items():
