@@ -20,10 +20,11 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from exporter.sandbox.loopback import LoopbackServer, QuietHandler
 
 __all__ = [
     "MAX_COMPRESSED_BYTES",
@@ -200,7 +201,7 @@ class _Outcome:
         self.event = event
 
 
-class FakeIntake:
+class FakeIntake(LoopbackServer):
     """A Datadog API intake on 127.0.0.1 for tests: `with FakeIntake(api_key="k") as dd: ...`."""
 
     def __init__(self, *, api_key: str | None = None) -> None:
@@ -212,53 +213,12 @@ class FakeIntake:
         self._script: collections.deque[Reply] = collections.deque()
         self._fault: Callable[[IntakeRequest], Reply | None] | None = None
         self._next_event_id = 1
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._connections: set[socket.socket] = set()
+        super().__init__()
 
-    # ---- lifecycle ------------------------------------------------------------------------
+    thread_name = "fake-intake"
 
-    def start(self) -> FakeIntake:
-        if self._server is not None:
-            return self
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        server.daemon_threads = True
-        server.block_on_close = False
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-intake", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        with self._lock:
-            connections, self._connections = set(self._connections), set()
-        for conn in connections:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeIntake:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeIntake is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        return _make_handler(self)
 
     # ---- test-side access ----------------------------------------------------------------
 
@@ -289,13 +249,6 @@ class FakeIntake:
             self._fault = fn
 
     # ---- internals -----------------------------------------------------------------------
-
-    def _track(self, conn: socket.socket, add: bool) -> None:
-        with self._lock:
-            if add:
-                self._connections.add(conn)
-            else:
-                self._connections.discard(conn)
 
     def _pick_fault(self, request: IntakeRequest) -> Reply | None:
         with self._lock:
@@ -420,24 +373,9 @@ def _phrase(status: int) -> str:
 
 
 def _make_handler(intake: FakeIntake) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # headers and body leave in two writes: no 40 ms delayed-ACK stall
+    class Handler(QuietHandler):
         server_version = "FakeIntake/1"
         timeout = 30
-
-        def setup(self) -> None:
-            super().setup()
-            intake._track(self.connection, True)
-
-        def finish(self) -> None:
-            try:
-                super().finish()
-            finally:
-                intake._track(self.connection, False)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
 
         def do_GET(self) -> None:
             self._handle()

@@ -19,24 +19,22 @@ Approximations:
 from __future__ import annotations
 
 import base64
-import contextlib
 import copy
 import json
 import re
-import socket
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from exporter.sandbox.loopback import LoopbackServer, QuietHandler
 from exporter.selectors import LabelSelectorError, Requirement, parse_label_selector
 
 __all__ = [
@@ -498,7 +496,7 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class FakeKubeAPI:
+class FakeKubeAPI(LoopbackServer):
     """A Kubernetes API server on 127.0.0.1 for tests: `with FakeKubeAPI() as api: ...`."""
 
     def __init__(self, *, token: str = "test-token", page_limit_cap: int | None = None) -> None:
@@ -510,53 +508,12 @@ class FakeKubeAPI:
         self._records: list[RequestRecord] = []
         self._faults: list[_Fault] = []
         self._unavailable = False
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._connections: set[socket.socket] = set()
+        super().__init__()
 
-    # ---- lifecycle ------------------------------------------------------------------------
+    thread_name = "fake-kube-api"
 
-    def start(self) -> FakeKubeAPI:
-        if self._server is not None:
-            return self
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        server.daemon_threads = True
-        server.block_on_close = False
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-kube-api", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        with self._lock:
-            connections, self._connections = set(self._connections), set()
-        for conn in connections:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeKubeAPI:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeKubeAPI is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        return _make_handler(self)
 
     def write_kubeconfig(self, path: Path) -> Path:
         """Write a kubeconfig for this server (bearer token, current-context) and return its path."""
@@ -649,13 +606,6 @@ class FakeKubeAPI:
     def _record(self, record: RequestRecord) -> None:
         with self._lock:
             self._records.append(record)
-
-    def _track(self, conn: socket.socket, add: bool) -> None:
-        with self._lock:
-            if add:
-                self._connections.add(conn)
-            else:
-                self._connections.discard(conn)
 
     def _check_faults(self, path: str) -> None:
         with self._lock:
@@ -1071,24 +1021,9 @@ def _selected(obj: JSON, requirements: list[Requirement], field_terms: list[tupl
 
 
 def _make_handler(api: FakeKubeAPI) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # headers and body leave in two writes: no 40 ms delayed-ACK stall
+    class Handler(QuietHandler):
         server_version = "FakeKubeAPI/1"
         timeout = 30
-
-        def setup(self) -> None:
-            super().setup()
-            api._track(self.connection, True)
-
-        def finish(self) -> None:
-            try:
-                super().finish()
-            finally:
-                api._track(self.connection, False)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
 
         def do_GET(self) -> None:
             self._handle()

@@ -12,10 +12,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
+
+from exporter.sandbox.loopback import LoopbackServer, QuietHandler
 
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 # Not forwarded: hop-by-hop headers, and encodings (the upstream answers identity so faults can rewrite it).
@@ -43,7 +43,7 @@ class Fault:
     rewrite: Callable[[bytes], bytes] | None = None  # applied to the real answer's body
 
 
-class FaultProxy:
+class FaultProxy(LoopbackServer):
     """`with FaultProxy(prometheus_url) as proxy:` point the client at `proxy.url`, then `set_fault`."""
 
     def __init__(self, target: str, *, delay_s: float = 0.0) -> None:
@@ -52,13 +52,12 @@ class FaultProxy:
         self._fault: Callable[[ProxyRequest], Fault | None] | None = None
         self._lock = threading.Lock()
         self._requests: list[ProxyRequest] = []
-        self._server: ThreadingHTTPServer | None = None
+        super().__init__()
 
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FaultProxy is not started")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+    thread_name = "fault-proxy"
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        return _handler(self)
 
     @property
     def requests(self) -> list[ProxyRequest]:
@@ -69,24 +68,6 @@ class FaultProxy:
         """Decide per request: a Fault, or None to forward unchanged. None removes the fault."""
         with self._lock:
             self._fault = fn
-
-    def start(self) -> FaultProxy:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="fault-proxy", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
 
     def _decide(self, request: ProxyRequest) -> Fault | None:
         with self._lock:
@@ -109,13 +90,7 @@ class FaultProxy:
 
 
 def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # headers and body leave in two writes: no 40 ms delayed-ACK stall
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""

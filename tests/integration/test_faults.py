@@ -503,6 +503,9 @@ class Follower:
     def status(self) -> str:
         return "follower"
 
+    def start(self) -> None:
+        pass
+
     def stop(self) -> None:
         pass
 
