@@ -7,11 +7,13 @@ import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import pytest
 
-from exporter.meshsim import REPORTERS, Phase, Service, demo_mesh
+from exporter.meshsim import REPORTERS, Phase, Service, demo_mesh, kube_service_manifests
+from exporter.sandbox.kubeapi import FakeKubeAPI
 from exporter.sandbox.prom import PrometheusNotInstalled, PrometheusServer, build_tsdb
 
 DEMO_STEP = 30.0
@@ -89,3 +91,12 @@ def demo_prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoProm]:
         yield DemoProm(url=server.url, phases=phases, at=at, step=DEMO_STEP)
     finally:
         server.stop()
+
+
+@pytest.fixture
+def demo_kube(demo_prom: DemoProm, tmp_path: Path) -> Iterator[tuple[FakeKubeAPI, Path]]:
+    """A Kubernetes API serving the demo mesh's Services, and a kubeconfig for it."""
+    with FakeKubeAPI() as api:
+        for manifest in kube_service_manifests(demo_prom.services):
+            api.add(manifest)
+        yield api, api.write_kubeconfig(tmp_path / "kubeconfig")

@@ -17,20 +17,11 @@ import requests
 
 from exporter import clients
 from exporter.daemon import Daemon
-from exporter.meshsim import kube_service_manifests
 from exporter.sandbox.intake import FakeIntake
 from exporter.sandbox.kubeapi import FakeKubeAPI
 from exporter.settings import Settings
 from tests.integration.conftest import DemoProm
 from tests.integration.test_once import API_KEY, exporter_env
-
-
-@pytest.fixture
-def kube(demo_prom: DemoProm, tmp_path: Path) -> Iterator[tuple[FakeKubeAPI, Path]]:
-    with FakeKubeAPI() as api:
-        for manifest in kube_service_manifests(demo_prom.services):
-            api.add(manifest)
-        yield api, api.write_kubeconfig(tmp_path / "kubeconfig")
 
 
 @pytest.fixture
@@ -55,9 +46,9 @@ def metric(text: str, name: str) -> float:
 
 
 def test_cycles_health_metrics_and_discovery_outage(
-    demo_prom: DemoProm, kube: tuple[FakeKubeAPI, Path], intake: FakeIntake
+    demo_prom: DemoProm, demo_kube: tuple[FakeKubeAPI, Path], intake: FakeIntake
 ) -> None:
-    api, kubeconfig = kube
+    api, kubeconfig = demo_kube
     settings = Settings(
         prometheus_url=demo_prom.url, datadog_url=intake.url, dd_api_key=API_KEY, kubeconfig=str(kubeconfig),
         interval_seconds=30, http_port=0,
@@ -113,10 +104,10 @@ def free_port() -> int:
 
 
 def test_run_exits_0_on_sigterm_after_submitting(
-    demo_prom: DemoProm, kube: tuple[FakeKubeAPI, Path], intake: FakeIntake
+    demo_prom: DemoProm, demo_kube: tuple[FakeKubeAPI, Path], intake: FakeIntake
 ) -> None:
     port = free_port()
-    env = exporter_env(demo_prom, kube[1], intake, EXPORTER_HTTP_PORT=str(port), EXPORTER_INTERVAL_SECONDS="1")
+    env = exporter_env(demo_prom, demo_kube[1], intake, EXPORTER_HTTP_PORT=str(port), EXPORTER_INTERVAL_SECONDS="1")
     proc = subprocess.Popen([sys.executable, "-m", "exporter", "run"], env=env, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30

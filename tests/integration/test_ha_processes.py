@@ -9,13 +9,10 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import requests
 
-from exporter.meshsim import kube_service_manifests
 from exporter.sandbox.intake import FakeIntake
 from exporter.sandbox.kubeapi import FakeKubeAPI
 from tests.integration.conftest import DemoProm
@@ -23,14 +20,6 @@ from tests.integration.test_faults import free_port, wait_for
 from tests.integration.test_once import API_KEY, exporter_env
 
 LEASE = 3.0
-
-
-@pytest.fixture
-def kube(demo_prom: DemoProm, tmp_path: Path) -> Iterator[tuple[FakeKubeAPI, Path]]:
-    with FakeKubeAPI() as api:
-        for manifest in kube_service_manifests(demo_prom.services):
-            api.add(manifest)
-        yield api, api.write_kubeconfig(tmp_path / "kubeconfig")
 
 
 def readyz(port: int) -> str:
@@ -42,9 +31,9 @@ def readyz(port: int) -> str:
 
 
 def test_one_leader_submits_and_a_killed_leader_is_replaced(
-    demo_prom: DemoProm, kube: tuple[FakeKubeAPI, Path]
+    demo_prom: DemoProm, demo_kube: tuple[FakeKubeAPI, Path]
 ) -> None:
-    api, kubeconfig = kube
+    api, kubeconfig = demo_kube
     with FakeIntake(api_key=API_KEY) as intake:
         procs: dict[str, tuple[subprocess.Popen[str], int]] = {}
         for pod in ("exporter-a", "exporter-b"):

@@ -23,7 +23,6 @@ from exporter import clients
 from exporter.daemon import Daemon
 from exporter.discovery import api_client
 from exporter.leader import CLAIMED_INSTANT, LeaseLeadership, from_settings
-from exporter.meshsim import kube_service_manifests
 from exporter.sandbox.intake import FakeIntake
 from exporter.sandbox.kubeapi import FakeKubeAPI
 from exporter.settings import Settings
@@ -59,8 +58,8 @@ class Replica:
 class Cluster:
     """Replicas driven by one loop in true time; each sees only its own (skewed) clock."""
 
-    def __init__(self, kube: FakeKubeAPI, kubeconfig: Path, settings: Settings, *, start: float) -> None:
-        self.kube, self.kubeconfig, self.settings, self.now = kube, kubeconfig, settings, start
+    def __init__(self, demo_kube: FakeKubeAPI, kubeconfig: Path, settings: Settings, *, start: float) -> None:
+        self.demo_kube, self.kubeconfig, self.settings, self.now = demo_kube, kubeconfig, settings, start
         self.replicas: dict[str, Replica] = {}
 
     def add(self, name: str, *, skew: float) -> Replica:
@@ -144,28 +143,20 @@ def submitted_by(replica: Replica) -> float:
 
 
 @pytest.fixture
-def kube(demo_prom: DemoProm, tmp_path: Path) -> Iterator[tuple[FakeKubeAPI, Path]]:
-    with FakeKubeAPI() as api:
-        for manifest in kube_service_manifests(demo_prom.services):
-            api.add(manifest)
-        yield api, api.write_kubeconfig(tmp_path / "kubeconfig")
-
-
-@pytest.fixture
 def intake() -> Iterator[FakeIntake]:
     with FakeIntake(api_key=API_KEY) as server:
         yield server
 
 
 @pytest.fixture
-def cluster(demo_prom: DemoProm, kube: tuple[FakeKubeAPI, Path], intake: FakeIntake) -> Iterator[Cluster]:
+def cluster(demo_prom: DemoProm, demo_kube: tuple[FakeKubeAPI, Path], intake: FakeIntake) -> Iterator[Cluster]:
     settings = Settings(
-        prometheus_url=demo_prom.url, datadog_url=intake.url, dd_api_key=API_KEY, kubeconfig=str(kube[1]),
+        prometheus_url=demo_prom.url, datadog_url=intake.url, dd_api_key=API_KEY, kubeconfig=str(demo_kube[1]),
         interval_seconds=INTERVAL, http_port=0, leader_election=True, lease_duration_seconds=LEASE_DURATION,
         renew_deadline_seconds=RENEW_DEADLINE, retry_period_seconds=RETRY_PERIOD,
     )  # fmt: skip
     # true time starts 10 minutes before the end of the data: every window lies in the demo's last phase
-    c = Cluster(kube[0], kube[1], settings, start=demo_prom.at - 600)
+    c = Cluster(demo_kube[0], demo_kube[1], settings, start=demo_prom.at - 600)
     yield c
     for r in c.replicas.values():
         r.daemon.stop()
@@ -176,8 +167,8 @@ def points_per_instant(demo_prom: DemoProm) -> int:
     return 4 * sum(1 for s in demo_prom.services if s.migrated and any(c.rps for c in s.callers))
 
 
-def lease(kube: FakeKubeAPI) -> dict[str, Any]:
-    obj = kube.get(*LEASE)
+def lease(demo_kube: FakeKubeAPI) -> dict[str, Any]:
+    obj = demo_kube.get(*LEASE)
     assert obj is not None
     return obj
 
@@ -229,13 +220,13 @@ def test_exactly_one_submits_and_a_killed_leader_hands_over_within_a_lease_durat
     assert [e["identity"] for e in acquired] == ["exporter-a", "exporter-b"]
     assert acquired[1]["transitions"] == 1
     assert any(e["event"] == "taking over an expired Lease" and e["holder"] == "exporter-a" for e in logs)
-    assert lease(cluster.kube)["spec"]["holderIdentity"] == "exporter-b"
-    claimed = int(lease(cluster.kube)["metadata"]["annotations"][CLAIMED_INSTANT])
+    assert lease(cluster.demo_kube)["spec"]["holderIdentity"] == "exporter-b"
+    claimed = int(lease(cluster.demo_kube)["metadata"]["annotations"][CLAIMED_INSTANT])
     assert claimed == max(submitted_instants(intake))
 
     # a graceful stop releases the Lease: holderIdentity is cleared
     b.daemon.stop()
-    assert lease(cluster.kube)["spec"]["holderIdentity"] == ""
+    assert lease(cluster.demo_kube)["spec"]["holderIdentity"] == ""
 
 
 def test_a_restarted_replica_never_resubmits_an_instant(
@@ -261,7 +252,7 @@ def test_stale_and_foreign_holders(cluster: Cluster, intake: FakeIntake, demo_pr
     start = cluster.now
     future_instant = int(start // INTERVAL * INTERVAL + 40)
     # A Lease left by a replica that is long gone, which had claimed an instant 40 s ahead of ours
-    cluster.kube.add({
+    cluster.demo_kube.add({
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
         "metadata": {"name": "mesh-exporter", "namespace": "istio-system",
                      "annotations": {CLAIMED_INSTANT: str(future_instant)}},
@@ -277,14 +268,14 @@ def test_stale_and_foreign_holders(cluster: Cluster, intake: FakeIntake, demo_pr
     cluster.run_until(start + 15.0)
     leaders = [r for r in (a, b) if r.leader.status() == "leader"]
     assert len(leaders) == 1
-    assert lease(cluster.kube)["spec"]["leaseTransitions"] == 5
+    assert lease(cluster.demo_kube)["spec"]["leaseTransitions"] == 5
     cluster.run_until(start + 70)
     assert_no_point_twice(intake)
     assert min(submitted_instants(intake)) == future_instant + INTERVAL  # the old claim is honoured
 
     # A foreign holder that keeps renewing (another tool, with its own 10 s lease duration)
     leaders[0].daemon.stop()  # releases
-    foreign = lease(cluster.kube)
+    foreign = lease(cluster.demo_kube)
     foreign["spec"].update(holderIdentity="someone-else", leaseDurationSeconds=10)
     for k in ("resourceVersion", "uid", "creationTimestamp"):
         foreign["metadata"].pop(k)
@@ -294,7 +285,7 @@ def test_stale_and_foreign_holders(cluster: Cluster, intake: FakeIntake, demo_pr
     t = cluster.now
     for renewal in range(8):  # renews every 5 s for 40 s
         foreign["spec"]["renewTime"] = f"2026-01-01T00:00:{renewal:02d}.000000Z"
-        cluster.kube.add(foreign)
+        cluster.demo_kube.add(foreign)
         cluster.run_until(t + 5 * (renewal + 1))
     assert [r.leader.status() for r in others] == ["follower"]
     assert len(intake.points()) == before  # nobody submitted under a foreign holder
@@ -312,14 +303,14 @@ def test_a_benign_write_to_the_lease_does_not_cost_a_cycle(cluster: Cluster, int
     cluster.add("exporter-a", skew=0.0)
     cluster.run_until(start + 10.2)  # the last election step was at +9; the next cycle comes at +10.5
     # someone annotates the Lease (kubectl annotate): the leader's cached resourceVersion is now stale
-    obj = lease(cluster.kube)
+    obj = lease(cluster.demo_kube)
     obj["metadata"].setdefault("annotations", {})["team"] = "platform"
-    cluster.kube.add(obj)
+    cluster.demo_kube.add(obj)
     cluster.run_until(start + 10.6)
     assert len(submitted_instants(intake)) == 2
-    conflicts = [r for r in cluster.kube.requests if r.method == "PUT" and r.status == 409]
+    conflicts = [r for r in cluster.demo_kube.requests if r.method == "PUT" and r.status == 409]
     assert len(conflicts) == 1
-    assert lease(cluster.kube)["metadata"]["annotations"]["team"] == "platform"
+    assert lease(cluster.demo_kube)["metadata"]["annotations"]["team"] == "platform"
 
 
 def test_a_leader_that_cannot_renew_stops_submitting_before_its_lease_can_expire(
@@ -333,7 +324,7 @@ def test_a_leader_that_cannot_renew_stops_submitting_before_its_lease_can_expire
         cluster.run_until(a.next_step)  # a renews; b, stepping at the same instant, reads right after
         renewed = cluster.now
         assert a.next_step == b.next_step == renewed + RETRY_PERIOD
-        cluster.kube.set_unavailable(True)
+        cluster.demo_kube.set_unavailable(True)
         before = len(intake.points())
         cluster.run_until(renewed + RENEW_DEADLINE - 0.01)
         assert a.leader.status() == "leader"  # renewals failing, but still within the renew deadline
@@ -348,16 +339,16 @@ def test_a_leader_that_cannot_renew_stops_submitting_before_its_lease_can_expire
     assert cluster.became("exporter-a", "unknown", after=start + 1) == renewed + RENEW_DEADLINE
 
     # the API comes back: one of them leads again and submissions resume, none twice
-    cluster.kube.set_unavailable(False)
+    cluster.demo_kube.set_unavailable(False)
     cluster.run_until(cluster.now + 40)
     assert sorted(r.leader.status() for r in (a, b)) == ["follower", "leader"]
     assert len(intake.points()) > before
     assert_no_point_twice(intake)
 
 
-def test_background_campaign_in_real_time(kube: tuple[FakeKubeAPI, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_background_campaign_in_real_time(demo_kube: tuple[FakeKubeAPI, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """start() campaigns in a thread on the real clock; a graceful stop hands over at the next retry."""
-    api, kubeconfig = kube
+    api, kubeconfig = demo_kube
     settings = Settings(kubeconfig=str(kubeconfig), leader_election=True, lease_duration_seconds=2,
                         renew_deadline_seconds=1.5, retry_period_seconds=0.2)  # fmt: skip
     assert from_settings(settings.model_copy(update={"leader_election": False}), api_client(str(kubeconfig))) is None
