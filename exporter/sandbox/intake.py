@@ -17,14 +17,14 @@ import socket
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from exporter.sandbox.loopback import LoopbackServer, QuietHandler
+from exporter.sandbox.loopback import Headers, LoopbackServer, QuietHandler
 
 __all__ = [
     "MAX_COMPRESSED_BYTES",
@@ -82,29 +82,6 @@ class Reply:
             },
             body={"errors": ["Too many requests"]},
         )
-
-
-class _Headers(Mapping[str, str]):
-    """Read-only, case-insensitive view of request headers."""
-
-    def __init__(self, items: list[tuple[str, str]]) -> None:
-        self._items = dict(items)
-        self._lower = {key.lower(): value for key, value in items}
-
-    def __getitem__(self, key: str) -> str:
-        return self._lower[key.lower()]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key.lower() in self._lower
-
-    def __repr__(self) -> str:
-        return f"_Headers({self._items!r})"
 
 
 @dataclass(frozen=True)
@@ -337,7 +314,7 @@ class FakeIntake(LoopbackServer):
             method=method,
             path=split.path,
             query=query,
-            headers=_Headers(redacted),
+            headers=Headers(redacted),
             raw_length=len(raw),
             content_encoding=encoding,
             decoded_length=len(decoded) if decoded is not None else None,

@@ -24,7 +24,7 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
@@ -34,7 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from exporter.sandbox.loopback import LoopbackServer, QuietHandler
+from exporter.sandbox.loopback import Headers, LoopbackServer, QuietHandler
 from exporter.selectors import LabelSelectorError, Requirement, parse_label_selector
 
 __all__ = [
@@ -441,29 +441,6 @@ def apply_json_patch(doc: Any, operations: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 # The server
 # --------------------------------------------------------------------------------------------
-
-
-class _Headers(Mapping[str, str]):
-    """Read-only, case-insensitive view of request headers."""
-
-    def __init__(self, items: list[tuple[str, str]]) -> None:
-        self._items = dict(items)
-        self._lower = {key.lower(): value for key, value in items}
-
-    def __getitem__(self, key: str) -> str:
-        return self._lower[key.lower()]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key.lower() in self._lower
-
-    def __repr__(self) -> str:
-        return f"_Headers({self._items!r})"
 
 
 @dataclass(frozen=True)
@@ -1035,7 +1012,7 @@ def _make_handler(api: FakeKubeAPI) -> type[BaseHTTPRequestHandler]:
             query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length > 0 else b""
-            headers = _Headers(list(self.headers.items()))
+            headers = Headers(list(self.headers.items()))
             try:
                 response = api._dispatch(self.command, split.path, query, headers, body)
             except KubeAPIError as e:

@@ -6,9 +6,33 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
+
+
+class Headers(Mapping[str, str]):
+    """Read-only, case-insensitive view of request headers."""
+
+    def __init__(self, items: list[tuple[str, str]]) -> None:
+        self._items = dict(items)
+        self._lower = {key.lower(): value for key, value in items}
+
+    def __getitem__(self, key: str) -> str:
+        return self._lower[key.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._lower
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
 
 
 class QuietHandler(BaseHTTPRequestHandler):
