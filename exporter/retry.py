@@ -33,7 +33,7 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, ExporterError) and exc.retryable
 
 
-def call(fn: Callable[[], T], *, what: str, policy: RetryPolicy, on_retry: Callable[[], None] | None = None) -> T:
+def call(fn: Callable[[], T], *, what: str, policy: RetryPolicy) -> T:
     """Run `fn`, retrying retryable ExporterErrors; re-raise the last error when attempts run out."""
 
     def wait(state: RetryCallState) -> float:
@@ -50,8 +50,6 @@ def call(fn: Callable[[], T], *, what: str, policy: RetryPolicy, on_retry: Calla
             error=str(exc),
             wait_s=round(state.upcoming_sleep, 3),
         )
-        if on_retry is not None:
-            on_retry()
 
     retrying = Retrying(
         stop=stop_after_attempt(policy.attempts),
