@@ -183,7 +183,8 @@ FINDINGS = """\
 ## Where the time goes, and what was changed
 
 Profiled with `python -m bench.profile 10000` (cProfile of one warm cycle) and the warm cycles of
-`python -m bench.run --sizes 10000 --modes warm`, on this machine on 2026-11-26 between 03:50 and 04:10 UTC:
+`python -m bench.run --sizes 10000 --modes warm`, on this machine on 2026-11-26 between 03:50 and 04:35 UTC
+(before the run above):
 
 - **Prometheus is the floor, and the p99 query is most of it**: `histogram_quantile` over the ~500,000
   bucket series of 10,000 services took 9–24 s alone, the three rate queries 0.4–1 s each (the spread is
