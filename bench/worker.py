@@ -116,6 +116,13 @@ def baseline(spec: Spec) -> dict[str, Any]:
     import requests
 
     from exporter import promql
+
+    def ratio_pct(numerator: list[promql.Matcher], *, window: str, matchers: list[promql.Matcher]) -> str:
+        """The baseline's per-service ratio as such exporters write it, one expression: 100 × rate(part)
+        / rate(all). (Empty when the numerator has no series: the trap the exporter avoids.)"""
+        part = promql.rate_sum((), window=window, matchers=[*matchers, *numerator])
+        return f"100 * {part} / {promql.rate_sum((), window=window, matchers=matchers)}"
+
     from exporter.datadog import Point, service_tags
     from exporter.model import ServiceRef
 
@@ -144,10 +151,10 @@ def baseline(spec: Spec) -> dict[str, Any]:
             ]
             figures = {
                 "istio.service.success_rate_pct": value(
-                    promql.ratio_pct([promql.Matcher("response_code", "5..", "!~")], window=window, matchers=by_service)
+                    ratio_pct([promql.Matcher("response_code", "5..", "!~")], window=window, matchers=by_service)
                 ),
                 "istio.service.mtls_coverage_pct": value(
-                    promql.ratio_pct(
+                    ratio_pct(
                         [promql.Matcher("connection_security_policy", "mutual_tls")], window=window, matchers=by_service
                     )
                 ),

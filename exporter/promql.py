@@ -157,18 +157,3 @@ def coverage_queries(
         "requests": rate_sum(by, window=window, matchers=matchers, offset=offset),
         "plaintext": rate_sum((*by, *callers), window=window, matchers=plaintext, offset=offset),
     }
-
-
-def ratio_pct(
-    numerator: Sequence[Matcher],
-    *,
-    window: str,
-    matchers: Sequence[Matcher] = (),
-) -> str:
-    """100 × rate of the requests also matching `numerator` ÷ rate of all requests, as one expression.
-
-    Only for the benchmark's baseline (the one-query-per-figure-per-service pattern): the exporter takes
-    ratios client-side, because this expression returns nothing when the numerator has no series.
-    """
-    part = rate_sum((), window=window, matchers=[*matchers, *numerator])
-    return f"100 * {part} / {rate_sum((), window=window, matchers=matchers)}"
