@@ -352,12 +352,6 @@ def _phrase(status: int) -> str:
 def _make_handler(intake: FakeIntake) -> type[BaseHTTPRequestHandler]:
     class Handler(QuietHandler):
         server_version = "FakeIntake/1"
-        timeout = 30
-
-        def do_GET(self) -> None:
-            self._handle()
-
-        do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
         def _handle(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)

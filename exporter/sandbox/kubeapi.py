@@ -1000,12 +1000,6 @@ def _selected(obj: JSON, requirements: list[Requirement], field_terms: list[tupl
 def _make_handler(api: FakeKubeAPI) -> type[BaseHTTPRequestHandler]:
     class Handler(QuietHandler):
         server_version = "FakeKubeAPI/1"
-        timeout = 30
-
-        def do_GET(self) -> None:
-            self._handle()
-
-        do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
         def _handle(self) -> None:
             split = urlsplit(self.path)

@@ -37,13 +37,22 @@ class Headers(Mapping[str, str]):
 
 class QuietHandler(BaseHTTPRequestHandler):
     """Keep-alive HTTP/1.1 without Nagle delays (headers and body leave in two writes) and without
-    a log line per request."""
+    a log line per request; every method goes to `_handle()`."""
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
+    timeout = 30
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+    def _handle(self) -> None:
+        raise NotImplementedError
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
 
 class _Server(ThreadingHTTPServer):

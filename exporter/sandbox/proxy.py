@@ -91,7 +91,7 @@ class FaultProxy(LoopbackServer):
 
 def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
     class Handler(QuietHandler):
-        def do_GET(self) -> None:
+        def _handle(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             parts = urlsplit(self.path)
@@ -119,7 +119,5 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             with contextlib.suppress(OSError):
                 self.wfile.write(payload)
-
-        do_POST = do_GET
 
     return Handler
