@@ -366,15 +366,6 @@ def _make_handler(intake: FakeIntake) -> type[BaseHTTPRequestHandler]:
                 with contextlib.suppress(OSError):
                     self.connection.shutdown(socket.SHUT_RDWR)
                 return
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(payload)
-            except OSError:
-                self.close_connection = True
+            self.reply(status, payload, {"Content-Type": "application/json", **headers})
 
     return Handler

@@ -1018,15 +1018,6 @@ def _make_handler(api: FakeKubeAPI) -> type[BaseHTTPRequestHandler]:
             else:
                 payload, content_type = json.dumps(response.body).encode(), "application/json"
             api._record(RequestRecord(self.command, split.path, query, headers, body, response.status))
-            try:
-                self.send_response(response.status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(payload)))
-                for key, value in response.headers.items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(payload)
-            except OSError:
-                self.close_connection = True
+            self.reply(response.status, payload, {"Content-Type": content_type, **response.headers})
 
     return Handler

@@ -49,6 +49,18 @@ class QuietHandler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         raise NotImplementedError
 
+    def reply(self, status: int, payload: bytes, headers: Mapping[str, str]) -> None:
+        """Send one answer; a client that went away meanwhile only closes the connection."""
+        try:
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except OSError:
+            self.close_connection = True
+
     def do_GET(self) -> None:
         self._handle()
 

@@ -111,13 +111,6 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 status, headers, payload = proxy._forward(self.command, self.path, dict(self.headers.items()), body)
                 if fault.rewrite is not None:
                     payload = fault.rewrite(payload)
-            self.send_response(status)
-            for name, value in headers.items():
-                if name.lower() not in _HOP_BY_HOP:
-                    self.send_header(name, value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            with contextlib.suppress(OSError):
-                self.wfile.write(payload)
+            self.reply(status, payload, {k: v for k, v in headers.items() if k.lower() not in _HOP_BY_HOP})
 
     return Handler
