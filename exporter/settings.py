@@ -141,10 +141,10 @@ class Settings(BaseSettings):
         v = _split(v)
         return None if v in ([], ["all"], None) else v
 
-    @field_validator("namespaces")
+    @field_validator("namespaces", "istio_root_namespace", "lease_namespace")
     @classmethod
-    def _namespaces(cls, v: list[str] | None) -> list[str] | None:
-        for ns in v or []:
+    def _namespace_names(cls, v: list[str] | str | None) -> list[str] | str | None:
+        for ns in [v] if isinstance(v, str) else v or []:
             if not _DNS_LABEL.match(ns):
                 raise ValueError(f"not a Kubernetes namespace name: {ns!r}")
         return v
@@ -160,7 +160,7 @@ class Settings(BaseSettings):
             raise ValueError(f"Kubernetes would reject {v!r}: {e}") from None
         return v.strip()
 
-    @field_validator("rate_window")
+    @field_validator("rate_window", "report_window")
     @classmethod
     def _window(cls, v: str) -> str:
         promql.duration_seconds(v)
@@ -182,25 +182,12 @@ class Settings(BaseSettings):
                 )
         return v
 
-    @field_validator("istio_root_namespace", "lease_namespace")
-    @classmethod
-    def _dns_label(cls, v: str) -> str:
-        if not _DNS_LABEL.match(v):
-            raise ValueError(f"not a Kubernetes namespace name: {v!r}")
-        return v
-
     @field_validator("report_schedule")
     @classmethod
     def _cron(cls, v: str) -> str:
         if v.strip():
             cron_trigger(v)
         return v.strip()
-
-    @field_validator("report_window")
-    @classmethod
-    def _report_window(cls, v: str) -> str:
-        promql.duration_seconds(v)
-        return v
 
     @model_validator(mode="after")
     def _lease_timing(self) -> Settings:
