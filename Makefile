@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+SOURCES := exporter sandbox tests bench
 
-.PHONY: test demo lint typecheck prometheus chromium clean
+.PHONY: test test-fast demo lint typecheck prometheus chromium clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,20 +25,26 @@ prometheus:
 chromium:
 	@command -v chromium >/dev/null || { $(APT_INSTALL) chromium; }
 
+# Everything, skipping nothing: the markers (integration, network, tools) exist so a developer can choose a fast
+# subset on purpose, e.g. `make test-fast` (unit tests only, no Prometheus needed).
 test: $(STAMP) prometheus chromium
-	$(BIN)/ruff check exporter tests
+	$(BIN)/ruff check $(SOURCES)
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
+test-fast: $(STAMP)
+	$(BIN)/pytest -q tests/unit -m 'not network and not tools'
+
 lint: $(STAMP)
-	$(BIN)/ruff check exporter tests
-	$(BIN)/ruff format --check exporter tests
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 demo: $(STAMP) prometheus
-	$(BIN)/python -m exporter.sandbox.demo
+	$(BIN)/python -m sandbox.demo
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

@@ -16,10 +16,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter import meshsim
-from exporter.meshsim import Phase, Service, scaled_mesh
 from exporter.model import ServiceRef
-from exporter.sandbox import prom
+from sandbox import meshsim, prom
+from sandbox.meshsim import Phase, Service, scaled_mesh
 
 OUT = Path(__file__).resolve().parent / "out"
 END = 1_795_000_020  # fixed evaluation instant (a multiple of STEP), so the cache stays valid

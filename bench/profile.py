@@ -18,10 +18,10 @@ from pathlib import Path
 
 from bench import mesh
 from bench.run import API_KEY, _exporter_env
-from exporter.meshsim import kube_service_manifests
-from exporter.sandbox.intake import FakeIntake
-from exporter.sandbox.kubeapi import FakeKubeAPI
-from exporter.sandbox.prom import PrometheusServer
+from sandbox.intake import FakeIntake
+from sandbox.kubeapi import FakeKubeAPI
+from sandbox.meshsim import kube_service_manifests
+from sandbox.prom import PrometheusServer
 
 
 def cold(env: dict[str, str], size: int) -> None:
@@ -51,8 +51,9 @@ def main(argv: list[str]) -> int:
         if "--cold" in argv:
             cold(dict(os.environ), size)
             return 0
-        from exporter import clients, settings
-        from exporter.cycle import run_cycle
+        from exporter import config as settings
+        from exporter.cli import clients
+        from exporter.export.cycle import run_cycle
 
         config = settings.load(None)
         client, sink, discovery = clients.prometheus(config), clients.datadog(config), clients.discovery(config)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import ratio
-from exporter.datadog import MAX_BATCH_BYTES
+from exporter.sink.datadog import MAX_BATCH_BYTES
 
 Results = dict[str, Any]
 WHO = ("floor", "warm", "cold", "baseline")
@@ -146,7 +146,7 @@ def targets(results: Results) -> list[tuple[str, bool, str]]:
 METHOD = """\
 ## How it is measured
 
-- **Mesh**: `exporter.meshsim.scaled_mesh(n, seed=7)` (every Service migrated, ~40 per namespace, names
+- **Mesh**: `sandbox.meshsim.scaled_mesh(n, seed=7)` (every Service migrated, ~40 per namespace, names
   repeating across namespaces, varied callers, versions, errors, mTLS and latency), destination-reported
   series only (the exporter never reads the source copies), {span:.0f} minutes of samples every {step:.0f} s
   ending at the evaluation instant (the {window} rate window plus a margin), backfilled by promtool into one

@@ -31,11 +31,11 @@ import yaml
 from bench import mesh, report
 from bench.proxy import DelayProxy
 from bench.stats import extrapolate, summarize
-from exporter import promql
-from exporter.meshsim import kube_service_manifests
-from exporter.sandbox.intake import FakeIntake
-from exporter.sandbox.kubeapi import FakeKubeAPI
-from exporter.sandbox.prom import PrometheusServer
+from exporter.query import promql
+from sandbox.intake import FakeIntake
+from sandbox.kubeapi import FakeKubeAPI
+from sandbox.meshsim import kube_service_manifests
+from sandbox.prom import PrometheusServer
 
 HERE = Path(__file__).resolve().parent
 API_KEY = "bench-api-key"

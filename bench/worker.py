@@ -43,8 +43,10 @@ def _timed(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 
 def warm(spec: Spec) -> dict[str, Any]:
-    from exporter import clients, logs, settings
-    from exporter.cycle import run_cycle
+    from exporter import config as settings
+    from exporter import logs
+    from exporter.cli import clients
+    from exporter.export.cycle import run_cycle
 
     config = settings.load(None)
     logs.configure(level=config.log_level, secrets=config.secrets())
@@ -115,7 +117,7 @@ def baseline(spec: Spec) -> dict[str, Any]:
     """The per-service loop (bench only): 3 PromQL + 1 Datadog request per service, sequentially."""
     import requests
 
-    from exporter import promql
+    from exporter.query import promql
 
     def ratio_pct(numerator: list[promql.Matcher], *, window: str, matchers: list[promql.Matcher]) -> str:
         """The baseline's per-service ratio as such exporters write it, one expression: 100 × rate(part)
@@ -123,8 +125,8 @@ def baseline(spec: Spec) -> dict[str, Any]:
         part = promql.rate_sum((), window=window, matchers=[*matchers, *numerator])
         return f"100 * {part} / {promql.rate_sum((), window=window, matchers=matchers)}"
 
-    from exporter.datadog import Point, service_tags
     from exporter.model import ServiceRef
+    from exporter.sink.datadog import Point, tags_for
 
     services = [ServiceRef(ns, name) for ns, name in json.loads(Path(spec["services_file"]).read_text())]
     window, at, budget = spec["window"], spec["at"], spec["budget_seconds"]
@@ -161,7 +163,7 @@ def baseline(spec: Spec) -> dict[str, Any]:
                 "istio.service.p99_latency_ms": value(promql.quantile(0.99, (), window=window, matchers=by_service)),
             }
             queries += 3
-            tags = service_tags(ref, ())
+            tags = tags_for(namespace=ref.namespace, service=ref.name)
             sent_figures = {m: v for m, v in figures.items() if v is not None and math.isfinite(v)}
             series = [Point(m, v, int(at), tags).series() for m, v in sent_figures.items()]
             body = zlib.compress(json.dumps({"series": series}).encode())

@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from exporter.canary import FAIL, INCONCLUSIVE, PASS
-from exporter.canary_cmd import measure_subsets, run_analysis
-from exporter.meshsim import LATENCY_SLOW, Phase, Service
+from exporter.canary.analysis import FAIL, INCONCLUSIVE, PASS
+from exporter.canary.measure import measure_subsets, run_analysis
 from exporter.model import ServiceRef
-from exporter.prometheus import PrometheusClient
-from tests.integration.canary_mesh import QUICK_P99, SLOW_P99, equal, sparse, worse
-from tests.integration.conftest import PrometheusFactory
+from exporter.query.prometheus import PrometheusClient
+from sandbox.meshsim import LATENCY_SLOW, Phase, Service
+from tests.support.canary_mesh import QUICK_P99, SLOW_P99, equal, sparse, worse
+from tests.support.prom import PrometheusFactory
 
 STEP = 30.0
 WINDOW_S = 300

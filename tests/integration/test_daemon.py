@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from exporter import clients
-from exporter.daemon import Daemon
-from exporter.sandbox.intake import FakeIntake
-from exporter.sandbox.kubeapi import FakeKubeAPI
-from exporter.settings import Settings
-from tests.integration.conftest import DemoProm
-from tests.integration.test_once import API_KEY, exporter_env
+from exporter.cli import clients
+from exporter.config import Settings
+from exporter.export.daemon import Daemon
+from sandbox.intake import FakeIntake
+from sandbox.kubeapi import FakeKubeAPI
+from tests.support.procs import API_KEY, exporter_env
+from tests.support.prom import DemoProm
 
 
 @pytest.fixture

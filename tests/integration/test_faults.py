@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,31 +21,17 @@ import requests
 import time_machine
 from structlog.testing import capture_logs
 
-from exporter.backlog import Backlog, Spool
-from exporter.daemon import Daemon
-from exporter.datadog import DatadogAPI, DatadogSink
-from exporter.discovery import KubeDiscovery, api_client
-from exporter.meshsim import LATENCY_FAST, LATENCY_SLOW, Caller, Phase, Service, Version, kube_service_manifests
+from exporter.export.daemon import Daemon
 from exporter.model import METRICS
-from exporter.prometheus import PrometheusClient
-from exporter.retry import RetryPolicy
-from exporter.sandbox.intake import FakeIntake, Reply
-from exporter.sandbox.kubeapi import FakeKubeAPI
-from exporter.sandbox.proxy import Fault, FaultProxy, ProxyRequest
-from exporter.settings import Settings
-from tests.integration.conftest import PrometheusFactory
-from tests.integration.expected import expected
+from sandbox.intake import FakeIntake, Reply
+from sandbox.kubeapi import FakeKubeAPI
+from sandbox.meshsim import Phase, kube_service_manifests
+from sandbox.proxy import Fault, FaultProxy, ProxyRequest
+from tests.support.expected import expected
+from tests.support.faults import KEY, PER_INSTANT, SERVICES, STEP, T0, make_daemon
+from tests.support.procs import free_port, wait_for
+from tests.support.prom import PrometheusFactory
 
-KEY = "dd-fault-suite-key-0123456789"
-STEP = 30
-T0 = int(time.time()) // STEP * STEP
-SERVICES = (
-    Service("shop", "cart", (Caller("web", "frontend", 20.0),), (Version(error_rate=0.02),)),
-    Service("shop", "api", (Caller("web", "frontend", 8.0, mtls_share=0.5),), (Version(latency=LATENCY_FAST),)),
-    Service("pay", "api", (Caller("checkout", "shop", 4.0),), (Version(error_rate=0.1, latency=LATENCY_SLOW),)),
-    Service("legacy", "gw", (Caller("unknown", "unknown", 2.0, mtls_share=0.0),), (Version(),)),
-)
-PER_INSTANT = 4 * len(SERVICES)
 FIELDS = ("request_rate", "success_rate_pct", "mtls_coverage_pct", "p99_latency_ms")
 
 
@@ -76,29 +61,6 @@ def intake() -> Iterator[FakeIntake]:
 def proxy(prom_url: str) -> Iterator[FaultProxy]:
     with FaultProxy(prom_url) as p:
         yield p
-
-
-def make_daemon(url: str, intake_url: str, kubeconfig: Path, *, spool: Path | None = None) -> Daemon:
-    settings = Settings(
-        prometheus_url=url, datadog_url=intake_url, dd_api_key=KEY, kubeconfig=str(kubeconfig), http_port=0
-    )
-    return Daemon(
-        settings,
-        discovery=KubeDiscovery(api_client(str(kubeconfig)), label_selector="migrated=true"),
-        prom=PrometheusClient(url, timeout=1.0, retry=RetryPolicy(attempts=2, base_wait=0.01)),
-        sink=DatadogSink(
-            DatadogAPI(intake_url, api_key=KEY, timeout=2.0), retry=RetryPolicy(attempts=3, base_wait=0.01, max_wait=2)
-        ),
-        backlog=Backlog(spool=Spool(spool) if spool else None),
-    )
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 class Driver:
@@ -390,10 +352,6 @@ def test_readiness_turns_false_only_after_prometheus_stays_down(
 
 
 # ------------------------------------------------------------------------------- shutdown and load
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_sigterm_during_a_datadog_outage_exits_0_quickly_and_spools(
@@ -444,7 +402,7 @@ def test_http_answers_while_a_cycle_runs(proxy: FaultProxy, intake: FakeIntake, 
 MEMORY_PROBE = """
 import gc, json, sys, tracemalloc
 from pathlib import Path
-from tests.integration.test_faults import STEP, T0, make_daemon
+from tests.support.faults import STEP, T0, make_daemon
 
 prom_url, intake_url, kubeconfig = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 daemon = make_daemon(prom_url, intake_url, kubeconfig)
@@ -488,49 +446,6 @@ def test_memory_stays_flat_over_many_cycles(prom_url: str, intake: FakeIntake, k
     assert len(intake.requests) == 160  # every cycle measured and submitted
     # keeping one cycle's figures and points per cycle would add ~300 KB per stretch
     assert result["first"] < 50_000 and result["second"] < 20_000, result
-
-
-# ------------------------------------------------------------------------------------ weekly report
-class Follower:
-    """A replica that is not the leader (the Leadership protocol's follower answers)."""
-
-    def may_submit(self, at: int) -> bool:
-        return False
-
-    def submitted(self, at: int) -> None:
-        raise AssertionError("a follower never submits")
-
-    def status(self) -> str:
-        return "follower"
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-
-@pytest.mark.parametrize("leader", [None, Follower()], ids=["single replica", "follower"])
-def test_the_weekly_report_runs_at_monday_0600_utc_on_the_leader_only(
-    prom_url: str, intake: FakeIntake, kubeconfig: Path, leader: Follower | None
-) -> None:
-    calls: list[float] = []
-    daemon = make_daemon(prom_url, intake.url, kubeconfig)
-    daemon.weekly_report = lambda: calls.append(time.time())
-    daemon.leader = leader
-    monday = 1796018340  # 2026-11-30 05:59:00 UTC, a Monday; the default schedule is "0 6 * * 1"
-    assert daemon.settings.report_schedule == "0 6 * * 1"
-    try:
-        with time_machine.travel(monday, tick=False) as traveller:
-            daemon.start()
-            assert daemon.scheduler is not None
-            for _ in range(4):  # 05:59:30, 06:00:00, 06:00:30, 06:01:00
-                traveller.shift(30)
-                daemon.scheduler.wakeup()
-                time.sleep(0.3)
-    finally:
-        daemon.stop()
-    assert calls == ([] if leader else [monday + 60])
 
 
 def test_without_a_spool_a_shutdown_during_an_outage_counts_and_logs_what_is_lost(

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import requests
 
-from exporter.sandbox.intake import FakeIntake
-from exporter.sandbox.kubeapi import FakeKubeAPI
-from tests.integration.conftest import DemoProm
-from tests.integration.test_faults import free_port, wait_for
-from tests.integration.test_once import API_KEY, exporter_env
+from sandbox.intake import FakeIntake
+from sandbox.kubeapi import FakeKubeAPI
+from tests.support.procs import API_KEY, exporter_env, free_port, wait_for
+from tests.support.prom import DemoProm
 
 LEASE = 3.0
 

@@ -19,15 +19,16 @@ import pytest
 import requests
 from structlog.testing import capture_logs
 
-from exporter import clients
-from exporter.daemon import Daemon
-from exporter.discovery import api_client
-from exporter.leader import CLAIMED_INSTANT, LeaseLeadership, from_settings
-from exporter.sandbox.intake import FakeIntake
-from exporter.sandbox.kubeapi import FakeKubeAPI
-from exporter.settings import Settings
-from tests.integration.conftest import DemoProm
-from tests.integration.test_once import API_KEY
+from exporter.cli import clients
+from exporter.cli.run import leadership as from_settings
+from exporter.config import Settings
+from exporter.export.daemon import Daemon
+from exporter.kube.client import KubeClient, api_client
+from exporter.kube.lease import CLAIMED_INSTANT, LeaseLeadership
+from sandbox.intake import FakeIntake
+from sandbox.kubeapi import FakeKubeAPI
+from tests.support.procs import API_KEY
+from tests.support.prom import DemoProm
 
 LEASE = ("coordination.k8s.io/v1", "leases", "istio-system", "mesh-exporter")
 INTERVAL = 10.0
@@ -65,7 +66,7 @@ class Cluster:
     def add(self, name: str, *, skew: float) -> Replica:
         clock = Clock(self.now + skew)
         leader = LeaseLeadership(
-            api_client(str(self.kubeconfig)),
+            KubeClient(api_client(str(self.kubeconfig))),
             name=self.settings.lease_name,
             namespace=self.settings.lease_namespace,
             identity=name,
@@ -351,11 +352,12 @@ def test_background_campaign_in_real_time(demo_kube: tuple[FakeKubeAPI, Path], m
     api, kubeconfig = demo_kube
     settings = Settings(kubeconfig=str(kubeconfig), leader_election=True, lease_duration_seconds=2,
                         renew_deadline_seconds=1.5, retry_period_seconds=0.2)  # fmt: skip
-    assert from_settings(settings.model_copy(update={"leader_election": False}), api_client(str(kubeconfig))) is None
+    kube = KubeClient(api_client(str(kubeconfig)))
+    assert from_settings(settings.model_copy(update={"leader_election": False}), kube) is None
     monkeypatch.setenv("POD_NAME", "exporter-7c9d-a")
-    a = from_settings(settings, api_client(str(kubeconfig)))
+    a = from_settings(settings, KubeClient(api_client(str(kubeconfig))))
     monkeypatch.setenv("POD_NAME", "exporter-7c9d-b")
-    b = from_settings(settings, api_client(str(kubeconfig)))
+    b = from_settings(settings, KubeClient(api_client(str(kubeconfig))))
     assert a is not None and b is not None and (a.identity, b.identity) == ("exporter-7c9d-a", "exporter-7c9d-b")
     try:
         a.start()  # the first step runs before start() returns

@@ -1,13 +1,10 @@
 """`exporter once` end to end: a real Prometheus over a generated mesh, the real kubernetes client
 against a local API, the real datadog-api-client against a local intake. Expected figures come
-from the generator's parameters (tests/integration/expected.py) and from hand-written PromQL."""
+from the generator's parameters (tests/support/expected.py) and from hand-written PromQL."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,14 +12,14 @@ from typing import Any
 import pytest
 import requests
 
-from exporter.meshsim import kube_service_manifests
 from exporter.model import METRICS
-from exporter.sandbox.intake import FakeIntake
-from exporter.sandbox.kubeapi import FakeKubeAPI
-from tests.integration.conftest import DemoProm
-from tests.integration.expected import expected
+from sandbox.intake import FakeIntake
+from sandbox.kubeapi import FakeKubeAPI
+from sandbox.meshsim import kube_service_manifests
+from tests.support.expected import expected
+from tests.support.procs import API_KEY, exporter_env, run_exporter
+from tests.support.prom import DemoProm
 
-API_KEY = "dd-api-key-for-tests-0123456789"
 GHOST = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ghost", "namespace": "shop",
          "labels": {"migrated": "true"}}, "spec": {"ports": [{"port": 80}]}}  # fmt: skip
 
@@ -40,24 +37,6 @@ def kube(demo_prom: DemoProm, tmp_path_factory: pytest.TempPathFactory) -> Itera
 def intake() -> Iterator[FakeIntake]:
     with FakeIntake(api_key=API_KEY) as server:
         yield server
-
-
-def exporter_env(demo_prom: DemoProm, kubeconfig: Path, intake: FakeIntake, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EXPORTER_", "DD_")) and k != "KUBECONFIG"}
-    env.update(
-        EXPORTER_PROMETHEUS_URL=demo_prom.url,
-        EXPORTER_DATADOG_URL=intake.url,
-        DD_API_KEY=API_KEY,
-        KUBECONFIG=str(kubeconfig),
-        EXPORTER_TAGS="env:test,kube_cluster_name:local",
-    )
-    return env | extra
-
-
-def run_exporter(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "exporter", *args], env=env, capture_output=True, text=True, timeout=120
-    )
 
 
 def direct(url: str, promql: str, at: float) -> float | None:

@@ -7,8 +7,8 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.promql import quote, regex_literal
-from tests.integration.conftest import DemoProm
+from exporter.query.promql import quote, regex_literal
+from tests.support.prom import DemoProm
 
 # Prometheus label values are UTF-8 strings: any text without lone surrogates (NUL included).
 TEXT = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=40)

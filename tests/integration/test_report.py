@@ -23,19 +23,19 @@ from typing import Any
 
 import pytest
 import requests
-from structlog.testing import capture_logs
 
-from exporter.discovery import api_client
-from exporter.meshsim import Caller, Phase, Service, kube_service_manifests
+from exporter.cli.report import generate, policies
+from exporter.config import Settings
+from exporter.kube.client import KubeClient, api_client
 from exporter.model import ServiceRef
-from exporter.peerauth import Mode
-from exporter.report import Report, Verdict, generate, list_policies, weekly_job
-from exporter.report_render import html_page
+from exporter.mtls.model import Report, Verdict
+from exporter.mtls.policy import Mode
+from exporter.mtls.render import html_page
 from exporter.retry import RetryPolicy
-from exporter.sandbox.intake import FakeIntake
-from exporter.sandbox.kubeapi import FakeKubeAPI
-from exporter.sandbox.prom import PrometheusServer, build_tsdb
-from exporter.settings import Settings
+from sandbox.intake import FakeIntake
+from sandbox.kubeapi import FakeKubeAPI
+from sandbox.meshsim import Caller, Phase, Service, kube_service_manifests
+from sandbox.prom import PrometheusServer, build_tsdb
 
 STEP = 1200.0  # 20 minutes: counters are linear within a phase, so rate() is exact at any step
 DAY, WEEK = 86400.0, 7 * 86400.0
@@ -330,8 +330,9 @@ def test_plaintext_offenders_are_named_with_their_rates_and_last_weeks(report: R
 def test_policies_are_listed_page_by_page_and_a_failed_page_is_retried(env: Env) -> None:
     env.kube.fail_next(1, status=503, path_prefix="/apis/security.istio.io")
     before = len(env.kube.requests)
-    policies = list_policies(api_client(str(env.kubeconfig)), retry=RetryPolicy(sleep=lambda s: None), page_size=3)
-    assert {p.ref for p in policies} == {f"{o['metadata']['namespace']}/{o['metadata']['name']}" for o in POLICIES}
+    kube = KubeClient(api_client(str(env.kubeconfig)), retry=RetryPolicy(sleep=lambda s: None), page_size=3)
+    expected = {f"{o['metadata']['namespace']}/{o['metadata']['name']}" for o in POLICIES}
+    assert {p.ref for p in policies(kube)} == expected
     calls = [r for r in env.kube.requests[before:] if r.path.startswith("/apis/security.istio.io")]
     assert [r.status for r in calls] == [503] + [200] * math.ceil(len(POLICIES) / 3)
 
@@ -391,28 +392,7 @@ def test_cli_exits_1_without_a_report_when_prometheus_is_down(env: Env) -> None:
     assert "attempt 2/3 failed; will retry" in proc.stderr  # retried before giving up
 
 
-def test_weekly_job_submits_at_its_clock_and_survives_a_dead_prometheus(env: Env, intake: FakeIntake) -> None:
-    settings = env.settings(datadog_url=intake.url, dd_api_key=API_KEY, tags=["env:test"])
-    weekly_job(settings, clock=lambda: env.at + 0.7)()
-    points = [p for p in intake.points() if p.metric == "istio.mesh.mtls_coverage_pct"]
-    assert {p.timestamp for p in points} == {env.at} and len(points) == 1 + 5
-    assert len(intake.events()) == 1
-
-    dead = Settings(
-        prometheus_url="http://127.0.0.1:9",
-        prometheus_timeout_seconds=1,
-        kubeconfig=str(env.kubeconfig),
-        datadog_url=intake.url,
-        dd_api_key=API_KEY,
-    )
-    job = weekly_job(dead, clock=lambda: env.at)
-    with capture_logs() as logs:
-        job()  # must not raise: the daemon's scheduler thread would lose the job
-    failed = [e for e in logs if e["event"] == "mtls report failed"]
-    assert failed and "127.0.0.1:9" in failed[0]["error"], logs
-    assert len(intake.events()) == 1 and len(intake.points()) == 6  # nothing more was sent, no fake zeros
-
-
+@pytest.mark.tools
 def test_html_page_renders_in_headless_chromium_with_every_namespace(report: Report, tmp_path: Path) -> None:
     if shutil.which(CHROMIUM) is None and shutil.which("chromium") is None:
         pytest.fail("chromium not found: install Debian's chromium package (make chromium)", pytrace=False)

@@ -9,14 +9,15 @@ from typing import Any
 import pytest
 import requests
 
-from exporter.cycle import run_cycle
-from exporter.datadog import DatadogAPI, DatadogSink
-from exporter.discovery import KubeDiscovery, api_client
-from exporter.meshsim import kube_service_manifests, scaled_mesh
-from exporter.prometheus import PrometheusClient
-from exporter.sandbox.intake import FakeIntake
-from exporter.sandbox.kubeapi import FakeKubeAPI
-from tests.integration.conftest import PrometheusFactory
+from exporter.export.cycle import run_cycle
+from exporter.kube.client import KubeClient, api_client
+from exporter.kube.discovery import KubeDiscovery
+from exporter.query.prometheus import PrometheusClient
+from exporter.sink.datadog import DatadogAPI, DatadogSink
+from sandbox.intake import FakeIntake
+from sandbox.kubeapi import FakeKubeAPI
+from sandbox.meshsim import kube_service_manifests, scaled_mesh
+from tests.support.prom import PrometheusFactory
 
 
 class CountingSession(requests.Session):
@@ -41,7 +42,7 @@ def one_cycle(make_prometheus: PrometheusFactory, tmp_path: Path, n: int) -> tup
         for manifest in kube_service_manifests(phases[-1].services):
             kube.add(manifest)
         discovery = KubeDiscovery(
-            api_client(str(kube.write_kubeconfig(tmp_path / f"kc{n}"))), label_selector="migrated=true"
+            KubeClient(api_client(str(kube.write_kubeconfig(tmp_path / f"kc{n}")))), label_selector="migrated=true"
         )
         services = discovery.list_services()
         assert len(services) == n
@@ -71,7 +72,7 @@ def test_discovery_follows_pagination(tmp_path: Path, page: int) -> None:
         kube.add({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "other", "namespace": "ns-0000",
                   "labels": {"migrated": "false"}}, "spec": {"ports": [{"port": 80}]}})  # fmt: skip
         discovery = KubeDiscovery(
-            api_client(str(kube.write_kubeconfig(tmp_path / "kc"))), label_selector="migrated=true"
+            KubeClient(api_client(str(kube.write_kubeconfig(tmp_path / "kc")))), label_selector="migrated=true"
         )
         found = discovery.list_services()
         assert [(s.namespace, s.name) for s in found] == sorted((s.namespace, s.name) for s in services)

@@ -26,19 +26,20 @@ import pytest
 import structlog
 from kubernetes import client
 
-from exporter.datadog import DatadogAPI, DatadogSink
-from exporter.discovery import api_client
+from exporter.cli.rollout import analyzer_for
+from exporter.config import Settings
 from exporter.errors import QueryError
-from exporter.istio import Kube
-from exporter.meshsim import Phase, Service
+from exporter.kube.client import KubeClient, api_client
+from exporter.kube.istio import Kube
 from exporter.model import ServiceRef
 from exporter.retry import RetryPolicy
-from exporter.rollout import ANNOTATION, LEFT, PROMOTED, ROLLED_BACK, Plan, Rollout, RolloutError, analyzer_for
-from exporter.sandbox.intake import FakeIntake
-from exporter.sandbox.kubeapi import FakeKubeAPI
-from exporter.settings import Settings
-from tests.integration.canary_mesh import NEW_IMAGE, OLD_IMAGE, equal, istiod, rollout_objects, sparse, worse
-from tests.integration.conftest import PrometheusFactory
+from exporter.rollout.engine import ANNOTATION, LEFT, PROMOTED, ROLLED_BACK, Plan, Rollout, RolloutError
+from exporter.sink.datadog import DatadogAPI, DatadogSink
+from sandbox.intake import FakeIntake
+from sandbox.kubeapi import FakeKubeAPI
+from sandbox.meshsim import Phase, Service
+from tests.support.canary_mesh import NEW_IMAGE, OLD_IMAGE, equal, istiod, rollout_objects, sparse, worse
+from tests.support.prom import PrometheusFactory
 
 STEP = 30.0
 INTERVAL = 300.0
@@ -195,7 +196,7 @@ def make_rollout(
     overrides.setdefault("image", NEW_IMAGE)
     plan = Plan(service=ServiceRef("shop", name), interval_s=INTERVAL, window="5m", **overrides)
     analyzer = analyzer_for(plan, Settings(prometheus_url=data.url))
-    kube = Kube(api_client(str(cluster.kubeconfig)), retry=RetryPolicy(sleep=lambda s: None))
+    kube = Kube(KubeClient(api_client(str(cluster.kubeconfig)), retry=RetryPolicy(sleep=lambda s: None)))
     clock.controller = clock.controller or cluster.controller
     return Rollout(plan, kube, analyzer, clock=clock, waiter=clock, events=events, dry_run=dry_run, out=out)
 

@@ -17,11 +17,11 @@ import pytest
 import requests
 
 from exporter.cli import build_parser
-from exporter.meshsim import kube_service_manifests
-from exporter.sandbox.intake import FakeIntake, Reply
-from exporter.sandbox.kubeapi import FakeKubeAPI
-from tests.integration.conftest import DemoProm
-from tests.integration.test_faults import free_port, wait_for
+from sandbox.intake import FakeIntake, Reply
+from sandbox.kubeapi import FakeKubeAPI
+from sandbox.meshsim import kube_service_manifests
+from tests.support.procs import free_port, wait_for
+from tests.support.prom import DemoProm
 
 API_KEY = "dd-api-secret-7f3a9c1e5b"
 APP_KEY = "dd-app-secret-2d8e4b6a0c"

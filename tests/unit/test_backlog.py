@@ -5,8 +5,8 @@ from pathlib import Path
 
 from structlog.testing import capture_logs
 
-from exporter.backlog import Backlog, Spool
-from exporter.datadog import Point
+from exporter.sink.backlog import Backlog, Spool
+from exporter.sink.datadog import Point
 
 NOW = 1_800_000_000
 

@@ -9,7 +9,7 @@ import pytest
 
 from bench import mesh, report
 from bench.stats import extrapolate, ratio, summarize
-from exporter.meshsim import scaled_mesh
+from sandbox.meshsim import scaled_mesh
 
 
 def test_summary_is_the_median_and_the_range_of_the_runs() -> None:

@@ -7,7 +7,7 @@ from itertools import pairwise
 
 import pytest
 
-from exporter.canary import (
+from exporter.canary.analysis import (
     FAIL,
     INCONCLUSIVE,
     PASS,

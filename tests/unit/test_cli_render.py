@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from exporter.cli import parse_time, render_json, render_table
-from exporter.cycle import CycleResult
+from exporter.cli.common import parse_time
+from exporter.cli.once import render_json, render_table
+from exporter.export.cycle import CycleResult
 from exporter.model import Figures, ServiceRef
 
 FIGS = {

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from exporter.datadog import MAX_DECOMPRESSED_BYTES, DatadogSink, Point, batches, points_for
 from exporter.errors import SubmitError
 from exporter.model import METRICS, Figures, ServiceRef
 from exporter.retry import RetryPolicy
+from exporter.sink.datadog import MAX_DECOMPRESSED_BYTES, DatadogSink, Point, batches, points_for
 
 
 class Recorder:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.settings import Settings, env_name, load
+from exporter.config import Settings, env_name, load
 
 EXAMPLE = Path(__file__).parents[2] / "config" / "exporter.yaml"
 

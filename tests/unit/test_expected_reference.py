@@ -2,7 +2,7 @@
 
 import math
 
-from tests.integration.expected import histogram_quantile
+from tests.support.expected import histogram_quantile
 
 
 def test_reference_quantile_interpolates_inside_the_bucket() -> None:

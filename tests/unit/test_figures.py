@@ -2,8 +2,8 @@
 
 import pytest
 
-from exporter.figures import figures_from
 from exporter.model import Figures
+from exporter.query.figures import figures_from
 
 K = ("shop", "cart")
 

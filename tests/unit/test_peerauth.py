@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from exporter.peerauth import Mode, Policy, PolicyError, resolve
+from exporter.mtls.policy import Mode, Policy, PolicyError, resolve
 
 ROOT = "istio-system"
 

@@ -10,7 +10,7 @@ import responses
 from structlog.testing import capture_logs
 
 from exporter.errors import QueryError
-from exporter.prometheus import PrometheusClient, vector_by
+from exporter.query.prometheus import PrometheusClient, vector_by
 from exporter.retry import RetryPolicy
 
 URL = "http://prom.test:9090"

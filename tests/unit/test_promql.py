@@ -2,7 +2,7 @@
 
 import pytest
 
-from exporter import promql
+from exporter.query import promql
 
 
 def test_quote_escapes_quotes_backslashes_and_newlines() -> None:

@@ -1,6 +1,6 @@
 """Rendering of the mTLS report (Markdown, JSON, HTML, the Datadog event) from a report built by hand.
 
-The report comes from exporter.report.build_report over hand-made vectors, so the expected figures are
+The report comes from exporter.mtls.report.build_report over hand-made vectors, so the expected figures are
 plain arithmetic on the numbers below.
 """
 
@@ -11,9 +11,10 @@ import re
 import pytest
 
 from exporter.model import ServiceRef
-from exporter.peerauth import Mode, Policy, resolve
-from exporter.report import Report, Traffic, Verdict, build_report
-from exporter.report_render import bar_chart, html_page, markdown, pct_text, summary, to_json
+from exporter.mtls.build import Traffic, build_report
+from exporter.mtls.model import Report, Verdict
+from exporter.mtls.policy import Mode, Policy, resolve
+from exporter.mtls.render import bar_chart, html_page, markdown, pct_text, summary, to_json
 
 AT = 1_795_000_000
 HOSTILE_NS = "evil"

@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
+from exporter.cli.rollout import parse_header, parse_steps
 from exporter.errors import ConfigError
-from exporter.istio import apply_patch, istio_version_of
+from exporter.kube.istio import apply_patch, istio_version_of
 from exporter.model import ServiceRef
-from exporter.rollout import ANNOTATION, HEADER_ROUTE, Plan, State, Targets, parse_header, parse_steps, vs_ops
-from exporter.sandbox.kubeapi import apply_json_patch
-from tests.integration.canary_mesh import virtual_service
+from exporter.rollout.engine import ANNOTATION, HEADER_ROUTE, Plan, State, Targets, vs_ops
+from sandbox.kubeapi import apply_json_patch
+from tests.support.canary_mesh import virtual_service
 
 PLAN = Plan(service=ServiceRef("shop", "reviews"), image="app:2", header=("x-canary", "yes"))
 TARGETS = Targets("reviews-canary", "reviews-stable", 0, 0, "canary", "stable", "reviews")

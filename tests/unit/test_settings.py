@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from exporter.cli import main
+from exporter.config import Settings, env_name, load
 from exporter.errors import ConfigError
-from exporter.settings import Settings, env_name, load
 
 SECRET = "dd-secret-0123456789abcdef"
 

@@ -13,9 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from exporter.datadog import service_tags
-from exporter.model import ServiceRef
-from exporter.settings import Settings
+from exporter.config import Settings
+from exporter.sink.datadog import tags_for
 
 ALLOWED = set(string.ascii_lowercase + string.digits + "_-:./")
 
@@ -46,7 +45,7 @@ def test_a_tag_is_accepted_exactly_when_datadog_would_keep_it_unchanged(tag: str
 
 @given(namespace=DNS_LABEL, name=DNS_LABEL)
 def test_tags_built_from_kubernetes_names_are_kept_as_they_are(namespace: str, name: str) -> None:
-    for tag in service_tags(ServiceRef(namespace, name), ["env:prod"]):
+    for tag in tags_for(namespace=namespace, service=name, extra=["env:prod"]):
         assert datadog_normalise(tag) == tag
 
 

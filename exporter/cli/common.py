@@ -1,0 +1,80 @@
+"""What every command shares: exit codes, the time and duration flag parsers, number cells and the table formatter."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TextIO
+
+from exporter.errors import ConfigError
+from exporter.query import promql
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+_COLOURS = {"red": "\033[31m", "yellow": "\033[33m"}
+
+
+def parse_time(text: str) -> int:
+    """RFC 3339 or unix seconds → whole unix seconds (argparse type)."""
+    try:
+        return math.floor(float(text))
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not RFC 3339 or unix seconds: {text!r} (e.g. 2026-11-26T06:00:00Z or 1795500000)"
+        ) from None
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"RFC 3339 time needs an offset or Z: {text!r}")
+    return math.floor(parsed.timestamp())
+
+
+def duration_flag(flag: str, text: str, *, allow_zero: bool = False) -> float:
+    """A PromQL duration flag (`5m`, `7d`) in seconds; ConfigError naming the flag when it is not one."""
+    try:
+        seconds = promql.duration_seconds(text)
+    except ValueError as e:
+        raise ConfigError(flag, str(e)) from None
+    if seconds <= 0 and not allow_zero:
+        raise ConfigError(flag, f"must be longer than 0, got {text!r}")
+    return seconds
+
+
+def number(value: float | None, digits: int) -> str:
+    """A table cell: thousands separators, fixed digits, — for no data."""
+    return "—" if value is None or not math.isfinite(value) else f"{value:,.{digits}f}"
+
+
+def colour_for(stream: TextIO) -> bool:
+    """Colours on a terminal only, and never when NO_COLOR is set or TERM is dumb."""
+    return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
+def table(
+    rows: Sequence[Sequence[str]],
+    *,
+    left: set[int],
+    marks: Mapping[tuple[int, int], str] | None = None,
+    colour: bool = False,
+) -> list[str]:
+    """Aligned columns (the `left` ones left-aligned, the rest right-aligned), two spaces apart.
+
+    `marks` colours cells by (row, column) when `colour` is on; widths ignore the colour codes.
+    """
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for r, row in enumerate(rows):
+        cells = []
+        for i, cell in enumerate(row):
+            text = cell.ljust(widths[i]) if i in left else cell.rjust(widths[i])
+            mark = (marks or {}).get((r, i))
+            if colour and mark:
+                text = f"{_COLOURS[mark]}{text}\033[0m"
+            cells.append(text)
+        out.append("  ".join(cells).rstrip())
+    return out

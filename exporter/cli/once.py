@@ -1,0 +1,96 @@
+"""`exporter once`: one cycle now (or at --at), printed as a table or JSON, optionally submitted."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from exporter.cli import clients
+from exporter.cli.common import EXIT_FAILURE, EXIT_OK, colour_for, number, parse_time, table
+from exporter.config import Settings
+from exporter.export.cycle import CycleResult, run_cycle
+from exporter.model import Figures, ServiceRef
+
+_COLUMNS = (
+    ("NAMESPACE", None, 0),
+    ("SERVICE", None, 0),
+    ("REQ/S", "request_rate", 2),
+    ("SUCCESS %", "success_rate_pct", 2),
+    ("MTLS %", "mtls_coverage_pct", 1),
+    ("P99 MS", "p99_latency_ms", 1),
+)
+
+
+def _severity(figures: Figures) -> dict[str, str]:
+    """Which cells to highlight: red for failing figures, yellow for ones worth a look."""
+    marks: dict[str, str] = {}
+    if figures.success_rate_pct is not None and figures.success_rate_pct < 99.0:
+        marks["success_rate_pct"] = "red"
+    elif figures.success_rate_pct is not None and figures.success_rate_pct < 99.9:
+        marks["success_rate_pct"] = "yellow"
+    if figures.mtls_coverage_pct is not None and figures.mtls_coverage_pct < 100.0:
+        marks["mtls_coverage_pct"] = "red" if figures.mtls_coverage_pct < 50.0 else "yellow"
+    return marks
+
+
+def render_table(figures: dict[ServiceRef, Figures], *, colour: bool) -> str:
+    """An aligned table sorted by namespace then service; numbers right-aligned, — for no data."""
+    rows: list[list[str]] = [[name for name, _, _ in _COLUMNS]]
+    marks: dict[tuple[int, int], str] = {}
+    for ref in sorted(figures):
+        f = figures[ref]
+        rows.append([ref.namespace, ref.name] + [number(getattr(f, attr), d) for _, attr, d in _COLUMNS[2:] if attr])
+        severity = _severity(f)
+        for i, (_, attr, _) in enumerate(_COLUMNS):
+            if attr in severity:
+                marks[(len(rows) - 1, i)] = severity[attr]
+    return "\n".join(table(rows, left={0, 1}, marks=marks, colour=colour)) + "\n"
+
+
+def render_json(result: CycleResult) -> str:
+    services = [
+        {"namespace": ref.namespace, "service": ref.name, **result.figures[ref].values()}
+        for ref in sorted(result.figures)
+    ]
+    errors = [{"stage": "query", "query": name, "error": str(e)} for name, e in sorted(result.query_errors.items())]
+    if result.submitted:
+        errors += [{"stage": "submit", "error": str(e)} for e in result.submitted.errors]
+    return json.dumps({"evaluated_at": result.at, "services": services, "errors": errors}, indent=2) + "\n"
+
+
+def cmd_once(args: argparse.Namespace, settings: Settings) -> int:
+    sink = clients.datadog(settings) if args.submit else None
+    at = args.at if args.at is not None else int(time.time())
+    services = clients.discovery(settings).list_services()
+    result = run_cycle(
+        services,
+        prom=clients.prometheus(settings),
+        at=at,
+        window=settings.rate_window,
+        namespaces=settings.namespaces,
+        sink=sink,
+        tags=settings.tags,
+    )
+    if args.output == "json":
+        sys.stdout.write(render_json(result))
+    else:
+        sys.stdout.write(render_table(result.figures, colour=colour_for(sys.stdout)))
+        if result.submitted:
+            s = result.submitted
+            print(f"\nsubmitted {s.points} points in {s.requests} request(s) to Datadog", file=sys.stderr)
+    for name, query_error in result.query_errors.items():
+        print(f"exporter: {name} query failed: {query_error}", file=sys.stderr)
+    for submit_error in result.submitted.errors if result.submitted else []:
+        print(f"exporter: submission failed: {submit_error}", file=sys.stderr)
+    return EXIT_OK if result.ok else EXIT_FAILURE
+
+
+def register(subparsers: Any) -> None:
+    once = subparsers.add_parser("once", help="one cycle now (or at --at), printed as a table or JSON")
+    once.add_argument("--at", type=parse_time, metavar="TIME", help="evaluation instant: RFC 3339 or unix seconds")
+    once.add_argument("--output", choices=("table", "json"), default="table")
+    once.add_argument("--submit", action="store_true", help="also send the points to Datadog")
+    once.set_defaults(func=cmd_once)

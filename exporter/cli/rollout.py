@@ -1,0 +1,208 @@
+"""`exporter rollout`: flags to a Plan, the real clients, signals, and the exit code of the outcome."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import pairwise
+from types import FrameType
+from typing import Any
+
+from exporter.canary.analysis import Verdict
+from exporter.canary.measure import run_analysis
+from exporter.cli import clients
+from exporter.cli.canary import add_analysis_flags, thresholds_from
+from exporter.cli.common import duration_flag
+from exporter.config import Settings
+from exporter.errors import ConfigError
+from exporter.kube.istio import Kube
+from exporter.model import ServiceRef
+from exporter.rollout.engine import PROMOTED, Analyzer, Plan, Rollout, SignalWaiter, Targets
+
+_HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+\-.^_`|~]+$")
+
+
+def parse_steps(text: str) -> tuple[int, ...]:
+    try:
+        steps = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(
+            "--steps", f"expected comma-separated percentages, e.g. 5,10,25,50,100; got {text!r}"
+        ) from None
+    if any(not 0 < s <= 100 for s in steps) or any(b <= a for a, b in pairwise(steps)):
+        raise ConfigError("--steps", f"percentages must increase within 1..100, got {text!r}")
+    if steps[-1] != 100:
+        raise ConfigError("--steps", "the last step must be 100 (promotion)")
+    return steps
+
+
+def parse_header(text: str | None) -> tuple[str, str] | None:
+    if text is None:
+        return None
+    name, _, value = text.partition("=")
+    if not _HEADER_NAME.match(name):
+        raise ConfigError("--header", f"not a lower-case HTTP header name: {name!r} (Istio matches lower case)")
+    return name, value or "true"
+
+
+def plan_from(args: argparse.Namespace, settings: Settings) -> Plan:
+    interval = duration_flag("--step-interval", args.step_interval)
+    ready_timeout = duration_flag("--ready-timeout", args.ready_timeout, allow_zero=True)
+    window = args.window or args.step_interval
+    duration_flag("--window", window)
+    if args.failure_limit < 1:
+        raise ConfigError("--failure-limit", "must be >= 1")
+    if args.hold_limit < 0:
+        raise ConfigError("--hold-limit", "must be >= 0")
+    if not args.canary_image.strip():
+        raise ConfigError("--canary-image", "must not be empty")
+    return Plan(
+        service=ServiceRef(args.namespace, args.service),
+        image=args.canary_image,
+        steps=parse_steps(args.steps),
+        interval_s=interval,
+        window=window,
+        failure_limit=args.failure_limit,
+        hold_limit=args.hold_limit,
+        header=parse_header(args.header),
+        virtual_service=args.virtual_service or "",
+        destination_rule=args.destination_rule or "",
+        stable_subset=args.stable_subset,
+        canary_subset=args.canary_subset,
+        subset_label=args.subset_label,
+        stable_deployment=args.stable_deployment or "",
+        canary_deployment=args.canary_deployment or "",
+        container=args.container or "",
+        version_label=args.version_label,
+        thresholds=thresholds_from(args),
+        on_error=args.on_error,
+        on_sigterm=args.on_sigterm,
+        istio_root_namespace=settings.istio_root_namespace,
+        tags=tuple(settings.tags),
+        ready_timeout_s=ready_timeout,
+    )
+
+
+def analyzer_for(plan: Plan, settings: Settings) -> Analyzer:
+    prom = clients.prometheus(settings)
+
+    def analyze(at: float, targets: Targets) -> Verdict:
+        return run_analysis(
+            prom,
+            plan.service,
+            canary=targets.canary_version,
+            stable=targets.stable_version,
+            at=at,
+            window=plan.window,
+            label=plan.version_label,
+            thresholds=plan.thresholds,
+        )
+
+    return analyze
+
+
+@contextmanager
+def stop_on_signals(waiter: SignalWaiter) -> Iterator[None]:
+    """SIGTERM and SIGINT set the waiter's event (the rollout rolls back or stops between two waits)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        waiter.request_stop()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def cmd_rollout(args: argparse.Namespace, settings: Settings) -> int:
+    plan = plan_from(args, settings)
+    has_key = settings.dd_api_key is not None and bool(settings.dd_api_key.get_secret_value())
+    events = clients.datadog(settings) if has_key and not args.dry_run else None
+    waiter = SignalWaiter()
+    kube = Kube(clients.kubernetes(settings))
+    rollout = Rollout(plan, kube, analyzer_for(plan, settings), waiter=waiter, events=events, dry_run=args.dry_run)
+    with stop_on_signals(waiter):
+        outcome = rollout.run()
+    print(
+        f"rollout of {plan.image} to {plan.service}: {outcome}" + (" (dry run)" if args.dry_run else ""),
+        file=sys.stderr,
+    )
+    return 0 if outcome == PROMOTED else 1
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "rollout",
+        help="progressive canary rollout with Istio traffic splitting, analysis and rollback",
+        description="Set the canary Deployment's image, then shift traffic step by step through the service's "
+        "VirtualService, judging the canary after every step; roll back on failure, error or SIGTERM; promote at "
+        "100 %. Exit 0 promoted (or dry run done), 1 rolled back or failed, 2 bad flags.",
+    )
+    p.add_argument("--namespace", required=True)
+    p.add_argument("--service", required=True)
+    p.add_argument("--canary-image", required=True, metavar="IMAGE")
+    p.add_argument(
+        "--steps", default="5,10,25,50,100", help="canary weights in %%, ending at 100 (default %(default)s)"
+    )
+    p.add_argument(
+        "--step-interval", default="5m", metavar="DURATION", help="wait before each analysis (default %(default)s)"
+    )
+    p.add_argument("--window", metavar="DURATION", help="analysis window (default: the step interval)")
+    p.add_argument(
+        "--failure-limit",
+        type=int,
+        default=2,
+        metavar="N",
+        help="failed analyses in a row that roll back (default %(default)s)",
+    )
+    p.add_argument(
+        "--hold-limit",
+        type=int,
+        default=3,
+        metavar="N",
+        help="inconclusive analyses a step may hold for (default %(default)s)",
+    )
+    p.add_argument(
+        "--header",
+        metavar="NAME[=VALUE]",
+        help="requests with this header (value default true) always go to the canary",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print every patch it would send; change nothing")
+    p.add_argument("--virtual-service", metavar="NAME", help="default: the service name")
+    p.add_argument("--destination-rule", metavar="NAME", help="default: the service name")
+    p.add_argument(
+        "--stable-subset", default="stable", metavar="NAME", help="DestinationRule subset (default %(default)s)"
+    )
+    p.add_argument(
+        "--canary-subset", default="canary", metavar="NAME", help="DestinationRule subset (default %(default)s)"
+    )
+    p.add_argument(
+        "--subset-label",
+        default="version",
+        metavar="LABEL",
+        help="pod label the subsets select on; its values are destination_version's (default %(default)s)",
+    )
+    p.add_argument("--stable-deployment", metavar="NAME", help="default: SERVICE-<stable subset's label value>")
+    p.add_argument("--canary-deployment", metavar="NAME", help="default: SERVICE-<canary subset's label value>")
+    p.add_argument("--container", metavar="NAME", help="container to update (default: the only one, or SERVICE)")
+    p.add_argument(
+        "--ready-timeout",
+        default="10m",
+        metavar="DURATION",
+        help="how long a Deployment may take to roll out a new image; 0s skips the wait (default %(default)s)",
+    )
+    p.add_argument("--on-error", choices=("rollback", "leave"), default="rollback", help="default %(default)s")
+    p.add_argument(
+        "--on-sigterm",
+        choices=("rollback", "leave"),
+        default="rollback",
+        help="leave: stop and resume on the next run (default %(default)s)",
+    )
+    add_analysis_flags(p)
+    p.set_defaults(func=cmd_rollout)

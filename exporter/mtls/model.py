@@ -1,0 +1,121 @@
+"""The mTLS report's value types: coverage, trends, plaintext callers, namespace verdicts, the whole report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from exporter.model import ServiceRef
+from exporter.mtls.policy import NamespaceMode
+
+OUTSIDE = "unknown"  # source_workload of traffic from outside the mesh (no sidecar, no identity)
+
+
+class Verdict(StrEnum):
+    """What a namespace's policy and observed traffic say about moving it to STRICT."""
+
+    READY = "ready for STRICT"
+    BLOCKED = "blocked"
+    STRICT_CLEAN = "STRICT and clean"
+    STRICT_PLAINTEXT = "STRICT but plaintext observed"
+    DISABLED = "mTLS disabled"
+    NO_TRAFFIC = "no traffic"
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Requests over a window (> 0) and how many were plaintext."""
+
+    rate: float
+    """All requests per second, averaged over the window."""
+    plaintext_rate: float
+    seconds: float
+
+    @property
+    def requests(self) -> float:
+        return self.rate * self.seconds  # increase() == rate() × window in PromQL
+
+    @property
+    def plaintext(self) -> float:
+        return self.plaintext_rate * self.seconds
+
+    @property
+    def pct(self) -> float:
+        if self.plaintext_rate <= 0:
+            return 100.0  # exactly: no plaintext series had a request
+        return max(0.0, min(100.0, 100.0 * (self.rate - self.plaintext_rate) / self.rate))
+
+
+@dataclass(frozen=True)
+class Trend:
+    """Coverage in this window and in the previous one (None: no requests)."""
+
+    current: Coverage | None
+    previous: Coverage | None
+
+    @property
+    def change(self) -> float | None:
+        """Percentage points gained since the previous window."""
+        if self.current is None or self.previous is None:
+            return None
+        return self.current.pct - self.previous.pct
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A source workload sending plaintext to a destination service."""
+
+    destination: ServiceRef
+    workload: str
+    namespace: str
+    rate: float
+    """Plaintext requests per second in this window (0 when it stopped)."""
+    previous_rate: float | None
+    """The same in the previous window; None when it sent no plaintext then."""
+
+    @property
+    def outside_mesh(self) -> bool:
+        return self.workload == OUTSIDE
+
+    @property
+    def name(self) -> str:
+        return "outside the mesh (unknown)" if self.outside_mesh else f"{self.namespace}/{self.workload}"
+
+
+@dataclass(frozen=True)
+class NamespaceReport:
+    namespace: str
+    coverage: Trend
+    policy: NamespaceMode
+    verdict: Verdict
+    callers: tuple[Caller, ...]
+    """Plaintext callers of this namespace's services in this window."""
+
+
+@dataclass(frozen=True)
+class ServiceReport:
+    service: ServiceRef
+    coverage: Trend
+
+
+@dataclass(frozen=True)
+class Report:
+    at: int
+    """Evaluation instant (unix seconds): the end of the window."""
+    window: str
+    seconds: float
+    mesh: Trend
+    mesh_policy: NamespaceMode
+    namespaces: tuple[NamespaceReport, ...]
+    """Worst coverage first; namespaces without traffic last."""
+    services: tuple[ServiceReport, ...]
+    """Migrated services, worst coverage first, then by volume; without traffic last."""
+    offenders: tuple[Caller, ...]
+    """Plaintext callers now, by destination, biggest first."""
+    resolved: tuple[Caller, ...]
+    """Callers that sent plaintext in the previous window and none in this one."""
+    ignored_policies: tuple[str, ...] = ()
+    promql_requests: int = 0
+
+    def count(self, verdict: Verdict) -> int:
+        return sum(1 for ns in self.namespaces if ns.verdict is verdict)

@@ -1,0 +1,90 @@
+"""The query layer's façade: figures per group (service, version, caller…) at one instant.
+
+A measurement runs the four grouped queries of `promql.figure_queries` concurrently and takes the
+ratios here, so that a group with traffic always gets every figure it has data for (0 % is a
+figure) and a group without traffic gets none. A failed query costs only the figures that need it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from exporter.errors import QueryError
+from exporter.model import Figures, ServiceRef
+from exporter.query import promql
+from exporter.query.prometheus import PrometheusClient, vector_by
+
+Key = tuple[str, ...]
+Vector = Mapping[Key, float]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Figures per group key, and the queries that failed (by name: requests, ok, mtls, p99)."""
+
+    figures: dict[Key, Figures]
+    errors: dict[str, QueryError] = field(default_factory=dict)
+
+
+def _pct(part: Vector | None, key: Key, total: float) -> float | None:
+    if part is None:
+        return None
+    return min(100.0, 100.0 * part.get(key, 0.0) / total)  # no numerator series: 0 %, not nothing
+
+
+def figures_from(vectors: Mapping[str, Vector | None]) -> dict[Key, Figures]:
+    """Combine the four vectors (None where its query failed) into figures per group with traffic."""
+    totals, p99 = vectors.get("requests"), vectors.get("p99")
+    if totals is None:  # traffic unknown: only a finite p99 proves there was some
+        return {key: Figures(p99_latency_ms=value) for key, value in (p99 or {}).items()}
+    out: dict[Key, Figures] = {}
+    for key, total in totals.items():
+        if total <= 0:  # series exist but no request in the window: no figures, never NaN or 0
+            continue
+        out[key] = Figures(
+            request_rate=total,
+            success_rate_pct=_pct(vectors.get("ok"), key, total),
+            mtls_coverage_pct=_pct(vectors.get("mtls"), key, total),
+            p99_latency_ms=None if p99 is None else p99.get(key),
+        )
+    return out
+
+
+def measure(
+    client: PrometheusClient,
+    *,
+    at: float,
+    window: str,
+    by: Sequence[str] = promql.SERVICE_LABELS,
+    matchers: Sequence[promql.Matcher] = (),
+    offset: str | None = None,
+    q: float = 0.99,
+) -> Measurement:
+    """Figures for every group of `by` labels with destination-reported traffic in `window` before `at`."""
+    queries = promql.figure_queries(by, window=window, matchers=matchers, offset=offset, q=q)
+    vectors: dict[str, Vector | None] = {}
+    errors: dict[str, QueryError] = {}
+    for name, answer in client.query_all(queries, at=at).items():
+        try:
+            if isinstance(answer, QueryError):
+                raise answer
+            vectors[name] = vector_by(answer, by, query=queries[name])
+        except QueryError as e:
+            vectors[name] = None
+            errors[name] = e
+    return Measurement(figures_from(vectors), errors)
+
+
+def service_figures(
+    client: PrometheusClient,
+    services: Iterable[ServiceRef],
+    *,
+    at: float,
+    window: str,
+    namespaces: Sequence[str] | None = None,
+) -> tuple[dict[ServiceRef, Figures], dict[str, QueryError]]:
+    """Figures for each of `services` (Figures() with all None when it had no traffic)."""
+    matchers = [promql.one_of("destination_service_namespace", namespaces)] if namespaces else []
+    m = measure(client, at=at, window=window, matchers=matchers)
+    return {s: m.figures.get((s.namespace, s.name), Figures()) for s in services}, m.errors

@@ -1,0 +1,253 @@
+"""Datadog sink: figures → gauge points → size-bounded batches → v2 series API, retried.
+
+Points of a cycle go in as few requests as Datadog's payload limits allow (5 MiB decompressed,
+500 KB compressed, deflate): batches are cut on an exact upper bound of their JSON size, and a batch
+the API still refuses as too large (413) is split in two and retried. Retries (408, 429, 5xx,
+connection errors) wait what Datadog's X-RateLimit-Reset asks. Other 4xx are final and logged with
+the API's error text. The HTTP client is datadog-api-client, behind the small `SeriesTransport`
+protocol so that tests and benchmarks can count what is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+import urllib3
+from datadog_api_client import ApiClient, Configuration
+from datadog_api_client.exceptions import ApiException
+from datadog_api_client.v1.api.events_api import EventsApi
+from datadog_api_client.v2.model.metric_content_encoding import MetricContentEncoding
+
+from exporter.errors import SubmitError, retryable_status
+from exporter.model import METRICS, Figures, ServiceRef
+from exporter.retry import RetryPolicy, call
+
+log = structlog.get_logger("exporter.sink.datadog")
+
+GAUGE = 3  # MetricIntakeType.GAUGE in the v2 series API
+MAX_DECOMPRESSED_BYTES = 5_242_880
+MAX_BATCH_BYTES = 5_000_000  # margin under the decompressed limit
+_ENVELOPE = len('{"series":[]}')
+
+
+@dataclass(frozen=True)
+class Point:
+    metric: str
+    value: float
+    timestamp: int
+    tags: tuple[str, ...]
+
+    def series(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "type": GAUGE,
+            "points": [{"timestamp": self.timestamp, "value": self.value}],
+            "tags": list(self.tags),
+        }
+
+    def size_bound(self) -> int:
+        """An upper bound of len(json.dumps(self.series())): names and tags are validated ASCII."""
+        return 90 + len(self.metric) + sum(len(t) + 4 for t in self.tags) + 24
+
+
+def tags_for(*, namespace: str | None = None, service: str | None = None, extra: Sequence[str] = ()) -> tuple[str, ...]:
+    """The one tag builder: every tag a point or event carries for a service, a namespace or the mesh."""
+    own = ([f"service:{service}"] if service else []) + ([f"kube_namespace:{namespace}"] if namespace else [])
+    return (*own, *extra)
+
+
+def points_for(figures: Mapping[ServiceRef, Figures], *, at: int, tags: Sequence[str] = ()) -> list[Point]:
+    """One gauge point per figure that has a value; a figure without data sends nothing (never a 0)."""
+    points = []
+    for service in sorted(figures):
+        base = tags_for(namespace=service.namespace, service=service.name, extra=tags)
+        for name, value in figures[service].values().items():
+            if value is not None:
+                points.append(Point(METRICS[name], value, at, base))
+    return points
+
+
+def batches(points: Sequence[Point], *, max_bytes: int = MAX_BATCH_BYTES) -> list[list[Point]]:
+    """Consecutive runs of points whose encoded payload stays under `max_bytes`."""
+    out: list[list[Point]] = []
+    current: list[Point] = []
+    size = _ENVELOPE
+    for point in points:
+        bound = point.size_bound() + 1
+        if current and size + bound > max_bytes:
+            out.append(current)
+            current, size = [], _ENVELOPE
+        current.append(point)
+        size += bound
+    if current:
+        out.append(current)
+    return out
+
+
+class SeriesTransport(Protocol):
+    def send_series(self, series: list[dict[str, Any]]) -> None: ...
+
+    def send_event(self, event: dict[str, Any]) -> None: ...
+
+
+def _error_text(e: ApiException) -> str:
+    body = e.body
+    if isinstance(body, dict) and body.get("errors"):
+        return "; ".join(str(x) for x in body["errors"])
+    return str(body or e.reason or "")[:300]
+
+
+def _reset_seconds(headers: Mapping[str, str] | None) -> float:
+    for name, value in (headers or {}).items():
+        if name.lower() == "x-ratelimit-reset":
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                return 0.0
+    return 0.0
+
+
+class DatadogAPI:
+    """SeriesTransport over datadog-api-client (v2 series, v1 events), deflate-compressed."""
+
+    def __init__(self, base_url: str, *, api_key: str, app_key: str | None = None, timeout: float = 15.0) -> None:
+        config = Configuration(host=base_url, check_input_type=False, request_timeout=timeout)  # type: ignore[no-untyped-call]
+        config.api_key["apiKeyAuth"] = api_key
+        if app_key:
+            config.api_key["appKeyAuth"] = app_key
+        config.retry_policy = urllib3.util.Retry(total=0, raise_on_status=False)  # retries are ours
+        self.base_url = base_url
+        self._api_key = api_key
+        self._timeout = timeout
+        self._client = ApiClient(config)
+        self._events = EventsApi(self._client)  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except ApiException as e:
+            status = int(e.status or 0)
+            error = SubmitError(
+                f"{what} -> {status}: {_error_text(e)}", status=status, retryable=retryable_status(status)
+            )
+            error.retry_after = _reset_seconds(e.headers)
+            raise error from None
+        except urllib3.exceptions.HTTPError as e:
+            raise SubmitError(f"{what} -> no answer: {type(e).__name__}", retryable=True) from None
+
+    def send_series(self, series: list[dict[str, Any]]) -> None:
+        # Straight to the client's REST layer (same pool, deflate, ApiException on errors), not through
+        # MetricsApi.submit_metrics: its generic model serializer walks every value of the body first,
+        # ~0.45 s of CPU for the 40,000 points of 10,000 services. The body is plain JSON types already.
+        url = self._client.configuration.host + "/api/v2/series"
+        headers = {
+            **self._client.default_headers,
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+            "Content-Encoding": MetricContentEncoding.DEFLATE.value,
+            "DD-API-KEY": self._api_key,
+        }
+        self._call(
+            f"POST {self.base_url}/api/v2/series",
+            self._client.rest_client.request,
+            "POST",
+            url,
+            headers=headers,
+            body={"series": series},
+            request_timeout=self._timeout,
+        )
+
+    def send_event(self, event: dict[str, Any]) -> None:
+        self._call(f"POST {self.base_url}/api/v1/events", self._events.create_event, body=event)
+
+
+@dataclass
+class SubmitStats:
+    requests: int = 0
+    points: int = 0
+    bytes: int = 0  # upper bound of the JSON sent (before compression)
+    failed: list[Point] = field(default_factory=list)  # not accepted: for the backlog
+    errors: list[SubmitError] = field(default_factory=list)
+
+    @property
+    def failed_points(self) -> int:
+        return len(self.failed)
+
+
+class DatadogSink:
+    """Submits points in as few requests as the payload limits allow; never drops silently."""
+
+    def __init__(
+        self, transport: SeriesTransport, *, retry: RetryPolicy | None = None, max_bytes: int = MAX_BATCH_BYTES
+    ) -> None:
+        self.transport = transport
+        self.retry = retry or RetryPolicy(attempts=4, base_wait=1.0, max_wait=30.0)
+        self.max_bytes = max_bytes
+
+    def submit(self, points: Sequence[Point]) -> SubmitStats:
+        """Send every point; what could not be sent after retries is returned in `failed` with its error.
+
+        After a batch fails for a reason a retry could have cured (Datadog down or throttling), the
+        remaining batches are not tried this time: they join the failed points at once, so an outage
+        costs one batch's retries per cycle, not one per batch.
+        """
+        stats = SubmitStats()
+        pending = batches(points, max_bytes=self.max_bytes)
+        for index, batch in enumerate(pending):
+            error = self._send(batch, stats)
+            if error is None:
+                continue
+            stats.errors.append(error)
+            skipped = [p for rest in pending[index + 1 :] for p in rest] if error.retryable else []
+            stats.failed += skipped
+            log.error(
+                "datadog submission failed",
+                points=len(batch),
+                not_tried=len(skipped),
+                error=str(error),
+                status=error.status,
+            )
+            if error.retryable:
+                break
+        return stats
+
+    def _send(self, batch: list[Point], stats: SubmitStats) -> SubmitError | None:
+        """Send one batch (halving it on 413); failed points go to stats.failed; returns the error."""
+        series = [p.series() for p in batch]
+
+        def attempt() -> None:
+            stats.requests += 1
+            self.transport.send_series(series)
+
+        try:
+            call(attempt, what="POST /api/v2/series", policy=self.retry)
+        except SubmitError as e:
+            if e.status == 413 and len(batch) > 1:  # too large after all: halve and send each half
+                log.warning("payload too large; splitting batch", points=len(batch))
+                half = len(batch) // 2
+                first = self._send(batch[:half], stats)
+                if first is not None and first.retryable:
+                    stats.failed += batch[half:]
+                    return first
+                return self._send(batch[half:], stats) or first
+            stats.failed += batch
+            return e
+        stats.points += len(batch)
+        stats.bytes += _ENVELOPE + sum(p.size_bound() + 1 for p in batch)
+        return None
+
+    def event(self, *, title: str, text: str, tags: Sequence[str], alert_type: str = "info") -> None:
+        body = {
+            "title": title[:500],
+            "text": text[:4000],
+            "tags": list(tags),
+            "alert_type": alert_type,
+            "source_type_name": "istio",
+        }
+        call(lambda: self.transport.send_event(body), what="POST /api/v1/events", policy=self.retry)

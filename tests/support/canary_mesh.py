@@ -1,0 +1,127 @@
+"""Canary scenarios for the analysis and rollout tests: meshsim services with stable and canary versions,
+and the Istio/Kubernetes objects a rollout needs for them (VirtualService, DestinationRule, Deployments).
+
+Mapping used throughout: DestinationRule subset `stable` selects pods labelled `version: stable`, whose
+traffic Istio reports as destination_version="stable" (and destination_workload="<service>-stable",
+the Deployment's name); likewise for `canary`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sandbox.meshsim import LATENCY_SLOW, Caller, Latency, Service, Version
+
+QUICK = Latency.of({5: 0.3, 10: 0.4, 25: 0.2, 50: 0.08, 100: 0.02})
+"""p99 = 50 + 50·(0.99 − 0.98)/0.02 = 75 ms (histogram_quantile interpolates inside (50, 100])."""
+QUICK_P99 = 75.0
+SLOW_P99 = 1000 + 1500 * (0.99 - 0.97) / 0.03
+"""LATENCY_SLOW: 97 % ≤ 1000 ms and 100 % ≤ 2500 ms, so the p99 is 2000 ms."""
+WEB = Caller("web", "frontend", 40.0)
+OLD_IMAGE, NEW_IMAGE = "registry.local/shop/app:1.0", "registry.local/shop/app:1.1"
+
+
+def worse(name: str) -> Service:
+    """A canary that is clearly worse: 5 % errors against 0.05 %, and 2 s p99 against 75 ms."""
+    return Service("shop", name, (WEB,), (
+        Version("stable", share=0.9, error_rate=0.0005, latency=QUICK),
+        Version("canary", share=0.1, error_rate=0.05, latency=LATENCY_SLOW),
+    ))  # fmt: skip
+
+
+def equal(name: str) -> Service:
+    """A canary that behaves exactly as stable."""
+    return Service("shop", name, (WEB,), (
+        Version("stable", share=0.9, error_rate=0.0005, latency=QUICK),
+        Version("canary", share=0.1, error_rate=0.0005, latency=QUICK),
+    ))  # fmt: skip
+
+
+def sparse(name: str, rps: float = 2.0) -> Service:
+    """Too little canary traffic to judge (2 rps · 5 % = 30 requests in 5 minutes), though it fails half."""
+    return Service("shop", name, (Caller("web", "frontend", rps),), (
+        Version("stable", share=0.95, latency=QUICK),
+        Version("canary", share=0.05, error_rate=0.5, latency=LATENCY_SLOW),
+    ))  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ Kubernetes
+def virtual_service(name: str) -> dict[str, Any]:
+    """A user-owned VirtualService: an /admin route of its own, and a weighted route with other settings."""
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": name, "namespace": "shop", "labels": {"team": "shop"}},
+        "spec": {
+            "hosts": [name],
+            "http": [
+                {
+                    "name": "admin",
+                    "match": [{"uri": {"prefix": "/admin"}}],
+                    "route": [{"destination": {"host": name, "subset": "stable"}}],
+                },
+                {
+                    "name": "primary",
+                    "timeout": "3s",
+                    "retries": {"attempts": 2, "perTryTimeout": "1s"},
+                    "route": [
+                        {"destination": {"host": name, "subset": "stable", "port": {"number": 80}}, "weight": 100},
+                        {"destination": {"host": name, "subset": "canary", "port": {"number": 80}}, "weight": 0},
+                    ],
+                },
+            ],
+        },
+    }
+
+
+def destination_rule(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": name, "namespace": "shop"},
+        "spec": {
+            "host": name,
+            "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}},
+            "subsets": [
+                {"name": "stable", "labels": {"version": "stable"}},
+                {"name": "canary", "labels": {"version": "canary"}},
+            ],
+        },
+    }
+
+
+def deployment(service: str, version: str, image: str = OLD_IMAGE, namespace: str = "shop") -> dict[str, Any]:
+    labels = {"app": service, "version": version}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": f"{service}-{version}", "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": service, "image": image, "ports": [{"containerPort": 8080}]}]},
+            },
+        },
+    }
+
+
+def istiod(version: str) -> dict[str, Any]:
+    labels = {"app": "istiod"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "istiod", "namespace": "istio-system", "labels": labels},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "discovery", "image": f"docker.io/istio/pilot:{version}"}]},
+            },
+        },
+    }
+
+
+def rollout_objects(name: str) -> list[dict[str, Any]]:
+    return [virtual_service(name), destination_rule(name), deployment(name, "stable"), deployment(name, "canary")]
