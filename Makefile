@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SOURCES := exporter sandbox tests bench
 
-.PHONY: test test-fast demo lint typecheck prometheus chromium clean
+.PHONY: test test-fast demo lint typecheck prometheus chromium victoria-metrics clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,9 +25,13 @@ prometheus:
 chromium:
 	@command -v chromium >/dev/null || { $(APT_INSTALL) chromium; }
 
+# VictoriaMetrics (single node) for the tests that check the figures on a Prometheus-compatible backend.
+victoria-metrics:
+	@command -v victoria-metrics >/dev/null || { $(APT_INSTALL) victoria-metrics; }
+
 # Everything, skipping nothing: the markers (integration, network, tools) exist so a developer can choose a fast
 # subset on purpose, e.g. `make test-fast` (unit tests only, no Prometheus needed).
-test: $(STAMP) prometheus chromium
+test: $(STAMP) prometheus chromium victoria-metrics
 	$(BIN)/ruff check $(SOURCES)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
