@@ -99,7 +99,6 @@ class LeaseLeadership:
         self._renewed_at: float | None = None  # our clock when our last renewal began; None: not leading
         self._contact_at: float | None = None  # our clock when the API last answered us
         self._holder_seen: str | None = None
-        self.last_submitted: int | None = None
 
     def _wait(self, seconds: float) -> None:
         self._stop.wait(seconds)
@@ -146,7 +145,6 @@ class LeaseLeadership:
             return False
 
     def submitted(self, at: int) -> None:
-        self.last_submitted = at
         log.debug("instant submitted", evaluated_at=at, lease=self.where)
 
     def start(self) -> None:
