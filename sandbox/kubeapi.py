@@ -400,6 +400,8 @@ class _Fault:
     remaining: int
     status: int
     path_prefix: str
+    delay_s: float = 0.0
+    """A slow answer instead of an error: the request is held this long, then served."""
 
 
 class _Response:
@@ -460,6 +462,12 @@ class FakeKubeAPI(LoopbackServer):
         """The next `n` requests whose path starts with `path_prefix` answer `status` (a Status body)."""
         with self._lock:
             self._faults.append(_Fault(n, status, path_prefix))
+
+    def slow_next(self, n: int, seconds: float, *, path_prefix: str = "") -> None:
+        """The next `n` requests whose path starts with `path_prefix` are held `seconds` before being served
+        (a hung API server or a congested link), each on its own connection thread."""
+        with self._lock:
+            self._faults.append(_Fault(n, 0, path_prefix, seconds))
 
     def set_unavailable(self, flag: bool) -> None:
         """While set, every request answers 503 ServiceUnavailable."""
@@ -525,6 +533,7 @@ class FakeKubeAPI(LoopbackServer):
             self._records.append(record)
 
     def _check_faults(self, path: str) -> None:
+        delay = 0.0
         with self._lock:
             if self._unavailable:
                 raise KubeAPIError(503)
@@ -532,9 +541,14 @@ class FakeKubeAPI(LoopbackServer):
                 if fault.remaining > 0 and path.startswith(fault.path_prefix):
                     fault.remaining -= 1
                     self._faults = [f for f in self._faults if f.remaining > 0]
+                    if fault.delay_s > 0:
+                        delay = fault.delay_s
+                        break
                     headers = {"Retry-After": "1"} if fault.status == 429 else None
                     details = {"retryAfterSeconds": 1} if fault.status == 429 else None
                     raise KubeAPIError(fault.status, details=details, headers=headers)
+        if delay:
+            time.sleep(delay)  # outside the lock: other requests are served meanwhile
 
     def _dispatch(
         self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes

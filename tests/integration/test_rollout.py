@@ -37,7 +37,7 @@ from exporter.retry import RetryPolicy
 from exporter.rollout.engine import ANALYSIS, LEFT, PROMOTED, ROLLED_BACK, SIGNAL, Rollout
 from exporter.rollout.plan import ANNOTATION, Plan, RolloutError
 from exporter.sink.datadog import DatadogAPI, DatadogSink
-from sandbox.intake import FakeIntake
+from sandbox.intake import FakeIntake, Reply
 from sandbox.kubeapi import FakeKubeAPI
 from sandbox.meshsim import Phase, Service
 from sandbox.proxy import Fault, FaultProxy
@@ -569,6 +569,44 @@ def test_sigterm_while_prometheus_hangs_rolls_back_within_a_second(data: Data, a
     assert [(e["reason"], e["type"]) for e in k8s_events(server, "orders")] == [
         ("RolloutStarted", "Normal"), ("RolloutStep", "Normal"), ("RolledBack", "Warning"),
     ]  # fmt: skip
+
+
+def test_sigterm_while_the_kubernetes_api_and_datadog_hang_rolls_back_within_a_second(data: Data, api: Cluster) -> None:
+    server = api.server
+    api.controller.stuck.add("orders-canary")  # the rollout polls the canary's readiness...
+    intake = FakeIntake(api_key=DD_KEY).start()
+    intake.set_fault(lambda r: Reply(202, delay_s=4.0))  # ...while every Datadog event takes 4 s
+    env = cli_env(data.url, api, DD_API_KEY=DD_KEY, EXPORTER_DATADOG_URL=intake.url)
+    with controller_running(api):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "rollout", "--namespace", "shop", "--service", "orders",
+             "--canary-image", NEW_IMAGE, "--ready-timeout", "2s"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while image(server, "orders-canary") != NEW_IMAGE:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+                time.sleep(0.02)
+            # ...and the API server holds its answers about the canary for 4 s: a poll is soon hanging
+            server.slow_next(2, 4.0, path_prefix="/apis/apps/v1/namespaces/shop/deployments/orders-canary")
+            time.sleep(1.5)
+            proc.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            _, stderr = proc.communicate(timeout=40)
+        finally:
+            intake.stop()
+            if proc.poll() is None:
+                proc.kill()
+    writes = [r for r in server.requests if r.method == "PATCH" and r.received > signalled]
+    first = writes[0]
+    assert first.path.endswith("/virtualservices/orders")
+    assert first.received - signalled < 1.0, f"first rollback write {first.received - signalled:.3f}s after SIGTERM"
+    assert proc.returncode == 1, stderr
+    after = vs(server, "orders")
+    assert weights(after) == {"stable": 100, "canary": 0}
+    assert record(after)["phase"] == "rolled-back" and record(after)["reason"] == "interrupted (SIGTERM)"
+    assert image(server, "orders-canary") == OLD_IMAGE
 
 
 def test_a_canary_that_never_rolls_out_is_rolled_back_before_any_traffic(data: Data, api: Cluster) -> None:
