@@ -90,6 +90,7 @@ def plan_from(args: argparse.Namespace, settings: Settings) -> Plan:
         hold_limit=args.hold_limit,
         header=parse_header(args.header),
         header_gateways=gateways,
+        cluster_domain=args.cluster_domain.strip(".").lower() or "cluster.local",
         analysis_timeout_s=analysis_timeout,
         virtual_service=args.virtual_service or "",
         destination_rule=args.destination_rule or "",
@@ -262,6 +263,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--stable-deployment", metavar="NAME", help="default: SERVICE-<stable subset's label value>")
     p.add_argument("--canary-deployment", metavar="NAME", help="default: SERVICE-<canary subset's label value>")
+    p.add_argument(
+        "--cluster-domain",
+        default="cluster.local",
+        metavar="DOMAIN",
+        help="DNS domain that completes short hosts, as Istio does (default %(default)s)",
+    )
     p.add_argument("--container", metavar="NAME", help="container to update (default: the only one, or SERVICE)")
     p.add_argument(
         "--ready-timeout",

@@ -683,7 +683,9 @@ class Rollout:
                 "canary_requests": verdict.canary.requests,
                 "stable_requests": verdict.stable.requests,
                 "canary_success_pct": verdict.canary.success_rate_pct,
+                "stable_success_pct": verdict.stable.success_rate_pct,
                 "canary_p99_ms": verdict.canary.p99_ms,
+                "stable_p99_ms": verdict.stable.p99_ms,
                 "reasons": list(verdict.reasons),
             }
             if self.steps:

@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from exporter.cli.rollout import parse_header, parse_steps
+from exporter.cli import build_parser
+from exporter.cli.rollout import parse_header, parse_steps, plan_from
+from exporter.config import Settings
 from exporter.errors import ConfigError
 from exporter.kube.istio import apply_patch, istio_version_of
 from exporter.model import ServiceRef
@@ -191,3 +193,33 @@ def test_the_hpa_of_a_deployment_is_found_by_its_scale_target() -> None:
                max_replicas=2)]  # fmt: skip
     assert hpa_for(scalers, "reviews-canary") == scalers[1]
     assert hpa_for(scalers, "ratings-canary") is None
+
+
+def plan_for(*flags: str) -> Plan:
+    args = build_parser().parse_args(
+        ["rollout", "--namespace", "shop", "--service", "reviews", "--canary-image", "app:2", *flags]
+    )
+    return plan_from(args, Settings())
+
+
+def test_flags_for_the_header_gateways_the_analysis_deadline_and_the_cluster_domain() -> None:
+    plan = plan_for("--header", "x-qa", "--header-gateways", "mesh, istio-system/qa-gateway", "--cluster-domain",
+                    "Corp.Example.")  # fmt: skip
+    assert plan.header_gateways == ("mesh", "istio-system/qa-gateway")
+    assert plan.host == "reviews.shop.svc.corp.example"
+    assert plan_for().analysis_deadline_s == 60.0  # default interval 5m: half of it, at most 1m
+    assert plan_for("--step-interval", "30s").analysis_deadline_s == 15.0
+    assert plan_for("--step-interval", "30s", "--analysis-timeout", "20s").analysis_deadline_s == 20.0
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--step-interval", "30s", "--analysis-timeout", "30s"), r"^--analysis-timeout: must be shorter"),
+        (("--header-gateways", "mesh"), r"^--header-gateways: only applies with --header"),
+        (("--header", "x-qa", "--header-gateways", " , "), r"^--header-gateways: name at least one gateway"),
+    ],
+)
+def test_bad_rollout_flags_name_the_flag(flags: tuple[str, ...], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        plan_for(*flags)
