@@ -22,6 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol, TextIO, TypeVar
 
 import structlog
@@ -160,6 +161,7 @@ class Rollout:
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="k8s-events") if kube_events and not dry_run else None
         )
         self._pending: list[Future[None]] = []
+        self._rolling_back = False
         self._log = log.bind(service=str(plan.service), canary_image=plan.image, dry_run=dry_run)
 
     # ---- preflight ------------------------------------------------------------------------------
@@ -305,6 +307,14 @@ class Rollout:
         value: T = box["value"]
         return value
 
+    def _call(self, fn: Callable[[], T], what: str) -> T:
+        """A Kubernetes call on the way forward: abandoned on a stop like the analysis (a write it abandons is
+        resourceVersion-guarded, so if it lands after the rollback's it is refused with a 409). A rollback's
+        own calls run directly: nothing interrupts them."""
+        if self._rolling_back or self.dry_run:
+            return fn()
+        return self._preemptible(fn, deadline_s=READ_DEADLINE_S, what=what)
+
     def _wait(self, seconds: float) -> None:
         if self.waiter.wait(seconds):
             raise Stopped
@@ -318,7 +328,10 @@ class Rollout:
             self.vs = apply_patch(self.vs, ops)
             return
         try:
-            self.vs = self.kube.patch_istio(VIRTUAL_SERVICES, self.ns, self.plan.vs_name, patch)
+            self.vs = self._call(
+                lambda: self.kube.patch_istio(VIRTUAL_SERVICES, self.ns, self.plan.vs_name, patch),
+                f"PATCH {self.plan.vs_name}",
+            )
         except KubeError as e:
             if e.status == 409:
                 raise RolloutError(
@@ -331,7 +344,7 @@ class Rollout:
         """Re-read, build ops with `change` (None: nothing to do), send them guarded by resourceVersion; a 409
         (the controller writes status often) is re-read and tried again, up to three times."""
         for attempt in range(3):
-            dep = self.kube.get_deployment(self.ns, deployment)
+            dep = self._call(lambda: self.kube.get_deployment(self.ns, deployment), f"GET {deployment}")
             ops = change(dep)
             if not ops:
                 return dep
@@ -340,7 +353,8 @@ class Rollout:
                 self._print(f"Deployment {self.ns}/{deployment}", why, patch)
                 return dep
             try:
-                return self.kube.patch_deployment(self.ns, deployment, patch)
+                send = partial(self.kube.patch_deployment, self.ns, deployment, patch)
+                return self._call(send, f"PATCH {deployment}")
             except KubeError as e:
                 if e.status != 409 or attempt == 2:
                     raise
@@ -404,7 +418,8 @@ class Rollout:
         assert self.targets is not None
         state = self.state
         need = canary_replicas(state.stable_replicas, weight, state.canary_replicas)
-        dep = self.kube.get_deployment(self.ns, self.targets.canary_deployment)
+        name = self.targets.canary_deployment
+        dep = self._call(lambda: self.kube.get_deployment(self.ns, name), f"GET {name}")
         has = int(dep["spec"].get("replicas", 1))
         if has < need or (state.canary_hpa and need > state.canary_hpa_min):
             self._scale_canary(need, f"capacity for {weight} %: {need} replicas (stable had {state.stable_replicas})")
@@ -413,9 +428,7 @@ class Rollout:
 
     # ---- readiness --------------------------------------------------------------------------------
     def _ready(self, deployment: str, *, replicas: int, image: str, container: int) -> tuple[bool, str]:
-        dep = self._preemptible(
-            lambda: self.kube.get_deployment(self.ns, deployment), deadline_s=READ_DEADLINE_S, what=f"GET {deployment}"
-        )
+        dep = self._call(lambda: self.kube.get_deployment(self.ns, deployment), f"GET {deployment}")
         return rolled_out(dep, replicas=replicas, image=image, container=container)
 
     def _wait_ready(self, deployment: str, *, replicas: int = 0, image: str = "", container: int = 0) -> None:
@@ -598,6 +611,9 @@ class Rollout:
         except Stopped:
             return self._interrupted()
         except ExporterError as e:
+            if self.waiter.stopped() and not self._rolling_back:  # e.g. a write cut short by the signal
+                self._log.warning("error after the stop request", error=str(e))
+                return self._interrupted()
             self._notify(
                 "rollout error",
                 title=f"Rollout of {plan.service} failed",
@@ -627,7 +643,7 @@ class Rollout:
         )
 
     def _current_image(self, deployment: str, container: int) -> str:
-        dep = self.kube.get_deployment(self.ns, deployment)
+        dep = self._call(lambda: self.kube.get_deployment(self.ns, deployment), f"GET {deployment}")
         return str(dep["spec"]["template"]["spec"]["containers"][container].get("image", ""))
 
     def _progress(self) -> str:
@@ -739,6 +755,7 @@ class Rollout:
         """All traffic to stable first (re-reading on a conflict), then images and replicas given back, then a
         bounded wait for the restored canary."""
         assert self.targets is not None
+        self._rolling_back = True
         self.cause, self.reason = cause, reason
         self.state = replace(self.state, phase="rolling-back", reason=reason)
         for attempt in range(3):

@@ -231,12 +231,13 @@ def make_rollout(
     events: DatadogSink | None = None,
     dry_run: bool = False,
     out: io.StringIO | None = None,
+    kube_type: type[Kube] = Kube,
     **overrides: Any,
 ) -> Rollout:
     overrides.setdefault("image", NEW_IMAGE)
     plan = Plan(service=ServiceRef("shop", name), interval_s=INTERVAL, window="5m", **overrides)
     analyzer = analyzer_for(plan, Settings(prometheus_url=data.url))
-    kube = Kube(KubeClient(api_client(str(cluster.kubeconfig)), retry=RetryPolicy(sleep=lambda s: None)))
+    kube = kube_type(KubeClient(api_client(str(cluster.kubeconfig)), retry=RetryPolicy(sleep=lambda s: None)))
     clock.controller = clock.controller or cluster.controller
     return Rollout(plan, kube, analyzer, clock=clock, waiter=clock, events=events, dry_run=dry_run, out=out)
 
@@ -607,6 +608,42 @@ def test_sigterm_while_the_kubernetes_api_and_datadog_hang_rolls_back_within_a_s
     assert weights(after) == {"stable": 100, "canary": 0}
     assert record(after)["phase"] == "rolled-back" and record(after)["reason"] == "interrupted (SIGTERM)"
     assert image(server, "orders-canary") == OLD_IMAGE
+
+
+def test_a_stop_during_a_hung_step_write_rolls_back_at_once_and_the_late_write_is_refused(
+    data: Data, api: Cluster
+) -> None:
+    server = api.server
+    clock = FakeClock(data.t0 + 900)
+    path = "/apis/networking.istio.io/v1/namespaces/shop/virtualservices/reviews"
+    stopped_at: list[float] = []
+
+    class SlowStepWrite(Kube):
+        """The real client; when the 10 % write goes out, the API server holds it 2 s and a stop comes 0.2 s in."""
+
+        def patch_istio(self, plural: str, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+            if any(op["path"].endswith("/weight") and op["value"] == 10 for op in ops):
+                server.slow_next(1, 2.0, path_prefix=path)
+
+                def stop() -> None:
+                    stopped_at.append(time.monotonic())
+                    clock.stop = True
+
+                threading.Timer(0.2, stop).start()
+            return super().patch_istio(plural, namespace, name, ops)
+
+    rollout = make_rollout(data, api, "reviews", clock, kube_type=SlowStepWrite)
+    assert rollout.run() == ROLLED_BACK
+    assert rollout.cause == SIGNAL
+    time.sleep(2.2)  # the held step write is answered meanwhile
+    writes = [r for r in server.requests if r.method == "PATCH" and r.path == path]
+    rollback = next(r for r in writes if r.received > stopped_at[0])
+    assert rollback.received - stopped_at[0] < 1.0
+    late = next(r for r in writes if b'"value": 10}' in r.body or b'"value":10}' in r.body)
+    assert late.status == 409  # the abandoned write arrived first, was held, and lost to the rollback's guard
+    after = vs(server, "reviews")
+    assert weights(after) == {"stable": 100, "canary": 0}
+    assert record(after)["phase"] == "rolled-back" and record(after)["reason"] == "interrupted (SIGTERM)"
 
 
 def test_a_canary_that_never_rolls_out_is_rolled_back_before_any_traffic(data: Data, api: Cluster) -> None:
