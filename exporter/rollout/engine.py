@@ -580,6 +580,16 @@ class Rollout:
         targets = self.preflight()
         recorded = State.parse((self.vs["metadata"].get("annotations") or {}).get(ANNOTATION))
         if recorded and recorded.phase in ACTIVE_PHASES:
+            if not recorded.stable_replicas:  # recorded by a version that did not scale the canary
+                found = self._initial_state(targets)
+                recorded = replace(
+                    recorded,
+                    stable_replicas=found.stable_replicas,
+                    canary_replicas=found.canary_replicas,
+                    canary_hpa=found.canary_hpa,
+                    canary_hpa_min=found.canary_hpa_min,
+                    canary_hpa_max=found.canary_hpa_max,
+                )
             if recorded.phase == "rolling-back":
                 self._log.info("rollout resumed", phase=recorded.phase, step=recorded.step)
                 self.state = recorded
