@@ -826,10 +826,12 @@ def test_promotion_keeps_traffic_on_the_canary_until_stable_runs_the_new_image(d
 def test_rollback_gives_back_replicas_and_waits_for_the_restored_image(data: Data, api: Cluster) -> None:
     server = api.server
     clock = FakeClock(data.t0 + 900)
+    seen = watch_capacity(server, "ratings", clock)
     with structlog.testing.capture_logs() as logs:
         rollout = make_rollout(data, api, "ratings", clock, steps=(50, 100), failure_limit=1)
         assert rollout.run() == ROLLED_BACK
     assert rollout.cause == ANALYSIS
+    assert (50, 2) in seen and all(c * 100 >= STABLE_REPLICAS * w for w, c in seen)  # 2 replicas for 50 %
     assert replicas(server, "ratings-canary") == (CANARY_REPLICAS, CANARY_REPLICAS)
     assert image(server, "ratings-canary") == OLD_IMAGE
     ready = next(e for e in logs if e["event"] == "rollback: restored image ready")
