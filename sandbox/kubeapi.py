@@ -1,7 +1,8 @@
 """A Kubernetes API server on loopback: an in-memory object store behind the real REST paths.
 
 It owns what the exporter relies on from the API server (Services with label selectors and
-paging; Istio VirtualServices, DestinationRules, PeerAuthentications; Deployments; Leases),
+paging; Istio VirtualServices, DestinationRules, PeerAuthentications; Deployments; Leases;
+autoscaling/v2 HorizontalPodAutoscalers; core/v1 Events, created with generateName),
 with its resourceVersion, patch and Status-error semantics, bearer-token auth and fault
 injection, so the real `kubernetes` client runs against it unchanged.
 
@@ -23,6 +24,7 @@ import copy
 import json
 import re
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -71,6 +73,7 @@ _KIND_BY_PLURAL: dict[str, str] = {
     "statefulsets": "StatefulSet",
     "daemonsets": "DaemonSet",
     "leases": "Lease",
+    "horizontalpodautoscalers": "HorizontalPodAutoscaler",
     "virtualservices": "VirtualService",
     "destinationrules": "DestinationRule",
     "gateways": "Gateway",
@@ -87,12 +90,13 @@ _SERVED_VERSIONS: dict[str, tuple[str, ...]] = {
     "": ("v1",),
     "apps": ("v1",),
     "coordination.k8s.io": ("v1",),
+    "autoscaling": ("v2", "v1"),
     "networking.istio.io": ("v1", "v1beta1", "v1alpha3"),
     "security.istio.io": ("v1", "v1beta1"),
 }
 # Groups compiled into the real API server; every other group is a custom resource (CRD).
 _BUILTIN_GROUPS = frozenset(
-    {"", "apps", "coordination.k8s.io", "batch", "policy", "networking.k8s.io", "discovery.k8s.io"}
+    {"", "apps", "autoscaling", "coordination.k8s.io", "batch", "policy", "networking.k8s.io", "discovery.k8s.io"}
 )
 # Built-in resources whose status is a subresource (writes to the main resource keep the old
 # status); custom resources are assumed to have one too (Istio's CRDs do).
@@ -104,6 +108,7 @@ _BUILTIN_STATUS_SUBRESOURCE = frozenset(
         ("apps", "replicasets"),
         ("apps", "statefulsets"),
         ("apps", "daemonsets"),
+        ("autoscaling", "horizontalpodautoscalers"),
     }
 )
 _CRD_PATCH_TYPES = (
@@ -386,6 +391,8 @@ class RequestRecord:
     headers: Mapping[str, str]  # case-insensitive
     body: bytes
     status: int
+    received: float = 0.0
+    """time.monotonic() when the request arrived (before it was handled): when a write went out."""
 
 
 @dataclass
@@ -393,6 +400,8 @@ class _Fault:
     remaining: int
     status: int
     path_prefix: str
+    delay_s: float = 0.0
+    """A slow answer instead of an error: the request is held this long, then served."""
 
 
 class _Response:
@@ -453,6 +462,12 @@ class FakeKubeAPI(LoopbackServer):
         """The next `n` requests whose path starts with `path_prefix` answer `status` (a Status body)."""
         with self._lock:
             self._faults.append(_Fault(n, status, path_prefix))
+
+    def slow_next(self, n: int, seconds: float, *, path_prefix: str = "") -> None:
+        """The next `n` requests whose path starts with `path_prefix` are held `seconds` before being served
+        (a hung API server or a congested link), each on its own connection thread."""
+        with self._lock:
+            self._faults.append(_Fault(n, 0, path_prefix, seconds))
 
     def set_unavailable(self, flag: bool) -> None:
         """While set, every request answers 503 ServiceUnavailable."""
@@ -518,6 +533,7 @@ class FakeKubeAPI(LoopbackServer):
             self._records.append(record)
 
     def _check_faults(self, path: str) -> None:
+        delay = 0.0
         with self._lock:
             if self._unavailable:
                 raise KubeAPIError(503)
@@ -525,9 +541,14 @@ class FakeKubeAPI(LoopbackServer):
                 if fault.remaining > 0 and path.startswith(fault.path_prefix):
                     fault.remaining -= 1
                     self._faults = [f for f in self._faults if f.remaining > 0]
+                    if fault.delay_s > 0:
+                        delay = fault.delay_s
+                        break
                     headers = {"Retry-After": "1"} if fault.status == 429 else None
                     details = {"retryAfterSeconds": 1} if fault.status == 429 else None
                     raise KubeAPIError(fault.status, details=details, headers=headers)
+        if delay:
+            time.sleep(delay)  # outside the lock: other requests are served meanwhile
 
     def _dispatch(
         self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes
@@ -935,6 +956,7 @@ def _make_handler(api: FakeKubeAPI) -> type[BaseHTTPRequestHandler]:
         server_version = "FakeKubeAPI/1"
 
         def _handle(self) -> None:
+            received = time.monotonic()
             split = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
             length = int(self.headers.get("Content-Length") or 0)
@@ -950,7 +972,7 @@ def _make_handler(api: FakeKubeAPI) -> type[BaseHTTPRequestHandler]:
                 payload, content_type = response.body.encode(), "text/plain; charset=utf-8"
             else:
                 payload, content_type = json.dumps(response.body).encode(), "application/json"
-            api._record(RequestRecord(self.command, split.path, query, headers, body, response.status))
+            api._record(RequestRecord(self.command, split.path, query, headers, body, response.status, received))
             self.reply(response.status, payload, {"Content-Type": content_type, **response.headers})
 
     return Handler

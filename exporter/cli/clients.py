@@ -10,13 +10,18 @@ from exporter.errors import ConfigError
 from exporter.kube.client import KubeClient, api_client
 from exporter.kube.discovery import KubeDiscovery
 from exporter.query.prometheus import PrometheusClient
+from exporter.retry import RetryPolicy
 from exporter.sink.datadog import DatadogAPI, DatadogSink
 
 
-def prometheus(settings: Settings) -> PrometheusClient:
-    return PrometheusClient(
-        settings.prometheus_url, headers=settings.prometheus_headers, timeout=settings.prometheus_timeout_seconds
+def prometheus(
+    settings: Settings, *, timeout: float | None = None, retry: RetryPolicy | None = None
+) -> PrometheusClient:
+    """`timeout` (seconds) lowers the per-query timeout of the settings; `retry` replaces the default policy."""
+    limit = (
+        settings.prometheus_timeout_seconds if timeout is None else min(timeout, settings.prometheus_timeout_seconds)
     )
+    return PrometheusClient(settings.prometheus_url, headers=settings.prometheus_headers, timeout=limit, retry=retry)
 
 
 def datadog(settings: Settings) -> DatadogSink:

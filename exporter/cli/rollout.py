@@ -1,8 +1,14 @@
-"""`exporter rollout`: flags to a Plan, the real clients, signals, and the exit code of the outcome."""
+"""`exporter rollout`: flags to a Plan, the real clients, signals, the JSON summary and the exit code of the outcome.
+
+Exit codes: 0 promoted (or dry run done); 1 rolled back or stopped because of an error (an upstream failed,
+a concurrent edit, a crash) or a signal; 2 bad usage; 3 rolled back because the canary failed its analysis.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import re
 import signal
 import sys
@@ -18,10 +24,14 @@ from exporter.cli import clients
 from exporter.cli.canary import add_analysis_flags, thresholds_from
 from exporter.cli.common import duration_flag
 from exporter.config import Settings
-from exporter.errors import ConfigError
+from exporter.errors import ConfigError, ExporterError
 from exporter.kube.istio import Kube
 from exporter.model import ServiceRef
-from exporter.rollout.engine import PROMOTED, Analyzer, Plan, Rollout, SignalWaiter, Targets
+from exporter.retry import RetryPolicy
+from exporter.rollout.engine import ANALYSIS, PROMOTED, Analyzer, Rollout, SignalWaiter, Stopped
+from exporter.rollout.plan import Plan, Targets
+
+EXIT_PROMOTED, EXIT_ERROR, EXIT_USAGE, EXIT_ANALYSIS = 0, 1, 2, 3
 
 _HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+\-.^_`|~]+$")
 
@@ -60,6 +70,16 @@ def plan_from(args: argparse.Namespace, settings: Settings) -> Plan:
         raise ConfigError("--hold-limit", "must be >= 0")
     if not args.canary_image.strip():
         raise ConfigError("--canary-image", "must not be empty")
+    analysis_timeout = 0.0
+    if args.analysis_timeout is not None:
+        analysis_timeout = duration_flag("--analysis-timeout", args.analysis_timeout)
+        if analysis_timeout >= interval:
+            raise ConfigError("--analysis-timeout", f"must be shorter than --step-interval ({args.step_interval})")
+    gateways = tuple(g.strip() for g in (args.header_gateways or "").split(",") if g.strip())
+    if args.header_gateways is not None and not gateways:
+        raise ConfigError("--header-gateways", "name at least one gateway, e.g. mesh or istio-system/internal")
+    if gateways and args.header is None:
+        raise ConfigError("--header-gateways", "only applies with --header")
     return Plan(
         service=ServiceRef(args.namespace, args.service),
         image=args.canary_image,
@@ -69,6 +89,9 @@ def plan_from(args: argparse.Namespace, settings: Settings) -> Plan:
         failure_limit=args.failure_limit,
         hold_limit=args.hold_limit,
         header=parse_header(args.header),
+        header_gateways=gateways,
+        cluster_domain=args.cluster_domain.strip(".").lower() or "cluster.local",
+        analysis_timeout_s=analysis_timeout,
         virtual_service=args.virtual_service or "",
         destination_rule=args.destination_rule or "",
         stable_subset=args.stable_subset,
@@ -87,8 +110,17 @@ def plan_from(args: argparse.Namespace, settings: Settings) -> Plan:
     )
 
 
-def analyzer_for(plan: Plan, settings: Settings) -> Analyzer:
-    prom = clients.prometheus(settings)
+def analyzer_for(plan: Plan, settings: Settings, waiter: SignalWaiter | None = None) -> Analyzer:
+    """The analysis through a Prometheus client bounded by the analysis deadline: each query times out by
+    then, and no retry starts after a stop, so an abandoned analysis ends within one query timeout."""
+
+    def sleep(seconds: float) -> None:
+        if waiter is not None and waiter.wait(seconds):
+            raise Stopped
+
+    # whole seconds: Prometheus's `timeout` parameter takes no fractions
+    timeout = float(max(1, math.ceil(plan.analysis_deadline_s)))
+    prom = clients.prometheus(settings, timeout=timeout, retry=RetryPolicy(sleep=sleep))
 
     def analyze(at: float, targets: Targets) -> Verdict:
         return run_analysis(
@@ -107,10 +139,10 @@ def analyzer_for(plan: Plan, settings: Settings) -> Analyzer:
 
 @contextmanager
 def stop_on_signals(waiter: SignalWaiter) -> Iterator[None]:
-    """SIGTERM and SIGINT set the waiter's event (the rollout rolls back or stops between two waits)."""
+    """SIGTERM and SIGINT set the waiter's flag; the rollout abandons whatever it waits for and rolls back."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        waiter.request_stop()
+        waiter.request_stop(signal.Signals(signum).name)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -120,20 +152,43 @@ def stop_on_signals(waiter: SignalWaiter) -> Iterator[None]:
             signal.signal(s, h)
 
 
+def exit_code(rollout: Rollout, *, failed: bool) -> int:
+    """0 promoted, 3 rolled back because the canary failed its analysis, 1 any other ending."""
+    if failed:
+        return EXIT_ERROR
+    if rollout.outcome == PROMOTED:
+        return EXIT_PROMOTED
+    return EXIT_ANALYSIS if rollout.cause == ANALYSIS else EXIT_ERROR
+
+
 def cmd_rollout(args: argparse.Namespace, settings: Settings) -> int:
     plan = plan_from(args, settings)
     has_key = settings.dd_api_key is not None and bool(settings.dd_api_key.get_secret_value())
     events = clients.datadog(settings) if has_key and not args.dry_run else None
     waiter = SignalWaiter()
     kube = Kube(clients.kubernetes(settings))
-    rollout = Rollout(plan, kube, analyzer_for(plan, settings), waiter=waiter, events=events, dry_run=args.dry_run)
+    as_json = args.output == "json"
+    out = sys.stderr if as_json else sys.stdout  # dry-run patches; stdout carries only the JSON summary then
+    rollout = Rollout(
+        plan, kube, analyzer_for(plan, settings, waiter), waiter=waiter, events=events, dry_run=args.dry_run, out=out
+    )
+    error: ExporterError | None = None
     with stop_on_signals(waiter):
-        outcome = rollout.run()
+        try:
+            rollout.run()
+        except ExporterError as e:
+            error = e
+    code = exit_code(rollout, failed=error is not None)
+    if as_json:
+        print(json.dumps({**rollout.summary(), "exit_code": code}, indent=2))
+    if error is not None:
+        raise error  # reported by exporter.cli.main as every command's errors are (exit 1)
+    why = f" ({rollout.cause}: {rollout.reason})" if rollout.cause else ""
     print(
-        f"rollout of {plan.image} to {plan.service}: {outcome}" + (" (dry run)" if args.dry_run else ""),
+        f"rollout of {plan.image} to {plan.service}: {rollout.outcome}{why}" + (" (dry run)" if args.dry_run else ""),
         file=sys.stderr,
     )
-    return 0 if outcome == PROMOTED else 1
+    return code
 
 
 def register(subparsers: Any) -> None:
@@ -142,7 +197,8 @@ def register(subparsers: Any) -> None:
         help="progressive canary rollout with Istio traffic splitting, analysis and rollback",
         description="Set the canary Deployment's image, then shift traffic step by step through the service's "
         "VirtualService, judging the canary after every step; roll back on failure, error or SIGTERM; promote at "
-        "100 %. Exit 0 promoted (or dry run done), 1 rolled back or failed, 2 bad flags.",
+        "100 %. Exit 0 promoted (or dry run done), 1 rolled back or stopped because of an error or a signal, "
+        "2 bad flags, 3 rolled back because the canary failed its analysis.",
     )
     p.add_argument("--namespace", required=True)
     p.add_argument("--service", required=True)
@@ -173,6 +229,23 @@ def register(subparsers: Any) -> None:
         metavar="NAME[=VALUE]",
         help="requests with this header (value default true) always go to the canary",
     )
+    p.add_argument(
+        "--header-gateways",
+        metavar="GW[,GW…]",
+        help="gateways the header route applies to (default: in-mesh traffic only when the VirtualService is "
+        "bound to gateways; never a public gateway unless named here)",
+    )
+    p.add_argument(
+        "--analysis-timeout",
+        metavar="DURATION",
+        help="deadline of one analysis, shorter than --step-interval (default: half of it, at most 1m)",
+    )
+    p.add_argument(
+        "--output",
+        choices=("text", "json"),
+        default="text",
+        help="json: a summary of every step on stdout, for CI (default %(default)s)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print every patch it would send; change nothing")
     p.add_argument("--virtual-service", metavar="NAME", help="default: the service name")
     p.add_argument("--destination-rule", metavar="NAME", help="default: the service name")
@@ -190,6 +263,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--stable-deployment", metavar="NAME", help="default: SERVICE-<stable subset's label value>")
     p.add_argument("--canary-deployment", metavar="NAME", help="default: SERVICE-<canary subset's label value>")
+    p.add_argument(
+        "--cluster-domain",
+        default="cluster.local",
+        metavar="DOMAIN",
+        help="DNS domain that completes short hosts, as Istio does (default %(default)s)",
+    )
     p.add_argument("--container", metavar="NAME", help="container to update (default: the only one, or SERVICE)")
     p.add_argument(
         "--ready-timeout",

@@ -1,5 +1,6 @@
-"""Thin Kubernetes client for the rollout: VirtualServices, DestinationRules and Deployments as plain JSON,
-JSON patches (RFC 6902) guarded by resourceVersion, and the server and Istio versions.
+"""Thin Kubernetes client for the rollout: VirtualServices, DestinationRules, Deployments and
+HorizontalPodAutoscalers as plain JSON, JSON patches (RFC 6902) guarded by resourceVersion, core/v1
+Events, and the server and Istio versions.
 
 Reads are retried on retryable failures; a patch is retried only when the server answered (a lost
 answer may hide an applied patch, whose retry would then look like someone else's edit). A 409 is
@@ -82,9 +83,25 @@ class Kube:
     def patch_deployment(self, namespace: str, name: str, ops: list[Op]) -> JSON:
         return self.kube.patch(_deployment_path(namespace, name), ops, what=f"PATCH deployment {namespace}/{name}")
 
+    def list_hpas(self, namespace: str) -> list[JSON]:
+        return self.kube.list(_hpa_path(namespace), what=f"list horizontalpodautoscalers in {namespace}")
+
+    def patch_hpa(self, namespace: str, name: str, ops: list[Op]) -> JSON:
+        path = f"{_hpa_path(namespace)}/{name}"
+        return self.kube.patch(path, ops, what=f"PATCH horizontalpodautoscaler {namespace}/{name}")
+
+    def create_event(self, namespace: str, event: JSON) -> JSON:
+        """One attempt: an Event is a record, never worth delaying the rollout for."""
+        path = f"/api/v1/namespaces/{namespace}/events"
+        return self.kube.request("POST", path, what=f"POST event in {namespace}", body=event)
+
 
 def _istio_path(plural: str, namespace: str, name: str) -> str:
     return f"/apis/{ISTIO_GROUP}/{ISTIO_VERSION}/namespaces/{namespace}/{plural}/{name}"
+
+
+def _hpa_path(namespace: str) -> str:
+    return f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers"
 
 
 def _deployment_path(namespace: str, name: str) -> str:

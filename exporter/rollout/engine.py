@@ -1,59 +1,92 @@
-"""`exporter rollout`: progressive traffic shifting to a canary with Istio, judged at every step, rolled back
-in seconds when worse, promoted at 100 %.
+"""The rollout state machine over exporter/kube/istio.py: preflight, canary capacity, steps judged by the
+analysis, holds, rollback and promotion, recorded in the VirtualService so a restart resumes.
 
-The service's VirtualService must have HTTP route(s) splitting traffic between the DestinationRule's
-stable and canary subsets; only those routes' weights are patched (plus, with --header, one route of
-our own named `mesh-exporter-canary-header`, and our annotation). Every write is a JSON patch guarded
-by the resourceVersion of our own previous write, so anyone else's edit in between is detected (409)
-and reported, never overwritten. Progress lives in the `mesh-exporter.io/rollout` annotation of the
-VirtualService, written in the same patch as the weights, so a restarted rollout resumes from its step
-or finishes an interrupted rollback. The clock and the wait are injected: tests drive the real code.
+Every VirtualService write is a JSON patch guarded by the resourceVersion of our own previous write, so
+anyone else's edit in between is detected (409) and reported, never overwritten; progress lives in the
+`mesh-exporter.io/rollout` annotation, written in the same patch as the weights. A stop (SIGTERM/SIGINT)
+preempts everything: the analysis and every read made while waiting run in a worker thread that the main
+thread abandons at once, so the first rollback write follows the signal whatever an upstream is doing.
+Datadog events and core/v1 Kubernetes Events go out from background threads, after the traffic writes.
+The clock and the wait are injected: tests drive the real code.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Protocol, TextIO
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import asdict, replace
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, Protocol, TextIO, TypeVar
 
 import structlog
 
-from exporter.canary.analysis import FAIL, PASS, Thresholds, Verdict
+from exporter.canary.analysis import FAIL, PASS, Verdict
 from exporter.errors import ExporterError, KubeError
 from exporter.kube.client import JSON
-from exporter.kube.istio import Kube, Op, apply_patch, pointer, rv_guard
-from exporter.model import ServiceRef
+from exporter.kube.istio import ISTIO_GROUP, ISTIO_VERSION, Kube, Op, apply_patch, pointer, rv_guard
+from exporter.rollout.plan import (
+    ACTIVE_PHASES,
+    ANNOTATION,
+    Plan,
+    RolloutError,
+    State,
+    Targets,
+    canary_replicas,
+    hpa_for,
+    managed_routes,
+    resolve_host,
+    rolled_out,
+    routes_of_host,
+    vs_ops,
+)
 from exporter.sink.datadog import DatadogSink, tags_for
 
 log = structlog.get_logger("exporter.rollout.engine")
 
-ANNOTATION = "mesh-exporter.io/rollout"
-HEADER_ROUTE = "mesh-exporter-canary-header"
 VIRTUAL_SERVICES, DESTINATION_RULES = "virtualservices", "destinationrules"
 ISTIO_SUPPORTED = ((1, 22), (1, 31))
 """networking.istio.io/v1 is served from Istio 1.22; newer minors than the last tested get a warning."""
 
 PROMOTED, ROLLED_BACK, LEFT = "promoted", "rolled-back", "left"
-ACTIVE_PHASES = ("progressing", "promoting", "rolling-back")
+ANALYSIS, ERROR, SIGNAL = "analysis", "error", "signal"
+"""Why a rollout did not promote: the canary failed its analysis, something failed, or it was told to stop."""
+READ_DEADLINE_S = 30.0
+"""A read made while waiting (readiness polls) is abandoned after this long, or at once on a stop."""
+_K8S_REASONS = {
+    "rollout started": "RolloutStarted",
+    "rollout resumed": "RolloutResumed",
+    "rollout step": "RolloutStep",
+    "canary verdict": "CanaryVerdict",
+    "rollout rolled back": "RolledBack",
+    "rollout promoted": "Promoted",
+    "rollout error": "RolloutError",
+    "rollout interrupted": "RolloutStopped",
+}
 
-Analyzer = Callable[[float, "Targets"], Verdict]
+Analyzer = Callable[[float, Targets], Verdict]
 """The analysis of the canary over the window ending at the given unix time."""
-
-
-class RolloutError(ExporterError):
-    """The rollout cannot go on: a missing object, a concurrent edit, a rollout of another image."""
+T = TypeVar("T")
 
 
 class Waiter(Protocol):
     def wait(self, seconds: float) -> bool:
-        """Wait up to `seconds`; True when a stop (SIGTERM) was requested meanwhile."""
+        """Wait up to `seconds`; True when a stop was requested (then at once)."""
+        ...
+
+    def sleep(self, seconds: float) -> None:
+        """Wait `seconds` whether or not a stop was requested (a rollback's bounded waits)."""
         ...
 
     def stopped(self) -> bool: ...
+
+    def stop_reason(self) -> str: ...
 
 
 class SignalWaiter:
@@ -65,147 +98,35 @@ class SignalWaiter:
 
     def __init__(self, *, slice_s: float = 0.05) -> None:
         self.slice_s = slice_s
-        self._stop = False
+        self._stop = ""
 
-    def request_stop(self) -> None:
-        self._stop = True
+    def request_stop(self, reason: str) -> None:
+        self._stop = self._stop or reason
 
     def wait(self, seconds: float) -> bool:
         end = time.monotonic() + seconds
         while not self._stop and (left := end - time.monotonic()) > 0:
             time.sleep(min(self.slice_s, left))
-        return self._stop
+        return bool(self._stop)
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
 
     def stopped(self) -> bool:
+        return bool(self._stop)
+
+    def stop_reason(self) -> str:
         return self._stop
 
 
-@dataclass(frozen=True)
-class Plan:
-    service: ServiceRef
-    image: str
-    steps: tuple[int, ...] = (5, 10, 25, 50, 100)
-    interval_s: float = 300.0
-    window: str = "5m"
-    failure_limit: int = 2
-    hold_limit: int = 3
-    """Inconclusive analyses a step may hold for before the rollout gives up and rolls back."""
-    header: tuple[str, str] | None = None
-    virtual_service: str = ""
-    destination_rule: str = ""
-    stable_subset: str = "stable"
-    canary_subset: str = "canary"
-    subset_label: str = "version"
-    stable_deployment: str = ""
-    canary_deployment: str = ""
-    container: str = ""
-    version_label: str = "destination_version"
-    thresholds: Thresholds = field(default_factory=Thresholds)
-    on_error: str = "rollback"
-    on_sigterm: str = "rollback"
-    istio_root_namespace: str = "istio-system"
-    tags: tuple[str, ...] = ()
-    ready_timeout_s: float = 600.0
-    """How long a Deployment may take to roll out its new image; 0 skips the wait."""
-    ready_poll_s: float = 1.0
-
-    @property
-    def vs_name(self) -> str:
-        return self.virtual_service or self.service.name
-
-    @property
-    def dr_name(self) -> str:
-        return self.destination_rule or self.service.name
-
-
-@dataclass
-class State:
-    """What the annotation records: enough to resume a step or finish a rollback after a restart."""
-
-    image: str
-    previous_image: str
-    phase: str = "progressing"
-    step: int = 0
-    weight: int = 0
-    holds: int = 0
-    failures: int = 0
-    reason: str = ""
-    stable_previous_image: str = ""
-    """Set during promotion: what a rollback must give back to stable."""
-
-    @classmethod
-    def parse(cls, text: str | None) -> State | None:
-        if not text:
-            return None
-        try:
-            data = json.loads(text)
-            return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
-        except (ValueError, TypeError, KeyError):
-            raise RolloutError(f"annotation {ANNOTATION} is not a rollout record: {text[:200]!r}") from None
-
-
-@dataclass(frozen=True)
-class Targets:
-    """What preflight found: the Deployments, their containers, and the version label values to compare."""
-
-    canary_deployment: str
-    stable_deployment: str
-    canary_container: int
-    stable_container: int
-    canary_version: str
-    stable_version: str
-    host: str
-
-
-# ------------------------------------------------------------------------------------ VirtualService ops
-def managed_routes(vs: JSON, plan: Plan) -> list[tuple[int, int, int]]:
-    """(http index, stable destination index, canary destination index) of every route splitting the two."""
-    out = []
-    for i, http in enumerate(vs.get("spec", {}).get("http") or []):
-        if http.get("name") == HEADER_ROUTE:
-            continue
-        subsets = [(d.get("destination") or {}).get("subset") for d in http.get("route") or []]
-        if len(subsets) == 2 and set(subsets) == {plan.stable_subset, plan.canary_subset}:
-            out.append((i, subsets.index(plan.stable_subset), subsets.index(plan.canary_subset)))
-    return out
-
-
-def _header_index(vs: JSON) -> int | None:
-    routes = vs.get("spec", {}).get("http") or []
-    return next((i for i, http in enumerate(routes) if http.get("name") == HEADER_ROUTE), None)
-
-
-def vs_ops(vs: JSON, plan: Plan, targets: Targets, *, canary_weight: int, header: bool, state: State) -> list[Op]:
-    """Ops moving `vs` to the given canary weight (stable gets the rest), header route and recorded state."""
-    ops: list[Op] = []
-    index = _header_index(vs)
-    if header and index is None and plan.header is not None:
-        name, value = plan.header
-        route = {
-            "name": HEADER_ROUTE,
-            "match": [{"headers": {name: {"exact": value}}}],
-            "route": [{"destination": {"host": targets.host, "subset": plan.canary_subset}}],
-        }
-        ops.append({"op": "add", "path": "/spec/http/0", "value": route})
-    elif not header and index is not None:
-        ops.append({"op": "remove", "path": pointer("spec", "http", index)})
-    after = apply_patch(vs, ops)
-    for i, s, c in managed_routes(after, plan):
-        ops.append(
-            {"op": "add", "path": pointer("spec", "http", i, "route", s, "weight"), "value": 100 - canary_weight}
-        )
-        ops.append({"op": "add", "path": pointer("spec", "http", i, "route", c, "weight"), "value": canary_weight})
-    record = json.dumps(asdict(state), separators=(",", ":"))
-    if "annotations" in vs["metadata"]:
-        ops.append({"op": "add", "path": pointer("metadata", "annotations", ANNOTATION), "value": record})
-    else:
-        ops.append({"op": "add", "path": "/metadata/annotations", "value": {ANNOTATION: record}})
-    return ops
+class Stopped(Exception):
+    """Raised inside the rollout when a stop was requested; turned into a rollback or a stop."""
 
 
 # ------------------------------------------------------------------------------------------------ run
 class Rollout:
-    """One rollout of `plan.image`; `run()` returns PROMOTED, ROLLED_BACK or LEFT (stopped for a resume)."""
+    """One rollout of `plan.image`; `run()` returns PROMOTED, ROLLED_BACK or LEFT (stopped for a resume), or
+    raises the error that stopped it. `cause` says why it did not promote; `summary()` is the JSON for CI."""
 
     def __init__(
         self,
@@ -216,6 +137,7 @@ class Rollout:
         clock: Callable[[], float] = time.time,
         waiter: Waiter | None = None,
         events: DatadogSink | None = None,
+        kube_events: bool = True,
         dry_run: bool = False,
         out: TextIO | None = None,
     ) -> None:
@@ -223,7 +145,7 @@ class Rollout:
         self.kube = kube
         self.analyzer = analyzer
         self.clock = clock
-        self.waiter = waiter or SignalWaiter()
+        self.waiter: Waiter = waiter or SignalWaiter()
         self.events = events
         self.dry_run = dry_run
         self.out = out or sys.stdout
@@ -231,7 +153,15 @@ class Rollout:
         self.vs: JSON = {}
         self.targets: Targets | None = None
         self.state = State(image=plan.image, previous_image="")
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="events") if events else None
+        self.outcome, self.cause, self.reason = "", "", ""
+        self.steps: list[JSON] = []
+        self.rollback: JSON | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dd-events") if events else None
+        self._k8s_pool = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="k8s-events") if kube_events and not dry_run else None
+        )
+        self._pending: list[Future[None]] = []
+        self._rolling_back = False
         self._log = log.bind(service=str(plan.service), canary_image=plan.image, dry_run=dry_run)
 
     # ---- preflight ------------------------------------------------------------------------------
@@ -257,26 +187,21 @@ class Rollout:
         dr = self._must(
             lambda: self.kube.get_istio(DESTINATION_RULES, ns, plan.dr_name), f"DestinationRule {ns}/{plan.dr_name}"
         )
+        self._check_destination_rule(dr)
         subsets = {s.get("name"): s.get("labels") or {} for s in dr.get("spec", {}).get("subsets") or []}
-        for name in (plan.stable_subset, plan.canary_subset):
-            if name not in subsets:
-                raise RolloutError(
-                    f"DestinationRule {ns}/{plan.dr_name} has no subset {name!r} (has {sorted(subsets)})"
-                )
-            if plan.subset_label not in subsets[name]:
-                raise RolloutError(
-                    f"subset {name!r} of DestinationRule {ns}/{plan.dr_name} has no label {plan.subset_label!r}"
-                )
         routes = managed_routes(self.vs, plan)
+        if not routes_of_host(self.vs, plan):
+            raise RolloutError(
+                f"VirtualService {ns}/{plan.vs_name} has no route to {plan.host}, the host of {plan.service}; "
+                "name the VirtualService that routes it with --virtual-service"
+            )
         if not routes:
             raise RolloutError(
-                f"no HTTP route of VirtualService {ns}/{plan.vs_name} splits traffic between subsets "
+                f"no HTTP route of VirtualService {ns}/{plan.vs_name} to {plan.host} splits traffic between subsets "
                 f"{plan.stable_subset!r} and {plan.canary_subset!r}; give it one with two destinations, e.g. "
                 f"route: [{{destination: {{host: {plan.service.name}, subset: {plan.stable_subset}}}, weight: 100}}, "
                 f"{{destination: {{host: {plan.service.name}, subset: {plan.canary_subset}}}, weight: 0}}]"
             )
-        i, _, c = routes[0]
-        host = str(self.vs["spec"]["http"][i]["route"][c]["destination"].get("host", plan.service.name))
         stable_label, canary_label = subsets[plan.stable_subset], subsets[plan.canary_subset]
         stable_dep = plan.stable_deployment or f"{plan.service.name}-{stable_label[plan.subset_label]}"
         canary_dep = plan.canary_deployment or f"{plan.service.name}-{canary_label[plan.subset_label]}"
@@ -290,10 +215,44 @@ class Rollout:
             stable_container=stable_container,
             canary_version=canary_dep if by_workload else str(canary_label[plan.subset_label]),
             stable_version=stable_dep if by_workload else str(stable_label[plan.subset_label]),
-            host=host,
+            host=plan.host,
         )
+        hpas = self.kube.list_hpas(ns)
+        for dep in (stable_dep, canary_dep):
+            hpa = hpa_for(hpas, dep)
+            if hpa is not None:
+                spec = hpa.get("spec", {})
+                self._log.info(
+                    "horizontal pod autoscaler manages deployment",
+                    deployment=dep,
+                    hpa=hpa["metadata"]["name"],
+                    min_replicas=spec.get("minReplicas", 1),
+                    max_replicas=spec.get("maxReplicas"),
+                    action="its minReplicas is raised for the canary's capacity, then restored"
+                    if dep == canary_dep
+                    else "stable's replicas when the rollout starts are the capacity reference",
+                )
         self._log.info("rollout targets", **asdict(self.targets), routes=[r[0] for r in routes])
         return self.targets
+
+    def _check_destination_rule(self, dr: JSON) -> None:
+        plan, ns = self.plan, self.ns
+        dr_host = resolve_host(str(dr.get("spec", {}).get("host", "")), ns, plan.cluster_domain)
+        if dr_host != plan.host:
+            raise RolloutError(
+                f"DestinationRule {ns}/{plan.dr_name} is for host {dr_host}, not {plan.host}; "
+                "name the service's own with --destination-rule"
+            )
+        subsets = {s.get("name"): s.get("labels") or {} for s in dr.get("spec", {}).get("subsets") or []}
+        for name in (plan.stable_subset, plan.canary_subset):
+            if name not in subsets:
+                raise RolloutError(
+                    f"DestinationRule {ns}/{plan.dr_name} has no subset {name!r} (has {sorted(subsets)})"
+                )
+            if plan.subset_label not in subsets[name]:
+                raise RolloutError(
+                    f"subset {name!r} of DestinationRule {ns}/{plan.dr_name} has no label {plan.subset_label!r}"
+                )
 
     def _must(self, fetch: Callable[[], JSON], what: str) -> JSON:
         try:
@@ -318,17 +277,61 @@ class Rollout:
             )
         return names.index(wanted)
 
+    # ---- preemption -------------------------------------------------------------------------------
+    def _preemptible(self, fn: Callable[[], T], *, deadline_s: float, what: str) -> T:
+        """`fn()` in a worker thread; Stopped at once on a stop, RolloutError past the deadline. An abandoned
+        call ends with its own client timeout (its thread is a daemon: it never holds the process)."""
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                box["value"] = fn()
+            except BaseException as e:  # handed to the main thread
+                box["error"] = e
+            finally:
+                done.set()
+
+        if self.waiter.stopped():
+            raise Stopped
+        threading.Thread(target=work, name=f"rollout-{what}", daemon=True).start()
+        end = time.monotonic() + deadline_s
+        while not done.wait(0.02):
+            if self.waiter.stopped():
+                self._log.info("abandoned on stop", call=what)
+                raise Stopped
+            if time.monotonic() >= end:
+                raise RolloutError(f"{what} did not finish within {deadline_s:g}s")
+        if "error" in box:
+            raise box["error"]
+        value: T = box["value"]
+        return value
+
+    def _call(self, fn: Callable[[], T], what: str) -> T:
+        """A Kubernetes call on the way forward: abandoned on a stop like the analysis (a write it abandons is
+        resourceVersion-guarded, so if it lands after the rollback's it is refused with a 409). A rollback's
+        own calls run directly: nothing interrupts them."""
+        if self._rolling_back or self.dry_run:
+            return fn()
+        return self._preemptible(fn, deadline_s=READ_DEADLINE_S, what=what)
+
+    def _wait(self, seconds: float) -> None:
+        if self.waiter.wait(seconds):
+            raise Stopped
+
     # ---- writes ---------------------------------------------------------------------------------
     def _write_vs(self, *, canary_weight: int, header: bool, why: str) -> None:
-        assert self.targets is not None
-        ops = vs_ops(self.vs, self.plan, self.targets, canary_weight=canary_weight, header=header, state=self.state)
+        ops = vs_ops(self.vs, self.plan, canary_weight=canary_weight, header=header, state=self.state)
         patch = [rv_guard(self.vs), *ops]
         if self.dry_run:
             self._print(f"VirtualService {self.ns}/{self.plan.vs_name}", why, patch)
             self.vs = apply_patch(self.vs, ops)
             return
         try:
-            self.vs = self.kube.patch_istio(VIRTUAL_SERVICES, self.ns, self.plan.vs_name, patch)
+            self.vs = self._call(
+                lambda: self.kube.patch_istio(VIRTUAL_SERVICES, self.ns, self.plan.vs_name, patch),
+                f"PATCH {self.plan.vs_name}",
+            )
         except KubeError as e:
             if e.status == 409:
                 raise RolloutError(
@@ -337,62 +340,141 @@ class Rollout:
                 ) from None
             raise
 
-    def _set_image(self, deployment: str, container: int, image: str, why: str, *, expect: str = "") -> str:
-        """Set the container's image with a resourceVersion-guarded patch; returns the image it had.
-
-        A 409 is re-read: when only the status moved (the Deployment controller writes it often) the patch is
-        sent again; when the image is no longer `expect` (someone else set one), it is reported, not overwritten.
-        """
+    def _patch_deployment(self, deployment: str, why: str, change: Callable[[JSON], list[Op] | None]) -> JSON:
+        """Re-read, build ops with `change` (None: nothing to do), send them guarded by resourceVersion; a 409
+        (the controller writes status often) is re-read and tried again, up to three times."""
         for attempt in range(3):
-            dep = self.kube.get_deployment(self.ns, deployment)
-            previous = str(dep["spec"]["template"]["spec"]["containers"][container].get("image", ""))
-            if previous == image:
-                return previous
-            if expect and previous != expect:
-                raise RolloutError(
-                    f"Deployment {self.ns}/{deployment} runs {previous}, not {expect}: someone else changed its image; "
-                    "not overwritten"
-                )
-            path = pointer("spec", "template", "spec", "containers", container, "image")
-            ops = [rv_guard(dep), {"op": "replace", "path": path, "value": image}]
+            dep = self._call(lambda: self.kube.get_deployment(self.ns, deployment), f"GET {deployment}")
+            ops = change(dep)
+            if not ops:
+                return dep
+            patch = [rv_guard(dep), *ops]
             if self.dry_run:
-                self._print(f"Deployment {self.ns}/{deployment}", why, ops)
-                return previous
+                self._print(f"Deployment {self.ns}/{deployment}", why, patch)
+                return dep
             try:
-                self.kube.patch_deployment(self.ns, deployment, ops)
+                send = partial(self.kube.patch_deployment, self.ns, deployment, patch)
+                return self._call(send, f"PATCH {deployment}")
             except KubeError as e:
                 if e.status != 409 or attempt == 2:
                     raise
                 self._log.info("deployment changed meanwhile; re-reading", deployment=deployment)
-                expect = previous
-                continue
-            self._log.info("deployment image set", deployment=deployment, image=image, previous=previous)
-            return previous
         raise AssertionError("unreachable")
 
-    def _wait_ready(self, deployment: str) -> bool:
-        """Wait until the Deployment has rolled out (as `kubectl rollout status` judges it); True if interrupted."""
+    def _set_image(self, deployment: str, container: int, image: str, why: str, *, expect: str = "") -> str:
+        """Set the container's image; returns the image it had. When the image is no longer `expect` (someone
+        else set one), that is reported, not overwritten."""
+        seen: list[str] = []
+
+        def change(dep: JSON) -> list[Op] | None:
+            previous = str(dep["spec"]["template"]["spec"]["containers"][container].get("image", ""))
+            wanted = expect or (seen[0] if seen else "")  # after a 409: the image must still be the one we saw
+            seen.append(previous)
+            if previous == image:
+                return None
+            if wanted and previous != wanted:
+                raise RolloutError(
+                    f"Deployment {self.ns}/{deployment} runs {previous}, not {wanted}: someone else changed its image; "
+                    "not overwritten"
+                )
+            path = pointer("spec", "template", "spec", "containers", container, "image")
+            return [{"op": "replace", "path": path, "value": image}]
+
+        self._patch_deployment(deployment, why, change)
+        if seen[-1] != image:
+            self._log.info("deployment image set", deployment=deployment, image=image, previous=seen[-1])
+        return seen[-1]
+
+    def _scale_canary(self, replicas: int, why: str) -> None:
+        """The canary's spec.replicas to `replicas`, or, under an HPA, its minReplicas (and maxReplicas if
+        below) raised to `replicas`; `replicas` 0 gives back what the rollout found."""
+        assert self.targets is not None
+        state, name = self.state, self.targets.canary_deployment
+        if state.canary_hpa:
+            low = replicas or state.canary_hpa_min
+            high = max(low, state.canary_hpa_max) if replicas else state.canary_hpa_max
+            ops: list[Op] = [
+                {"op": "add", "path": "/spec/minReplicas", "value": low},
+                {"op": "replace", "path": "/spec/maxReplicas", "value": high},
+            ]
+            if self.dry_run:
+                self._print(f"HorizontalPodAutoscaler {self.ns}/{state.canary_hpa}", why, ops)
+                return
+            self.kube.patch_hpa(self.ns, state.canary_hpa, ops)
+            self._log.info("canary autoscaler set", hpa=state.canary_hpa, min_replicas=low, max_replicas=high, why=why)
+            return
+        target = replicas or state.canary_replicas
+
+        def change(dep: JSON) -> list[Op] | None:
+            if int(dep["spec"].get("replicas", 1)) == target:
+                return None
+            return [{"op": "add", "path": "/spec/replicas", "value": target}]
+
+        self._patch_deployment(name, why, change)
+        self._log.info("canary scaled", deployment=name, replicas=target, why=why)
+
+    def _ensure_capacity(self, weight: int) -> int:
+        """Scale the canary to carry `weight` % before it gets it, and wait until that many are available."""
+        assert self.targets is not None
+        state = self.state
+        need = canary_replicas(state.stable_replicas, weight, state.canary_replicas)
+        name = self.targets.canary_deployment
+        dep = self._call(lambda: self.kube.get_deployment(self.ns, name), f"GET {name}")
+        has = int(dep["spec"].get("replicas", 1))
+        if has < need or (state.canary_hpa and need > state.canary_hpa_min):
+            self._scale_canary(need, f"capacity for {weight} %: {need} replicas (stable had {state.stable_replicas})")
+        self._wait_ready(self.targets.canary_deployment, replicas=need)
+        return need
+
+    # ---- readiness --------------------------------------------------------------------------------
+    def _ready(self, deployment: str, *, replicas: int, image: str, container: int) -> tuple[bool, str]:
+        dep = self._call(lambda: self.kube.get_deployment(self.ns, deployment), f"GET {deployment}")
+        return rolled_out(dep, replicas=replicas, image=image, container=container)
+
+    def _wait_ready(self, deployment: str, *, replicas: int = 0, image: str = "", container: int = 0) -> None:
+        """Wait until the Deployment has rolled out (as `kubectl rollout status` judges it) with at least
+        `replicas` available and, when given, `image` in its spec; a stop interrupts it."""
+        if self.dry_run or self.plan.ready_timeout_s <= 0:
+            return
+        deadline = self.clock() + self.plan.ready_timeout_s
+        while True:
+            ready, detail = self._ready(deployment, replicas=replicas, image=image, container=container)
+            if ready:
+                self._log.info("deployment ready", deployment=deployment, replicas=replicas or None)
+                return
+            if self.clock() >= deadline:
+                raise RolloutError(
+                    f"Deployment {self.ns}/{deployment} not rolled out after {self.plan.ready_timeout_s:g}s: {detail}"
+                )
+            self._wait(self.plan.ready_poll_s)
+
+    def _wait_restored(self, deployment: str, image: str, container: int) -> bool:
+        """A rollback's bounded wait for the restored image (not interrupted by the stop that caused it)."""
         if self.dry_run or self.plan.ready_timeout_s <= 0:
             return False
         deadline = self.clock() + self.plan.ready_timeout_s
-        while True:
-            dep = self.kube.get_deployment(self.ns, deployment)
-            want = int(dep.get("spec", {}).get("replicas", 1))
-            st = dep.get("status") or {}
-            observed = int(st.get("observedGeneration", 0)) >= int(dep["metadata"].get("generation", 0))
-            counts = {k: int(st.get(k, 0)) for k in ("replicas", "updatedReplicas", "availableReplicas")}
-            updated = counts["updatedReplicas"]
-            if observed and updated >= want and counts["replicas"] <= updated <= counts["availableReplicas"]:
-                self._log.info("deployment ready", deployment=deployment, replicas=want)
-                return False
-            if self.clock() >= deadline:
-                raise RolloutError(
-                    f"Deployment {self.ns}/{deployment} not rolled out after {self.plan.ready_timeout_s:g}s: "
-                    f"generation observed={observed}, {counts}, wanted {want}"
+        detail = ""
+        while self.clock() < deadline:
+            try:
+                ready, detail = rolled_out(
+                    self.kube.get_deployment(self.ns, deployment), replicas=0, image=image, container=container
                 )
-            if self.waiter.wait(self.plan.ready_poll_s):
+            except ExporterError as e:
+                ready, detail = False, str(e)
+            if ready:
+                self._log.info("rollback: restored image ready", deployment=deployment, image=image)
                 return True
+            self.waiter.sleep(self.plan.ready_poll_s)
+        self._log.warning(
+            "rollback: restored image not ready in time",
+            deployment=deployment,
+            image=image,
+            timeout_s=self.plan.ready_timeout_s,
+            detail=detail,
+        )
+        return False
 
+    # ---- reporting --------------------------------------------------------------------------------
     def _print(self, target: str, why: str, ops: list[Op]) -> None:
         lines = ",\n".join(f"  {json.dumps(op, ensure_ascii=False)}" for op in ops)
         self.out.write(f"# {why}\nPATCH {target} (application/json-patch+json)\n[\n{lines}\n]\n\n")
@@ -400,9 +482,14 @@ class Rollout:
     def _notify(self, event: str, *, title: str, alert: str = "info", **fields: Any) -> None:
         level = {"error": "error", "warning": "warning"}.get(alert, "info")
         getattr(self._log, level)(event, **fields)
-        if self._pool is None or self.events is None or self.dry_run:
+        if self.dry_run:
             return
         text = ", ".join(f"{k}={v}" for k, v in fields.items())
+        if self._k8s_pool is not None and self.vs:
+            body = self._k8s_event(event, title, text, warning=alert in ("error", "warning"))
+            self._pending.append(self._k8s_pool.submit(self._send_k8s_event, event, body))
+        if self._pool is None or self.events is None:
+            return
         tags = (
             *tags_for(namespace=self.plan.service.namespace, service=self.plan.service.name, extra=self.plan.tags),
             "source:mesh-exporter",
@@ -416,25 +503,97 @@ class Rollout:
             except ExporterError as e:
                 self._log.warning("datadog event not sent", event=event, error=str(e))
 
-        self._pool.submit(send)
+        self._pending.append(self._pool.submit(send))
+
+    def _k8s_event(self, event: str, title: str, text: str, *, warning: bool) -> JSON:
+        """A core/v1 Event about the VirtualService, as `kubectl describe virtualservice` lists them."""
+        meta = self.vs.get("metadata", {})
+        now = datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{self.plan.vs_name}.", "namespace": self.ns},
+            "involvedObject": {
+                "apiVersion": f"{ISTIO_GROUP}/{ISTIO_VERSION}",
+                "kind": "VirtualService",
+                "namespace": self.ns,
+                "name": self.plan.vs_name,
+                "uid": meta.get("uid", ""),
+                "resourceVersion": meta.get("resourceVersion", ""),
+            },
+            "reason": _K8S_REASONS.get(event, "Rollout"),
+            "message": f"{title}: {text}"[:1024] if text else title,
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": "mesh-exporter-rollout"},
+            "reportingComponent": "mesh-exporter.io/rollout",
+            "reportingInstance": socket.gethostname()[:128],
+            "action": "Rollout",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+
+    def _send_k8s_event(self, event: str, body: JSON) -> None:
+        try:
+            self.kube.create_event(self.ns, body)
+        except ExporterError as e:
+            self._log.warning("kubernetes event not recorded", event=event, error=str(e))
+
+    def summary(self) -> JSON:
+        """What happened, step by step, for CI (`--output json`)."""
+        return {
+            "namespace": self.plan.service.namespace,
+            "service": self.plan.service.name,
+            "virtual_service": self.plan.vs_name,
+            "image": self.plan.image,
+            "previous_image": self.state.previous_image,
+            "outcome": self.outcome or "error",
+            "cause": self.cause or None,
+            "reason": self.reason or None,
+            "dry_run": self.dry_run,
+            "stable_replicas": self.state.stable_replicas or None,
+            "steps": self.steps,
+            "rollback": self.rollback,
+        }
 
     # ---- the rollout ----------------------------------------------------------------------------
     def run(self) -> str:
         try:
-            return self._run()
+            self.outcome = self._run()
+            return self.outcome
+        except ExporterError as e:
+            self.cause, self.reason = self.cause or ERROR, self.reason or str(e)
+            self.outcome = self.outcome or (ROLLED_BACK if self.state.phase == "rolled-back" else "error")
+            raise
         finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
+            self._drain()
+
+    def _drain(self, timeout_s: float = 10.0) -> None:
+        """Let the background events go out, bounded: a hung Datadog or API never holds the exit."""
+        wait_futures(self._pending, timeout=timeout_s)
+        for pool in (self._pool, self._k8s_pool):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
 
     def _run(self) -> str:
         plan = self.plan
         targets = self.preflight()
         recorded = State.parse((self.vs["metadata"].get("annotations") or {}).get(ANNOTATION))
         if recorded and recorded.phase in ACTIVE_PHASES:
+            if not recorded.stable_replicas:  # recorded by a version that did not scale the canary
+                found = self._initial_state(targets)
+                recorded = replace(
+                    recorded,
+                    stable_replicas=found.stable_replicas,
+                    canary_replicas=found.canary_replicas,
+                    canary_hpa=found.canary_hpa,
+                    canary_hpa_min=found.canary_hpa_min,
+                    canary_hpa_max=found.canary_hpa_max,
+                )
             if recorded.phase == "rolling-back":
                 self._log.info("rollout resumed", phase=recorded.phase, step=recorded.step)
                 self.state = recorded
-                return self._rollback(recorded.reason or "finishing an interrupted rollback", None)
+                return self._rollback(recorded.reason or "finishing an interrupted rollback", None, cause=ERROR)
             if recorded.image != plan.image:
                 raise RolloutError(
                     f"a rollout of {recorded.image} is in progress on {plan.service} (step {recorded.step + 1}, "
@@ -449,17 +608,22 @@ class Rollout:
                 phase=recorded.phase,
             )
         else:
-            previous = self._current_image(targets.canary_deployment, targets.canary_container)
-            self.state = State(image=plan.image, previous_image=previous)
+            self.state = self._initial_state(targets)
             self._notify(
                 "rollout started",
                 title=f"Rollout of {plan.service} started",
                 steps=list(plan.steps),
-                previous_image=previous,
+                previous_image=self.state.previous_image,
+                stable_replicas=self.state.stable_replicas,
             )
         try:
             return self._progress()
+        except Stopped:
+            return self._interrupted()
         except ExporterError as e:
+            if self.waiter.stopped() and not self._rolling_back:  # e.g. a write cut short by the signal
+                self._log.warning("error after the stop request", error=str(e))
+                return self._interrupted()
             self._notify(
                 "rollout error",
                 title=f"Rollout of {plan.service} failed",
@@ -467,34 +631,58 @@ class Rollout:
                 error=str(e),
                 step=self.state.step + 1,
             )
+            self.cause, self.reason = ERROR, str(e)
             if plan.on_error == "rollback" and self.state.phase != "promoted" and not self.dry_run:
-                self._rollback(f"error: {e}", None)
+                self._rollback(f"error: {e}", None, cause=ERROR)
             raise
 
+    def _initial_state(self, targets: Targets) -> State:
+        canary = self.kube.get_deployment(self.ns, targets.canary_deployment)
+        stable = self.kube.get_deployment(self.ns, targets.stable_deployment)
+        previous = str(canary["spec"]["template"]["spec"]["containers"][targets.canary_container].get("image", ""))
+        hpa = hpa_for(self.kube.list_hpas(self.ns), targets.canary_deployment)
+        spec = (hpa or {}).get("spec", {})
+        return State(
+            image=self.plan.image,
+            previous_image=previous,
+            stable_replicas=int(stable["spec"].get("replicas", 1)),
+            canary_replicas=int(canary["spec"].get("replicas", 1)),
+            canary_hpa=(hpa or {}).get("metadata", {}).get("name", ""),
+            canary_hpa_min=int(spec.get("minReplicas", 1)) if hpa else 0,
+            canary_hpa_max=int(spec.get("maxReplicas", 1)) if hpa else 0,
+        )
+
     def _current_image(self, deployment: str, container: int) -> str:
-        dep = self.kube.get_deployment(self.ns, deployment)
+        dep = self._call(lambda: self.kube.get_deployment(self.ns, deployment), f"GET {deployment}")
         return str(dep["spec"]["template"]["spec"]["containers"][container].get("image", ""))
 
     def _progress(self) -> str:
         plan = self.plan
         assert self.targets is not None
+        if self.waiter.stopped():
+            raise Stopped
         if self.state.phase == "promoting":
             return self._promote()
         expect = "" if self.state.step or self.state.weight else self.state.previous_image
         targets = self.targets
         self._set_image(targets.canary_deployment, targets.canary_container, plan.image, "canary image", expect=expect)
-        if self._wait_ready(targets.canary_deployment):
-            return self._interrupted()
+        self._wait_ready(targets.canary_deployment, image=plan.image, container=targets.canary_container)
         for index in range(self.state.step, len(plan.steps)):
             weight = plan.steps[index]
             if weight == 100:
                 break
+            replicas = self._ensure_capacity(weight)
             if index != self.state.step or self.state.weight != weight:
                 self.state = replace(self.state, step=index, weight=weight, holds=0, failures=0)
             why = f"step {index + 1}/{len(plan.steps)}: canary {weight} %, stable {100 - weight} %"
             self._write_vs(canary_weight=weight, header=plan.header is not None, why=why)
+            self.steps.append({"step": index + 1, "weight": weight, "canary_replicas": replicas, "analyses": []})
             self._notify(
-                "rollout step", title=f"Rollout of {plan.service}: canary at {weight} %", step=index + 1, weight=weight
+                "rollout step",
+                title=f"Rollout of {plan.service}: canary at {weight} %",
+                step=index + 1,
+                weight=weight,
+                canary_replicas=replicas,
             )
             if self.dry_run:
                 continue
@@ -503,25 +691,31 @@ class Rollout:
                 return outcome
         return self._promote()
 
-    def _judge(self) -> str | None:
-        """Wait and analyse until the step passes (None), or roll back / stop (the outcome)."""
-        plan, state = self.plan, self.state
+    def _analyse(self) -> tuple[Verdict, float]:
         assert self.targets is not None
+        targets, at = self.targets, self.clock()
+        deadline = self.plan.analysis_deadline_s
+        verdict = self._preemptible(lambda: self.analyzer(at, targets), deadline_s=deadline, what="analysis")
+        return verdict, time.monotonic()
+
+    def _judge(self) -> str | None:
+        """Wait and analyse until the step passes (None), or roll back (the outcome); Stopped on a stop."""
+        plan, state = self.plan, self.state
         while True:
-            if self.waiter.wait(plan.interval_s) or self.waiter.stopped():
-                return self._interrupted()
-            verdict = self.analyzer(self.clock(), self.targets)
-            decided = time.monotonic()
-            if self.waiter.stopped():
-                return self._interrupted()
+            self._wait(plan.interval_s)
+            verdict, decided = self._analyse()
             where = {"verdict": verdict.result, "step": state.step + 1, "weight": state.weight}
             figures = {
                 "canary_requests": verdict.canary.requests,
                 "stable_requests": verdict.stable.requests,
                 "canary_success_pct": verdict.canary.success_rate_pct,
+                "stable_success_pct": verdict.stable.success_rate_pct,
                 "canary_p99_ms": verdict.canary.p99_ms,
+                "stable_p99_ms": verdict.stable.p99_ms,
                 "reasons": list(verdict.reasons),
             }
+            if self.steps:
+                self.steps[-1]["analyses"].append({"verdict": verdict.result, **figures})
             if verdict.result == PASS:
                 state.failures = 0
                 title = f"Canary of {plan.service} passed at {state.weight} %"
@@ -536,7 +730,7 @@ class Rollout:
                 give_up = state.holds > plan.hold_limit
                 reason = f"inconclusive {state.holds} times at {state.weight} %: " + "; ".join(verdict.reasons)
             if give_up:
-                outcome = self._rollback(reason, decided)  # traffic first: events and logs can wait
+                outcome = self._rollback(reason, decided, cause=ANALYSIS)  # traffic first: events and logs can wait
                 title = f"Canary of {plan.service}: {verdict.result}, rolled back"
                 self._notify("canary verdict", title=title, alert="error", **where, **figures)
                 return outcome
@@ -553,20 +747,26 @@ class Rollout:
             )
 
     def _interrupted(self) -> str:
+        reason = f"interrupted ({self.waiter.stop_reason() or 'stop requested'})"
         if self.plan.on_sigterm == "rollback":
-            return self._rollback("interrupted (SIGTERM)", time.monotonic())
+            return self._rollback(reason, time.monotonic(), cause=SIGNAL)
+        self.cause, self.reason = SIGNAL, reason
         self._notify(
             "rollout interrupted",
             title=f"Rollout of {self.plan.service} stopped; it resumes on restart",
             alert="warning",
             step=self.state.step + 1,
             weight=self.state.weight,
+            reason=reason,
         )
         return LEFT
 
-    def _rollback(self, reason: str, decided: float | None) -> str:
-        """All traffic to stable first (re-reading on a conflict), then the canary image restored."""
+    def _rollback(self, reason: str, decided: float | None, *, cause: str) -> str:
+        """All traffic to stable first (re-reading on a conflict), then images and replicas given back, then a
+        bounded wait for the restored canary."""
         assert self.targets is not None
+        self._rolling_back = True
+        self.cause, self.reason = cause, reason
         self.state = replace(self.state, phase="rolling-back", reason=reason)
         for attempt in range(3):
             try:
@@ -580,27 +780,44 @@ class Rollout:
         since = None if decided is None else round(time.monotonic() - decided, 3)
         self._log.warning("rollback traffic switched", reason=reason, seconds_since_decision=since)
         targets, state = self.targets, self.state
+        restored: list[tuple[str, str, int]] = []
         if state.previous_image:
             why = "rollback: restore the canary image"
             self._set_image(targets.canary_deployment, targets.canary_container, state.previous_image, why)
+            restored.append((targets.canary_deployment, state.previous_image, targets.canary_container))
         if state.stable_previous_image:  # the rollback interrupted a promotion
             why = "rollback: restore the stable image"
             self._set_image(targets.stable_deployment, targets.stable_container, state.stable_previous_image, why)
+            restored.append((targets.stable_deployment, state.stable_previous_image, targets.stable_container))
+        if state.canary_replicas or state.canary_hpa:
+            self._scale_canary(0, "rollback: the canary's replicas as they were")
+        ready = {dep: self._wait_restored(dep, image, c) for dep, image, c in restored}
         self.state = replace(self.state, phase="rolled-back", weight=0)
         self._write_vs(canary_weight=0, header=False, why="rollback done")
+        self.rollback = {
+            "reason": reason,
+            "cause": cause,
+            "seconds_after_decision": since,
+            "restored_image": state.previous_image,
+            "restored_ready": ready,
+        }
         self._notify(
             "rollout rolled back",
             title=f"Rollout of {self.plan.service} rolled back",
             alert="error",
             reason=reason,
             restored_image=self.state.previous_image,
+            restored_ready=all(ready.values()),
         )
         return ROLLED_BACK
 
     def _promote(self) -> str:
+        """Canary scaled to stable's size and given all traffic; stable rolls out the new image and is ready
+        before traffic returns to it; the canary keeps its replicas until then."""
         plan = self.plan
         assert self.targets is not None
         targets = self.targets
+        replicas = self._ensure_capacity(100)
         before = self.state.stable_previous_image or self._current_image(
             targets.stable_deployment, targets.stable_container
         )
@@ -608,14 +825,13 @@ class Rollout:
             self.state, phase="promoting", weight=100, step=len(plan.steps) - 1, stable_previous_image=before
         )
         self._write_vs(canary_weight=100, header=plan.header is not None, why="promotion: canary 100 %")
+        self.steps.append({"step": len(plan.steps), "weight": 100, "canary_replicas": replicas, "analyses": []})
         why = "promotion: stable gets the canary image"
         self._set_image(targets.stable_deployment, targets.stable_container, plan.image, why, expect=before)
-        if self._wait_ready(targets.stable_deployment):
-            return self._interrupted()
+        self._wait_ready(targets.stable_deployment, image=plan.image, container=targets.stable_container)
         self.state = replace(self.state, phase="promoted", weight=0)
         self._write_vs(canary_weight=0, header=False, why="promotion: stable 100 % (now on the new image)")
+        if self.state.canary_replicas or self.state.canary_hpa:
+            self._scale_canary(0, "after promotion: the canary's replicas as they were")
         self._notify("rollout promoted", title=f"Rollout of {plan.service} promoted", alert="success", image=plan.image)
         return PROMOTED
-
-
-# ------------------------------------------------------------------------------------------------ CLI

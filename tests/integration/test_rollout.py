@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,27 @@ from exporter.kube.client import KubeClient, api_client
 from exporter.kube.istio import Kube
 from exporter.model import ServiceRef
 from exporter.retry import RetryPolicy
-from exporter.rollout.engine import ANNOTATION, LEFT, PROMOTED, ROLLED_BACK, Plan, Rollout, RolloutError
+from exporter.rollout.engine import ANALYSIS, LEFT, PROMOTED, ROLLED_BACK, SIGNAL, Rollout
+from exporter.rollout.plan import ANNOTATION, Plan, RolloutError
 from exporter.sink.datadog import DatadogAPI, DatadogSink
-from sandbox.intake import FakeIntake
+from sandbox.intake import FakeIntake, Reply
 from sandbox.kubeapi import FakeKubeAPI
 from sandbox.meshsim import Phase, Service
-from tests.support.canary_mesh import NEW_IMAGE, OLD_IMAGE, equal, istiod, rollout_objects, sparse, worse
+from sandbox.proxy import Fault, FaultProxy
+from tests.support.canary_mesh import (
+    CANARY_REPLICAS,
+    NEW_IMAGE,
+    OLD_IMAGE,
+    STABLE_REPLICAS,
+    destination_rule,
+    equal,
+    hpa,
+    istiod,
+    rollout_objects,
+    shared_virtual_service,
+    sparse,
+    worse,
+)
 from tests.support.prom import PrometheusFactory
 
 STEP = 30.0
@@ -70,8 +86,9 @@ def data(make_prometheus: PrometheusFactory) -> Data:
 
 
 class DeploymentController:
-    """Plays kube-controller-manager's part: a Deployment whose spec changed is reported rolled out, through
-    the status subresource with a resourceVersion guard (so it races with the rollout as the real one does)."""
+    """Plays kube-controller-manager's part: an HPA keeps its Deployment's replicas within [min, max]; a
+    Deployment whose spec changed is reported rolled out, through the status subresource with a
+    resourceVersion guard (so it races with the rollout as the real one does)."""
 
     def __init__(self, server: FakeKubeAPI, kubeconfig: Path) -> None:
         self.server = server
@@ -79,6 +96,14 @@ class DeploymentController:
         self.stuck: set[str] = set()
 
     def sync(self) -> None:
+        for scaler in self.server.objects("autoscaling/v2", "horizontalpodautoscalers"):
+            spec, ns = scaler["spec"], scaler["metadata"]["namespace"]
+            target = self.server.get("apps/v1", "deployments", ns, spec["scaleTargetRef"]["name"])
+            assert target is not None
+            have = target["spec"]["replicas"]
+            want = min(max(have, spec.get("minReplicas", 1)), spec["maxReplicas"])
+            if want != have:
+                self.apps.patch_namespaced_deployment(target["metadata"]["name"], ns, {"spec": {"replicas": want}})
         for obj in self.server.objects("apps/v1", "deployments"):
             meta = obj["metadata"]
             if meta["name"] in self.stuck or (obj.get("status") or {}).get("observedGeneration") == meta["generation"]:
@@ -124,6 +149,8 @@ class FakeClock:
     stop_at: int | None = None
     stop_at_poll: int | None = None
     controller: DeploymentController | None = None
+    observe: Callable[[], None] | None = None
+    """Called at every wait and poll, before the controller syncs."""
     waits: int = 0
     polls: int = 0
     stop: bool = False
@@ -133,6 +160,8 @@ class FakeClock:
 
     def wait(self, seconds: float) -> bool:
         self.now += seconds
+        if self.observe is not None:
+            self.observe()
         if seconds < 60:
             self.polls += 1
             if self.controller is not None:
@@ -146,8 +175,19 @@ class FakeClock:
             self.stop = True
         return self.stop
 
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        if self.observe is not None:
+            self.observe()
+        self.polls += 1
+        if self.controller is not None:
+            self.controller.sync()
+
     def stopped(self) -> bool:
         return self.stop
+
+    def stop_reason(self) -> str:
+        return "SIGTERM" if self.stop else ""
 
 
 def vs(api: FakeKubeAPI, name: str) -> dict[str, Any]:
@@ -191,12 +231,13 @@ def make_rollout(
     events: DatadogSink | None = None,
     dry_run: bool = False,
     out: io.StringIO | None = None,
+    kube_type: type[Kube] = Kube,
     **overrides: Any,
 ) -> Rollout:
     overrides.setdefault("image", NEW_IMAGE)
     plan = Plan(service=ServiceRef("shop", name), interval_s=INTERVAL, window="5m", **overrides)
     analyzer = analyzer_for(plan, Settings(prometheus_url=data.url))
-    kube = Kube(KubeClient(api_client(str(cluster.kubeconfig)), retry=RetryPolicy(sleep=lambda s: None)))
+    kube = kube_type(KubeClient(api_client(str(cluster.kubeconfig)), retry=RetryPolicy(sleep=lambda s: None)))
     clock.controller = clock.controller or cluster.controller
     return Rollout(plan, kube, analyzer, clock=clock, waiter=clock, events=events, dry_run=dry_run, out=out)
 
@@ -207,6 +248,22 @@ def snapshots(api: FakeKubeAPI, name: str, clock: FakeClock, count: int = 12) ->
     for n in range(1, count + 1):
         clock.hooks.setdefault(n, lambda: seen.append(vs(api, name)))
     return seen
+
+
+def replicas(api: FakeKubeAPI, deployment: str) -> tuple[int, int]:
+    """(spec.replicas, status.availableReplicas) of the Deployment as the API holds it."""
+    obj = api.get("apps/v1", "deployments", "shop", deployment)
+    assert obj is not None
+    return obj["spec"]["replicas"], (obj.get("status") or {}).get("availableReplicas", 0)
+
+
+def k8s_events(api: FakeKubeAPI, vs_name: str) -> list[dict[str, Any]]:
+    """core/v1 Events the API holds about the VirtualService, in the order they were created."""
+    found = [
+        e for e in api.objects("v1", "events")
+        if e["involvedObject"] == {**e["involvedObject"], "kind": "VirtualService", "name": vs_name}
+    ]  # fmt: skip
+    return sorted(found, key=lambda e: int(e["metadata"]["resourceVersion"]))
 
 
 # ------------------------------------------------------------------------------------------------ tests
@@ -227,7 +284,7 @@ def test_promotion_walks_every_step_with_the_header_route_then_promotes(data: Da
         header = s["spec"]["http"][0]
         assert header["name"] == "mesh-exporter-canary-header"
         assert header["match"] == [{"headers": {"x-canary": {"exact": "true"}}}]
-        assert header["route"] == [{"destination": {"host": "reviews", "subset": "canary"}}]
+        assert header["route"] == [{"destination": {"host": "reviews.shop.svc.cluster.local", "subset": "canary"}}]
         assert user_fields(s) == user_fields(before)
         assert record(s)["phase"] == "progressing"
     # at the end: stable runs the new image and takes all traffic; no header route left
@@ -335,20 +392,24 @@ def test_resume_after_restart_continues_from_the_recorded_step(data: Data, api: 
     assert record(held) | {"reason": ""} == {
         "image": NEW_IMAGE, "previous_image": OLD_IMAGE, "phase": "progressing", "step": 1, "weight": 10,
         "holds": 0, "failures": 0, "reason": "", "stable_previous_image": "",
+        "stable_replicas": STABLE_REPLICAS, "canary_replicas": CANARY_REPLICAS,
+        "canary_hpa": "", "canary_hpa_min": 0, "canary_hpa_max": 0,
     }  # fmt: skip
 
-    def image_patches() -> int:
+    def canary_image_patches() -> int:
         return sum(
-            r.method == "PATCH" and r.status == 200 and "/deployments/" in r.path and not r.path.endswith("/status")
+            r.method == "PATCH" and r.status == 200 and r.path.endswith("/deployments/reviews-canary")
+            and b"/image" in r.body
             for r in server.requests
-        )
+        )  # fmt: skip
 
-    before = image_patches()
+    before = canary_image_patches()
     second = FakeClock(first.now)
     seen = snapshots(server, "reviews", second)
     assert make_rollout(data, api, "reviews", second).run() == PROMOTED
     assert [weights(s)["canary"] for s in seen] == [10, 25, 50]  # from the recorded step, not from 5 %
-    assert image_patches() - before == 1  # the canary already had its image: only the promotion's stable patch
+    assert canary_image_patches() == before  # the canary already had its image
+    assert replicas(server, "reviews-canary")[0] == CANARY_REPLICAS  # from the record: given back after promotion
     assert image(server, "reviews-stable") == NEW_IMAGE
     assert weights(vs(server, "reviews")) == {"stable": 100, "canary": 0}
 
@@ -401,14 +462,24 @@ def test_dry_run_prints_every_patch_and_changes_nothing(data: Data, api: Cluster
     patches = [json.loads(block.split("\n", 2)[2]) for block in text.strip().split("\n\n")]
     headers = [block.split("\n", 1)[0] for block in text.strip().split("\n\n")]
     assert headers == [
-        "# canary image", "# step 1/5: canary 5 %, stable 95 %", "# step 2/5: canary 10 %, stable 90 %",
-        "# step 3/5: canary 25 %, stable 75 %", "# step 4/5: canary 50 %, stable 50 %",
-        "# promotion: canary 100 %", "# promotion: stable gets the canary image",
+        "# canary image",
+        "# step 1/5: canary 5 %, stable 95 %",
+        "# step 2/5: canary 10 %, stable 90 %",
+        "# step 3/5: canary 25 %, stable 75 %",
+        "# capacity for 50 %: 2 replicas (stable had 3)",
+        "# step 4/5: canary 50 %, stable 50 %",
+        "# capacity for 100 %: 3 replicas (stable had 3)",
+        "# promotion: canary 100 %",
+        "# promotion: stable gets the canary image",
         "# promotion: stable 100 % (now on the new image)",
-    ]  # fmt: skip
+    ]  # fmt: skip  (ceil(3 × 25 / 100) = 1 replica is what the canary has; ceil(3 × 50 / 100) = 2)
     assert all(p[0]["path"] == "/metadata/resourceVersion" for p in patches)
-    step_weights = [[op["value"] for op in p if op["path"].endswith("/weight")] for p in patches[1:6]]
+    vs_patches = [p for h, p in zip(headers, patches, strict=True) if "step" in h or "canary 100" in h]
+    step_weights = [[op["value"] for op in p if op["path"].endswith("/weight")] for p in vs_patches]
     assert step_weights == [[95, 5], [90, 10], [75, 25], [50, 50], [0, 100]]
+    assert [p[1] for h, p in zip(headers, patches, strict=True) if "capacity" in h] == [
+        {"op": "add", "path": "/spec/replicas", "value": 2}, {"op": "add", "path": "/spec/replicas", "value": 3}
+    ]  # fmt: skip
     assert patches[0][1] == {"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": NEW_IMAGE}
 
 
@@ -424,53 +495,155 @@ def test_preflight_names_what_is_missing_and_warns_on_istio_version(data: Data, 
     assert weights(vs(server, "reviews")) == {"stable": 100, "canary": 0}
 
 
-def test_sigterm_mid_rollout_rolls_back_within_a_second(data: Data, api: Cluster) -> None:
-    server = api.server
-    intake = FakeIntake(api_key=DD_KEY).start()
+def cli_env(data_url: str, api: Cluster, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EXPORTER_", "DD_")) and k != "KUBECONFIG"}
-    env |= {"EXPORTER_PROMETHEUS_URL": data.url, "KUBECONFIG": str(api.kubeconfig), "DD_API_KEY": DD_KEY,
-            "EXPORTER_DATADOG_URL": intake.url, "EXPORTER_TAGS": "env:test"}  # fmt: skip
+    return env | {"EXPORTER_PROMETHEUS_URL": data_url, "KUBECONFIG": str(api.kubeconfig)} | extra
+
+
+@contextmanager
+def controller_running(api: Cluster) -> Iterator[None]:
+    """The Deployment controller syncing every 20 ms, as in a cluster, while a subprocess rolls out."""
     done = threading.Event()
 
-    def control() -> None:  # the subprocess waits for its canary to roll out, as in a cluster
+    def control() -> None:
         while not done.wait(0.02):
             api.controller.sync()
 
-    threading.Thread(target=control, daemon=True).start()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "rollout", "--namespace", "shop", "--service", "orders",
-         "--canary-image", NEW_IMAGE, "--step-interval", "1h"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    thread = threading.Thread(target=control, daemon=True)
+    thread.start()
     try:
-        deadline = time.monotonic() + 60
-        while weights(vs(server, "orders"))["canary"] != 5:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.02)
-        assert image(server, "orders-canary") == NEW_IMAGE
-        proc.send_signal(signal.SIGTERM)
-        signalled = time.monotonic()
-        while weights(vs(server, "orders"))["canary"] != 0:
-            assert time.monotonic() - signalled < 1.0, "no rollback patch within a second of SIGTERM"
-            time.sleep(0.005)
-        _, stderr = proc.communicate(timeout=20)
-        events = intake.events()
+        yield
     finally:
         done.set()
-        intake.stop()
-        if proc.poll() is None:
-            proc.kill()
+        thread.join(5)
+
+
+def test_sigterm_while_prometheus_hangs_rolls_back_within_a_second(data: Data, api: Cluster) -> None:
+    server = api.server
+    intake = FakeIntake(api_key=DD_KEY).start()
+    proxy = FaultProxy(data.url).start()
+    env = cli_env(proxy.url, api, DD_API_KEY=DD_KEY, EXPORTER_DATADOG_URL=intake.url, EXPORTER_TAGS="env:test")
+    with controller_running(api):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "rollout", "--namespace", "shop", "--service", "orders",
+             "--canary-image", NEW_IMAGE, "--step-interval", "3s", "--analysis-timeout", "2s", "--window", "5m"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while weights(vs(server, "orders"))["canary"] != 5:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+                time.sleep(0.02)
+            assert image(server, "orders-canary") == NEW_IMAGE
+            proxy.set_fault(lambda r: Fault(delay_s=30.0))  # Prometheus hangs from now on
+            while not proxy.requests:  # the step's analysis is in flight, hanging
+                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+                time.sleep(0.005)
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            _, stderr = proc.communicate(timeout=30)
+            events = intake.events()
+        finally:
+            intake.stop()
+            proxy.stop()
+            if proc.poll() is None:
+                proc.kill()
+    # measured on the stand-in's request log: when the first write after the signal arrived
+    writes = [r for r in server.requests if r.method == "PATCH" and r.received > signalled]
+    first = writes[0]
+    assert first.path.endswith("/virtualservices/orders")
+    assert first.received - signalled < 1.0, f"first rollback write {first.received - signalled:.3f}s after SIGTERM"
+    assert [op["value"] for op in json.loads(first.body) if op["path"].endswith("/weight")] == [100, 0]
     assert proc.returncode == 1, stderr
     after = vs(server, "orders")
     assert weights(after) == {"stable": 100, "canary": 0}
     assert record(after)["phase"] == "rolled-back" and record(after)["reason"] == "interrupted (SIGTERM)"
     assert image(server, "orders-canary") == OLD_IMAGE
-    assert "rolled-back" in stderr
+    assert "rolled-back (signal: interrupted (SIGTERM))" in stderr
+    assert "did not finish" not in stderr  # the reason is the signal, not the Prometheus timeout
     assert DD_KEY not in stderr
     assert [e["title"] for e in events] == [
         "Rollout of shop/orders started", "Rollout of shop/orders: canary at 5 %", "Rollout of shop/orders rolled back",
     ]  # fmt: skip
     assert all({"service:orders", "kube_namespace:shop", "env:test"} <= set(e["tags"]) for e in events)
+    assert [(e["reason"], e["type"]) for e in k8s_events(server, "orders")] == [
+        ("RolloutStarted", "Normal"), ("RolloutStep", "Normal"), ("RolledBack", "Warning"),
+    ]  # fmt: skip
+
+
+def test_sigterm_while_the_kubernetes_api_and_datadog_hang_rolls_back_within_a_second(data: Data, api: Cluster) -> None:
+    server = api.server
+    api.controller.stuck.add("orders-canary")  # the rollout polls the canary's readiness...
+    intake = FakeIntake(api_key=DD_KEY).start()
+    intake.set_fault(lambda r: Reply(202, delay_s=4.0))  # ...while every Datadog event takes 4 s
+    env = cli_env(data.url, api, DD_API_KEY=DD_KEY, EXPORTER_DATADOG_URL=intake.url)
+    with controller_running(api):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "rollout", "--namespace", "shop", "--service", "orders",
+             "--canary-image", NEW_IMAGE, "--ready-timeout", "2s"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while image(server, "orders-canary") != NEW_IMAGE:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+                time.sleep(0.02)
+            # ...and the API server holds its answers about the canary for 4 s: a poll is soon hanging
+            server.slow_next(2, 4.0, path_prefix="/apis/apps/v1/namespaces/shop/deployments/orders-canary")
+            time.sleep(1.5)
+            proc.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            _, stderr = proc.communicate(timeout=40)
+        finally:
+            intake.stop()
+            if proc.poll() is None:
+                proc.kill()
+    writes = [r for r in server.requests if r.method == "PATCH" and r.received > signalled]
+    first = writes[0]
+    assert first.path.endswith("/virtualservices/orders")
+    assert first.received - signalled < 1.0, f"first rollback write {first.received - signalled:.3f}s after SIGTERM"
+    assert proc.returncode == 1, stderr
+    after = vs(server, "orders")
+    assert weights(after) == {"stable": 100, "canary": 0}
+    assert record(after)["phase"] == "rolled-back" and record(after)["reason"] == "interrupted (SIGTERM)"
+    assert image(server, "orders-canary") == OLD_IMAGE
+
+
+def test_a_stop_during_a_hung_step_write_rolls_back_at_once_and_the_late_write_is_refused(
+    data: Data, api: Cluster
+) -> None:
+    server = api.server
+    clock = FakeClock(data.t0 + 900)
+    path = "/apis/networking.istio.io/v1/namespaces/shop/virtualservices/reviews"
+    stopped_at: list[float] = []
+
+    class SlowStepWrite(Kube):
+        """The real client; when the 10 % write goes out, the API server holds it 2 s and a stop comes 0.2 s in."""
+
+        def patch_istio(self, plural: str, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+            if any(op["path"].endswith("/weight") and op["value"] == 10 for op in ops):
+                server.slow_next(1, 2.0, path_prefix=path)
+
+                def stop() -> None:
+                    stopped_at.append(time.monotonic())
+                    clock.stop = True
+
+                threading.Timer(0.2, stop).start()
+            return super().patch_istio(plural, namespace, name, ops)
+
+    rollout = make_rollout(data, api, "reviews", clock, kube_type=SlowStepWrite)
+    assert rollout.run() == ROLLED_BACK
+    assert rollout.cause == SIGNAL
+    time.sleep(2.2)  # the held step write is answered meanwhile
+    writes = [r for r in server.requests if r.method == "PATCH" and r.path == path]
+    rollback = next(r for r in writes if r.received > stopped_at[0])
+    assert rollback.received - stopped_at[0] < 1.0
+    late = next(r for r in writes if b'"value": 10}' in r.body or b'"value":10}' in r.body)
+    assert late.status == 409  # the abandoned write arrived first, was held, and lost to the rollback's guard
+    after = vs(server, "reviews")
+    assert weights(after) == {"stable": 100, "canary": 0}
+    assert record(after)["phase"] == "rolled-back" and record(after)["reason"] == "interrupted (SIGTERM)"
 
 
 def test_a_canary_that_never_rolls_out_is_rolled_back_before_any_traffic(data: Data, api: Cluster) -> None:
@@ -491,7 +664,9 @@ def test_an_interrupt_while_stable_rolls_out_the_new_image_restores_both_images(
     api.controller.stuck.add("reviews-stable")  # promotion waits for stable's new pods
     clock = FakeClock(data.t0 + 900, stop_at_poll=4)  # poll 1: canary rolls out; 2-4: stable does not
     seen = snapshots(server, "reviews", clock)
-    assert make_rollout(data, api, "reviews", clock).run() == ROLLED_BACK
+    rollout = make_rollout(data, api, "reviews", clock)
+    assert rollout.run() == ROLLED_BACK
+    assert rollout.cause == SIGNAL and rollout.reason == "interrupted (SIGTERM)"
     assert [weights(s)["canary"] for s in seen] == [5, 10, 25, 50]
     after = vs(server, "reviews")
     assert weights(after) == {"stable": 100, "canary": 0}
@@ -541,3 +716,214 @@ def test_on_error_leave_keeps_the_state_for_a_person_to_decide(data: Data, api: 
     assert weights(after) == {"stable": 95, "canary": 5}  # left where it was
     assert record(after)["phase"] == "progressing" and record(after)["step"] == 0
     assert image(server, "cart-canary") == NEW_IMAGE
+
+
+# ------------------------------------------------------------------------ ownership on a shared VirtualService
+def test_on_a_shared_virtual_service_nothing_outside_our_routes_ever_changes(data: Data, api: Cluster) -> None:
+    server = api.server
+    server.add(shared_virtual_service("cart"))  # cart's routes share it with widgets' own 80/20 canary
+    before = vs(server, "storefront")
+    clock = FakeClock(data.t0 + 900)
+    seen = snapshots(server, "storefront", clock)
+    outcome = make_rollout(data, api, "cart", clock, virtual_service="storefront", header=("x-canary", "true")).run()
+    assert outcome == PROMOTED
+
+    def by_name(obj: dict[str, Any]) -> dict[str, Any]:
+        return {h["name"]: h for h in obj["spec"]["http"]}
+
+    def ours(obj: dict[str, Any]) -> list[list[int]]:
+        return [[d["weight"] for d in by_name(obj)[n]["route"]] for n in ("cart", "cart-api")]
+
+    original = by_name(before)
+    assert [ours(s) for s in seen] == [[[100 - w, w]] * 2 for w in (5, 10, 25, 50)]
+    for s in [*seen, vs(server, "storefront")]:
+        routes = by_name(s)
+        for name in ("widgets", "widgets-fqdn", "default"):  # never read as ours, never written
+            assert routes[name] == original[name]
+        for name in ("cart", "cart-api"):  # ours: only the weights move
+            assert [{k: v for k, v in d.items() if k != "weight"} for d in routes[name]["route"]] == [
+                {k: v for k, v in d.items() if k != "weight"} for d in original[name]["route"]
+            ]
+        assert s["spec"]["hosts"] == before["spec"]["hosts"] and s["spec"]["gateways"] == before["spec"]["gateways"]
+    for s in seen:  # the header route: our host's canary, in-mesh callers of our authority only
+        header = s["spec"]["http"][0]
+        assert header["name"] == "mesh-exporter-canary-header"
+        assert header["route"] == [{"destination": {"host": "cart.shop.svc.cluster.local", "subset": "canary"}}]
+        assert header["match"][0]["gateways"] == ["mesh"]
+        assert header["match"][0]["authority"]["regex"].startswith("^cart")
+    after = vs(server, "storefront")
+    assert ours(after) == [[100, 0], [100, 0]]
+    assert after["spec"] | {"http": after["spec"]["http"]} == before["spec"] | {"http": after["spec"]["http"]}
+    assert [h["name"] for h in after["spec"]["http"]] == [h["name"] for h in before["spec"]["http"]]
+    # widgets' own VirtualService-level state is untouched too: nothing else was written
+    vs_writes = {r.path for r in server.requests if r.method == "PATCH" and "/virtualservices/" in r.path}
+    assert vs_writes == {"/apis/networking.istio.io/v1/namespaces/shop/virtualservices/storefront"}
+
+
+def test_a_virtual_service_without_a_route_of_the_service_is_a_preflight_error(data: Data, api: Cluster) -> None:
+    server = api.server
+    server.add(shared_virtual_service("cart"))
+    before = vs(server, "storefront")
+    mark = len(server.requests)
+    with pytest.raises(RolloutError, match=r"storefront has no route to orders\.shop\.svc\.cluster\.local"):
+        make_rollout(data, api, "orders", FakeClock(data.t0 + 900), virtual_service="storefront").run()
+    other = destination_rule("orders")
+    other["spec"]["host"] = "widgets"
+    other["metadata"]["name"] = "widgets"
+    server.add(other)
+    with pytest.raises(RolloutError, match=r"DestinationRule shop/widgets is for host widgets\.shop\.svc"):
+        make_rollout(data, api, "cart", FakeClock(data.t0 + 900), virtual_service="storefront",
+                     destination_rule="widgets").run()  # fmt: skip
+    assert vs(server, "storefront") == before
+    assert not [r for r in server.requests[mark:] if r.method != "GET"]
+
+
+# ----------------------------------------------------------------------------------------------- capacity
+def watch_capacity(api: FakeKubeAPI, name: str, clock: FakeClock) -> list[tuple[int, int]]:
+    """(canary weight, canary available replicas) as the API holds them at every wait and poll."""
+    seen: list[tuple[int, int]] = []
+    clock.observe = lambda: seen.append((weights(vs(api, name))["canary"], replicas(api, f"{name}-canary")[1]))
+    return seen
+
+
+def test_promotion_scales_the_canary_to_carry_its_share_then_gives_replicas_back(data: Data, api: Cluster) -> None:
+    server = api.server
+    clock = FakeClock(data.t0 + 900)
+    seen = watch_capacity(server, "reviews", clock)
+    rollout = make_rollout(data, api, "reviews", clock)
+    assert rollout.run() == PROMOTED
+    at_steps = sorted({(w, c) for w, c in seen if 0 < w < 100})
+    assert at_steps == [(5, 1), (10, 1), (25, 1), (50, 2)]  # S = 3: ceil(3 × w / 100), never fewer than 1
+    for weight, canary in seen:  # at every wait and poll: the canary's share ≤ its share of capacity
+        assert canary * 100 >= STABLE_REPLICAS * weight, (weight, canary)
+    assert replicas(server, "reviews-canary")[0] == CANARY_REPLICAS  # given back (pods go as the controller acts)
+    assert replicas(server, "reviews-stable") == (STABLE_REPLICAS, STABLE_REPLICAS)
+    assert [s["canary_replicas"] for s in rollout.summary()["steps"]] == [1, 1, 1, 2, 3]
+
+
+def test_promotion_keeps_traffic_on_the_canary_until_stable_runs_the_new_image(data: Data, api: Cluster) -> None:
+    server = api.server
+    api.controller.stuck.add("reviews-stable")  # stable's new pods are slow: three polls
+    clock = FakeClock(data.t0 + 900)
+    seen = watch_capacity(server, "reviews", clock)
+    watching = clock.observe
+
+    def observe() -> None:
+        assert watching is not None
+        watching()
+        if [w for w, _ in seen].count(100) == 3:
+            api.controller.stuck.discard("reviews-stable")
+
+    clock.observe = observe
+    assert make_rollout(data, api, "reviews", clock, steps=(50, 100)).run() == PROMOTED
+    at_full = [c for w, c in seen if w == 100]
+    assert at_full == [3, 3, 3]  # all traffic on the canary, with stable's 3 replicas, until stable was ready
+    assert image(server, "reviews-stable") == NEW_IMAGE
+    assert weights(vs(server, "reviews")) == {"stable": 100, "canary": 0}
+    assert replicas(server, "reviews-canary")[0] == CANARY_REPLICAS
+
+
+def test_rollback_gives_back_replicas_and_waits_for_the_restored_image(data: Data, api: Cluster) -> None:
+    server = api.server
+    clock = FakeClock(data.t0 + 900)
+    seen = watch_capacity(server, "ratings", clock)
+    with structlog.testing.capture_logs() as logs:
+        rollout = make_rollout(data, api, "ratings", clock, steps=(50, 100), failure_limit=1)
+        assert rollout.run() == ROLLED_BACK
+    assert rollout.cause == ANALYSIS
+    assert (50, 2) in seen and all(c * 100 >= STABLE_REPLICAS * w for w, c in seen)  # 2 replicas for 50 %
+    assert replicas(server, "ratings-canary") == (CANARY_REPLICAS, CANARY_REPLICAS)
+    assert image(server, "ratings-canary") == OLD_IMAGE
+    ready = next(e for e in logs if e["event"] == "rollback: restored image ready")
+    assert ready["deployment"] == "ratings-canary" and ready["image"] == OLD_IMAGE
+    assert rollout.summary()["rollback"]["restored_ready"] == {"ratings-canary": True}
+    assert rollout.summary()["steps"][0]["canary_replicas"] == 2
+
+
+def test_a_restored_image_that_never_becomes_ready_is_reported_after_a_bounded_wait(data: Data, api: Cluster) -> None:
+    server = api.server
+    clock = FakeClock(data.t0 + 900, hooks={1: lambda: api.controller.stuck.add("ratings-canary")})
+    with structlog.testing.capture_logs() as logs:
+        rollout = make_rollout(data, api, "ratings", clock, failure_limit=1, ready_timeout_s=20.0)
+        assert rollout.run() == ROLLED_BACK
+    late = next(e for e in logs if e["event"] == "rollback: restored image not ready in time")
+    assert late["deployment"] == "ratings-canary" and late["timeout_s"] == 20.0
+    assert rollout.summary()["rollback"]["restored_ready"] == {"ratings-canary": False}
+    assert weights(vs(server, "ratings")) == {"stable": 100, "canary": 0}
+    assert record(vs(server, "ratings"))["phase"] == "rolled-back"
+
+
+def test_an_hpa_managed_canary_gets_its_min_replicas_raised_then_restored(data: Data, api: Cluster) -> None:
+    server = api.server
+    server.add(hpa("reviews-canary", min_replicas=1, max_replicas=2))
+    server.add(hpa("reviews-stable", min_replicas=3, max_replicas=6))
+    clock = FakeClock(data.t0 + 900)
+    scaler: list[tuple[int, int, int]] = []
+
+    def look() -> None:
+        h = server.get("autoscaling/v2", "horizontalpodautoscalers", "shop", "reviews-canary")
+        assert h is not None
+        scaler.append((weights(vs(server, "reviews"))["canary"], h["spec"]["minReplicas"], h["spec"]["maxReplicas"]))
+
+    clock.hooks[1] = look
+    with structlog.testing.capture_logs() as logs:
+        assert make_rollout(data, api, "reviews", clock, steps=(50, 100)).run() == PROMOTED
+    assert scaler == [(50, 2, 2)]  # ceil(3 × 50 / 100) = 2 through the autoscaler, not against it
+    h = server.get("autoscaling/v2", "horizontalpodautoscalers", "shop", "reviews-canary")
+    assert h is not None and (h["spec"]["minReplicas"], h["spec"]["maxReplicas"]) == (1, 2)  # restored
+    said = {e["deployment"] for e in logs if e["event"] == "horizontal pod autoscaler manages deployment"}
+    assert said == {"reviews-canary", "reviews-stable"}
+    deployment_scales = [
+        r for r in server.requests
+        if r.method == "PATCH" and r.path.endswith("/reviews-canary") and b"/spec/replicas" in r.body
+    ]  # fmt: skip
+    assert deployment_scales == []  # the rollout never fought the autoscaler over spec.replicas
+    stable_hpa = server.get("autoscaling/v2", "horizontalpodautoscalers", "shop", "reviews-stable")
+    assert stable_hpa is not None and stable_hpa["spec"]["minReplicas"] == 3
+
+
+# ---------------------------------------------------------------------------------- exit codes, JSON, Events
+@pytest.mark.parametrize(
+    ("service", "extra", "code", "outcome", "cause"),
+    [
+        ("cart", [], 0, "promoted", None),
+        ("ratings", ["--failure-limit", "1"], 3, "rolled-back", "analysis"),
+        ("orders", ["--prometheus-down"], 1, "rolled-back", "error"),
+    ],
+)
+def test_exit_codes_and_the_json_summary(
+    data: Data, api: Cluster, service: str, extra: list[str], code: int, outcome: str, cause: str | None
+) -> None:
+    url = "http://127.0.0.1:9" if "--prometheus-down" in extra else data.url
+    flags = [f for f in extra if f != "--prometheus-down"]
+    with controller_running(api):
+        proc = subprocess.run(
+            [sys.executable, "-m", "exporter", "rollout", "--namespace", "shop", "--service", service,
+             "--canary-image", NEW_IMAGE, "--steps", "50,100", "--step-interval", "2s", "--window", "5m",
+             "--output", "json", *flags],
+            env=cli_env(url, api), capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert proc.returncode == code, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["exit_code"] == code
+    assert (summary["outcome"], summary["cause"]) == (outcome, cause)
+    assert summary["steps"][0]["weight"] == 50 and summary["steps"][0]["canary_replicas"] == 2
+    assert summary["stable_replicas"] == STABLE_REPLICAS
+    after = vs(api.server, service)
+    assert weights(after) == {"stable": 100, "canary": 0}
+    assert record(after)["phase"] == outcome
+    assert replicas(api.server, f"{service}-canary")[0] == CANARY_REPLICAS
+    reasons = [e["reason"] for e in k8s_events(api.server, service)]
+    if code == 0:
+        assert [a["verdict"] for a in summary["steps"][0]["analyses"]] == ["pass"]
+        assert [s["weight"] for s in summary["steps"]] == [50, 100]
+        assert reasons == ["RolloutStarted", "RolloutStep", "CanaryVerdict", "Promoted"]
+        assert image(api.server, f"{service}-stable") == NEW_IMAGE
+    elif code == 3:
+        assert [a["verdict"] for a in summary["steps"][0]["analyses"]] == ["fail"]
+        assert summary["rollback"]["cause"] == "analysis"
+        assert reasons == ["RolloutStarted", "RolloutStep", "RolledBack", "CanaryVerdict"]
+        assert image(api.server, f"{service}-canary") == OLD_IMAGE
+    else:
+        assert "Prometheus" in summary["reason"] or "did not finish" in summary["reason"]
+        assert reasons == ["RolloutStarted", "RolloutStep", "RolloutError", "RolledBack"]

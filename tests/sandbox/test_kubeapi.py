@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -547,3 +548,60 @@ def test_merge_and_strategic_merge_patches() -> None:
     }
     deleted = apply_strategic_merge_patch(target, {"spec": {"containers": [{"name": "a", "$patch": "delete"}]}})
     assert deleted["spec"]["containers"] == [{"name": "b", "image": "1"}]
+
+
+def test_horizontal_pod_autoscalers_are_served_under_autoscaling_v2(api: FakeKubeAPI, kube: client.ApiClient) -> None:
+    scaling = client.AutoscalingV2Api(kube)
+    body = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "web"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                 "minReplicas": 1, "maxReplicas": 4},
+    }  # fmt: skip
+    scaling.create_namespaced_horizontal_pod_autoscaler("shop", body)
+    listed = scaling.list_namespaced_horizontal_pod_autoscaler("shop")
+    assert [(h.metadata.name, h.spec.min_replicas, h.spec.max_replicas) for h in listed.items] == [("web", 1, 4)]
+    ops = [{"op": "add", "path": "/spec/minReplicas", "value": 3}]
+    scaling.patch_namespaced_horizontal_pod_autoscaler("web", "shop", ops)
+    stored = some(api.get("autoscaling/v2", "horizontalpodautoscalers", "shop", "web"))
+    assert (stored["spec"]["minReplicas"], stored["spec"]["maxReplicas"]) == (3, 4)
+    assert stored["kind"] == "HorizontalPodAutoscaler"
+    # a built-in group: strategic merge patch is accepted, as on the real server
+    scaling.patch_namespaced_horizontal_pod_autoscaler("web", "shop", {"spec": {"maxReplicas": 5}})
+    assert some(api.get("autoscaling/v2", "horizontalpodautoscalers", "shop", "web"))["spec"]["maxReplicas"] == 5
+
+
+def test_events_are_created_with_generate_name_and_kept(api: FakeKubeAPI, kube: client.ApiClient) -> None:
+    core = client.CoreV1Api(kube)
+    body = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": "reviews."},
+        "involvedObject": {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "name": "reviews",
+                           "namespace": "shop"},
+        "reason": "RolloutStep",
+        "message": "canary at 5 %",
+        "type": "Normal",
+    }  # fmt: skip
+    made = core.create_namespaced_event("shop", body)
+    assert made.metadata.name.startswith("reviews.") and len(made.metadata.name) > len("reviews.")
+    (stored,) = api.objects("v1", "events")
+    assert stored["involvedObject"]["kind"] == "VirtualService" and stored["reason"] == "RolloutStep"
+    assert stored["metadata"]["namespace"] == "shop"
+
+
+def test_slow_next_holds_matching_requests_and_the_log_says_when_each_arrived(
+    api: FakeKubeAPI, kube: client.ApiClient
+) -> None:
+    core = client.CoreV1Api(kube)
+    api.slow_next(1, 0.5, path_prefix="/api/v1/namespaces/shop/services")
+    started = time.monotonic()
+    core.list_namespaced_service("shop")
+    held = time.monotonic() - started
+    core.list_namespaced_service("shop")  # served at once: the fault was used up
+    quick = time.monotonic() - started - held
+    assert held >= 0.5 and quick < 0.5
+    first, second = api.requests[-2:]
+    assert started <= first.received < second.received
+    assert second.received - first.received >= 0.5  # arrival times, not answer times

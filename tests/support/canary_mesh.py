@@ -90,14 +90,16 @@ def destination_rule(name: str) -> dict[str, Any]:
     }
 
 
-def deployment(service: str, version: str, image: str = OLD_IMAGE, namespace: str = "shop") -> dict[str, Any]:
+def deployment(
+    service: str, version: str, image: str = OLD_IMAGE, namespace: str = "shop", replicas: int = 2
+) -> dict[str, Any]:
     labels = {"app": service, "version": version}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": f"{service}-{version}", "namespace": namespace, "labels": labels},
         "spec": {
-            "replicas": 2,
+            "replicas": replicas,
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels},
@@ -123,5 +125,60 @@ def istiod(version: str) -> dict[str, Any]:
     }
 
 
+STABLE_REPLICAS, CANARY_REPLICAS = 3, 1
+"""As in the report that found the overload: the canary has one replica against stable's three."""
+
+
 def rollout_objects(name: str) -> list[dict[str, Any]]:
-    return [virtual_service(name), destination_rule(name), deployment(name, "stable"), deployment(name, "canary")]
+    return [
+        virtual_service(name),
+        destination_rule(name),
+        deployment(name, "stable", replicas=STABLE_REPLICAS),
+        deployment(name, "canary", replicas=CANARY_REPLICAS),
+    ]
+
+
+def shared_virtual_service(ours: str, theirs: str = "widgets") -> dict[str, Any]:
+    """One VirtualService for two services of two teams, bound to the mesh and a public gateway. `theirs`
+    runs its own 80/20 canary split under subsets with the same names as `ours`'s; `ours` is routed under
+    its short name and as `<ours>.shop` (both mean <ours>.shop.svc.cluster.local in namespace `shop`)."""
+
+    def split(host: str, stable: int) -> list[dict[str, Any]]:
+        return [
+            {"destination": {"host": host, "subset": "stable"}, "weight": stable},
+            {"destination": {"host": host, "subset": "canary"}, "weight": 100 - stable},
+        ]
+
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "storefront", "namespace": "shop"},
+        "spec": {
+            "hosts": [ours, theirs, "shop.example.com"],
+            "gateways": ["mesh", "istio-system/public-gateway"],
+            "http": [
+                {"name": theirs, "match": [{"uri": {"prefix": f"/{theirs}/"}}], "route": split(theirs, 80)},
+                {"name": f"{theirs}-fqdn", "match": [{"uri": {"prefix": "/w/"}}],
+                 "route": split(f"{theirs}.shop.svc.cluster.local", 80)},
+                {"name": ours, "match": [{"uri": {"prefix": f"/{ours}/"}}], "route": split(ours, 100)},
+                {"name": f"{ours}-api", "match": [{"uri": {"prefix": f"/api/{ours}/"}}],
+                 "route": split(f"{ours}.shop", 100)},
+                {"name": "default", "route": [{"destination": {"host": "web", "subset": "stable"}}]},
+            ],
+        },
+    }  # fmt: skip
+
+
+def hpa(deployment_name: str, *, min_replicas: int, max_replicas: int, namespace: str = "shop") -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": deployment_name, "namespace": namespace},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment_name},
+            "minReplicas": min_replicas,
+            "maxReplicas": max_replicas,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                         "target": {"type": "Utilization", "averageUtilization": 70}}}],
+        },
+    }  # fmt: skip

@@ -258,18 +258,33 @@ def test_rbac_is_least_privilege(base: list[Manifest]) -> None:
 
 
 def test_rollout_permissions_are_separate_and_narrow(base: list[Manifest], rollout: list[Manifest]) -> None:
-    assert {(g, r, v) for _, g, r, v, _ in rules(rollout)} == {
-        ("networking.istio.io", "virtualservices", "get"),
-        ("networking.istio.io", "virtualservices", "patch"),
-        ("networking.istio.io", "destinationrules", "get"),
-        ("apps", "deployments", "get"),
-        ("apps", "deployments", "patch"),
+    by_role: dict[str, set[tuple[str, str, str]]] = {}
+    for role in (m for m in rollout if m["kind"] == "ClusterRole"):
+        by_role[role["metadata"]["name"]] = {
+            (g, res, v) for rule in role["rules"] for g in rule["apiGroups"] for res in rule["resources"]
+            for v in rule["verbs"]
+        }  # fmt: skip
+    assert by_role == {
+        "mesh-exporter-rollout": {
+            ("networking.istio.io", "virtualservices", "get"),
+            ("networking.istio.io", "virtualservices", "patch"),
+            ("networking.istio.io", "destinationrules", "get"),
+            ("apps", "deployments", "get"),
+            ("apps", "deployments", "patch"),
+            ("autoscaling", "horizontalpodautoscalers", "list"),
+            ("autoscaling", "horizontalpodautoscalers", "patch"),
+            ("", "events", "create"),
+        },
+        "mesh-exporter-rollout-istio-version": {("apps", "deployments", "list")},
     }
     assert not {r for _, _, r, _, _ in rules(base)} & {"virtualservices", "destinationrules", "deployments"}
-    # bound per namespace (RoleBinding), never cluster-wide
+    # bound per namespace (RoleBinding), never cluster-wide; the version check only in istio-system
     assert not [m for m in rollout if m["kind"] == "ClusterRoleBinding"]
-    assert one(rollout, "RoleBinding")["roleRef"] == {
+    assert one(rollout, "RoleBinding", "mesh-exporter-rollout")["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "mesh-exporter-rollout"}  # fmt: skip
+    version = one(rollout, "RoleBinding", "mesh-exporter-rollout-istio-version")
+    assert version["metadata"]["namespace"] == "istio-system"
+    assert version["roleRef"]["name"] == "mesh-exporter-rollout-istio-version"
 
 
 @pytest.mark.parametrize("which", ["deploy", "deploy/rollout-rbac"])

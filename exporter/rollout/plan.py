@@ -1,0 +1,266 @@
+"""The rollout's pure parts: the Plan, the recorded State, which routes are the service's own (hosts resolved
+the way Istio does), the VirtualService patch ops, and the canary's capacity maths. No I/O, no clock."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+
+from exporter.canary.analysis import Thresholds
+from exporter.errors import ExporterError
+from exporter.kube.client import JSON
+from exporter.kube.istio import Op, apply_patch, pointer
+from exporter.model import ServiceRef
+
+ANNOTATION = "mesh-exporter.io/rollout"
+HEADER_ROUTE = "mesh-exporter-canary-header"
+MESH_GATEWAY = "mesh"
+ACTIVE_PHASES = ("progressing", "promoting", "rolling-back")
+
+
+class RolloutError(ExporterError):
+    """The rollout cannot go on: a missing object, a concurrent edit, a rollout of another image."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    service: ServiceRef
+    image: str
+    steps: tuple[int, ...] = (5, 10, 25, 50, 100)
+    interval_s: float = 300.0
+    window: str = "5m"
+    failure_limit: int = 2
+    hold_limit: int = 3
+    """Inconclusive analyses a step may hold for before the rollout gives up and rolls back."""
+    header: tuple[str, str] | None = None
+    header_gateways: tuple[str, ...] = ()
+    """Gateways the header route matches on; empty: in-mesh traffic only when the VirtualService has gateways."""
+    virtual_service: str = ""
+    destination_rule: str = ""
+    stable_subset: str = "stable"
+    canary_subset: str = "canary"
+    subset_label: str = "version"
+    stable_deployment: str = ""
+    canary_deployment: str = ""
+    container: str = ""
+    version_label: str = "destination_version"
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    on_error: str = "rollback"
+    on_sigterm: str = "rollback"
+    istio_root_namespace: str = "istio-system"
+    cluster_domain: str = "cluster.local"
+    tags: tuple[str, ...] = ()
+    ready_timeout_s: float = 600.0
+    """How long a Deployment may take to roll out its new image or replicas; 0 skips the wait."""
+    ready_poll_s: float = 1.0
+    analysis_timeout_s: float = 0.0
+    """Deadline of one analysis; 0: half the step interval, at most 60 s."""
+
+    @property
+    def vs_name(self) -> str:
+        return self.virtual_service or self.service.name
+
+    @property
+    def dr_name(self) -> str:
+        return self.destination_rule or self.service.name
+
+    @property
+    def host(self) -> str:
+        """The service's own host, fully qualified."""
+        return f"{self.service.name}.{self.service.namespace}.svc.{self.cluster_domain}"
+
+    @property
+    def analysis_deadline_s(self) -> float:
+        return self.analysis_timeout_s or min(60.0, self.interval_s / 2)
+
+
+@dataclass
+class State:
+    """What the annotation records: enough to resume a step, finish a rollback and restore replicas after a
+    restart."""
+
+    image: str
+    previous_image: str
+    phase: str = "progressing"
+    step: int = 0
+    weight: int = 0
+    holds: int = 0
+    failures: int = 0
+    reason: str = ""
+    stable_previous_image: str = ""
+    """Set during promotion: what a rollback must give back to stable."""
+    stable_replicas: int = 0
+    """S: stable's spec.replicas when the rollout started; the canary's capacity is measured against it."""
+    canary_replicas: int = 0
+    """The canary's spec.replicas when the rollout started, given back at the end."""
+    canary_hpa: str = ""
+    """The HorizontalPodAutoscaler managing the canary, whose minReplicas (and maxReplicas) we raise instead."""
+    canary_hpa_min: int = 0
+    canary_hpa_max: int = 0
+
+    @classmethod
+    def parse(cls, text: str | None) -> State | None:
+        if not text:
+            return None
+        try:
+            data = json.loads(text)
+            return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        except (ValueError, TypeError, KeyError):
+            raise RolloutError(f"annotation {ANNOTATION} is not a rollout record: {text[:200]!r}") from None
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What preflight found: the Deployments, their containers, the version label values to compare, the routes."""
+
+    canary_deployment: str
+    stable_deployment: str
+    canary_container: int
+    stable_container: int
+    canary_version: str
+    stable_version: str
+    host: str
+    """The service's own host, fully qualified (the header route's destination)."""
+
+
+# ------------------------------------------------------------------------------------------------ hosts
+def resolve_host(host: str, namespace: str, cluster_domain: str = "cluster.local") -> str:
+    """A VirtualService/DestinationRule host as Istio reads it in `namespace`: `name` and `name.ns` are
+    completed to `name.ns.svc.<domain>` (a bare name relative to the object's namespace, not the service's);
+    anything longer is taken as written."""
+    host = host.lower().rstrip(".")
+    parts = host.split(".")
+    if len(parts) == 1 and host != "*":
+        return f"{host}.{namespace}.svc.{cluster_domain}"
+    if len(parts) == 2:
+        return f"{host}.svc.{cluster_domain}"
+    if len(parts) == 3 and parts[2] == "svc":
+        return f"{host}.{cluster_domain}"
+    return host
+
+
+def _destination_host(destination: JSON, vs: JSON, plan: Plan) -> str:
+    namespace = vs.get("metadata", {}).get("namespace") or plan.service.namespace
+    return resolve_host(str((destination.get("destination") or {}).get("host", "")), namespace, plan.cluster_domain)
+
+
+def managed_routes(vs: JSON, plan: Plan) -> list[tuple[int, int, int]]:
+    """(http index, stable destination index, canary destination index) of every route of the service's own
+    host that splits traffic between its two subsets; routes of any other host are never ours."""
+    out = []
+    for i, http in enumerate(vs.get("spec", {}).get("http") or []):
+        if http.get("name") == HEADER_ROUTE:
+            continue
+        route = http.get("route") or []
+        subsets = [(d.get("destination") or {}).get("subset") for d in route]
+        if len(subsets) != 2 or set(subsets) != {plan.stable_subset, plan.canary_subset}:
+            continue
+        if all(_destination_host(d, vs, plan) == plan.host for d in route):
+            out.append((i, subsets.index(plan.stable_subset), subsets.index(plan.canary_subset)))
+    return out
+
+
+def routes_of_host(vs: JSON, plan: Plan) -> list[int]:
+    """Indexes of the HTTP routes with at least one destination of the service's own host."""
+    return [
+        i
+        for i, http in enumerate(vs.get("spec", {}).get("http") or [])
+        if any(_destination_host(d, vs, plan) == plan.host for d in http.get("route") or [])
+    ]
+
+
+def _authority_regex(plan: Plan) -> str:
+    """Every authority in-mesh clients use for the service: name, name.ns, name.ns.svc, the FQDN, with a port."""
+    name, ns, domain = (re.escape(p) for p in (plan.service.name, plan.service.namespace, plan.cluster_domain))
+    return rf"^{name}(\.{ns}(\.svc(\.{domain})?)?)?\.?(:[0-9]+)?$"
+
+
+def header_route(vs: JSON, plan: Plan) -> JSON:
+    """The route sending requests with the header to the canary of the service's own host only.
+
+    Bound to a gateway other than `mesh`, the VirtualService would otherwise open the canary to whoever can
+    reach that gateway: the match is limited to in-mesh traffic unless `plan.header_gateways` names gateways.
+    When the VirtualService serves other hosts too, the match is limited to the service's own authority.
+    """
+    assert plan.header is not None
+    name, value = plan.header
+    match: JSON = {"headers": {name: {"exact": value}}}
+    spec = vs.get("spec", {})
+    gateways = [str(g) for g in spec.get("gateways") or []]
+    if plan.header_gateways:
+        match["gateways"] = list(plan.header_gateways)
+    elif any(g != MESH_GATEWAY for g in gateways):
+        match["gateways"] = [MESH_GATEWAY]
+    namespace = vs.get("metadata", {}).get("namespace") or plan.service.namespace
+    if any(resolve_host(str(h), namespace, plan.cluster_domain) != plan.host for h in spec.get("hosts") or []):
+        match["authority"] = {"regex": _authority_regex(plan)}
+    return {
+        "name": HEADER_ROUTE,
+        "match": [match],
+        "route": [{"destination": {"host": plan.host, "subset": plan.canary_subset}}],
+    }
+
+
+def _header_index(vs: JSON) -> int | None:
+    routes = vs.get("spec", {}).get("http") or []
+    return next((i for i, http in enumerate(routes) if http.get("name") == HEADER_ROUTE), None)
+
+
+def vs_ops(vs: JSON, plan: Plan, *, canary_weight: int, header: bool, state: State) -> list[Op]:
+    """Ops moving `vs` to the given canary weight on the service's own routes (stable gets the rest), with or
+    without the header route, and the recorded state. Nothing else in `vs` changes."""
+    ops: list[Op] = []
+    index = _header_index(vs)
+    if header and index is None and plan.header is not None:
+        ops.append({"op": "add", "path": "/spec/http/0", "value": header_route(vs, plan)})
+    elif not header and index is not None:
+        ops.append({"op": "remove", "path": pointer("spec", "http", index)})
+    after = apply_patch(vs, ops)
+    for i, s, c in managed_routes(after, plan):
+        ops.append(
+            {"op": "add", "path": pointer("spec", "http", i, "route", s, "weight"), "value": 100 - canary_weight}
+        )
+        ops.append({"op": "add", "path": pointer("spec", "http", i, "route", c, "weight"), "value": canary_weight})
+    record = json.dumps(asdict(state), separators=(",", ":"))
+    if "annotations" in vs["metadata"]:
+        ops.append({"op": "add", "path": pointer("metadata", "annotations", ANNOTATION), "value": record})
+    else:
+        ops.append({"op": "add", "path": "/metadata/annotations", "value": {ANNOTATION: record}})
+    return ops
+
+
+# ---------------------------------------------------------------------------------------------- capacity
+def canary_replicas(stable_replicas: int, weight: int, original: int) -> int:
+    """Replicas the canary needs to carry `weight` % of traffic that S = `stable_replicas` carried at 100 %:
+    ceil(S × weight / 100), at least 1, never fewer than it had (as Argo Rollouts' matchTrafficWeight)."""
+    return max(1, original, math.ceil(stable_replicas * weight / 100))
+
+
+def hpa_for(hpas: list[JSON], deployment: str) -> JSON | None:
+    """The HorizontalPodAutoscaler whose scaleTargetRef is the Deployment, if any."""
+    for hpa in hpas:
+        ref = hpa.get("spec", {}).get("scaleTargetRef") or {}
+        if ref.get("kind") == "Deployment" and ref.get("name") == deployment:
+            return hpa
+    return None
+
+
+def rolled_out(dep: JSON, *, replicas: int = 0, image: str = "", container: int = 0) -> tuple[bool, str]:
+    """Whether a Deployment has rolled out as `kubectl rollout status` judges it (its generation observed,
+    every replica updated and available), with at least `replicas` and, when given, `image` in its spec;
+    and a line saying where it stands."""
+    spec, st = dep.get("spec", {}), dep.get("status") or {}
+    want = max(int(spec.get("replicas", 1)), replicas)
+    observed = int(st.get("observedGeneration", 0)) >= int(dep.get("metadata", {}).get("generation", 0))
+    counts = {k: int(st.get(k, 0)) for k in ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")}
+    running = str(spec["template"]["spec"]["containers"][container].get("image", ""))
+    updated = counts["updatedReplicas"]
+    ready = (
+        observed
+        and (not image or running == image)
+        and updated >= want
+        and counts["replicas"] <= updated <= counts["availableReplicas"]
+    )
+    return ready, f"generation observed={observed}, image={running}, {counts}, wanted {want}"
