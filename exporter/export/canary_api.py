@@ -64,9 +64,6 @@ class GuardedEndpoints:
     def routes(self) -> dict[str, Route]:
         return {path: self._route(path) for path in self.endpoints}
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
     def _authorized(self, request: Request) -> bool:
         if self._token is None:
             return True

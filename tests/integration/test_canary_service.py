@@ -43,6 +43,7 @@ pytestmark = pytest.mark.integration
 ANALYSIS, CHECK, GATE = "/v1/canary/analysis", "/v1/flagger/check", "/v1/flagger/gate"
 BY_VERDICT = {FAIL: WORSE, PASS: EQUAL, INCONCLUSIVE: SPARSE}
 FLAGGER_BY_VERDICT = {PASS: "podinfo", FAIL: "bad", INCONCLUSIVE: "thin"}
+TOKEN = "canary-api-token-for-tests-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -271,11 +272,12 @@ def test_exporter_run_serves_the_endpoints_only_when_enabled(prom: CanaryProm, t
             env = {k: v for k, v in os.environ.items() if not k.startswith(("EXPORTER_", "DD_"))}
             env.update(EXPORTER_PROMETHEUS_URL=prom.url, EXPORTER_DATADOG_URL=intake.url, DD_API_KEY=API_KEY,
                        KUBECONFIG=str(kubeconfig), EXPORTER_HTTP_PORT=str(port),
-                       EXPORTER_CANARY_API_ENABLED=enabled)  # fmt: skip
+                       EXPORTER_CANARY_API_ENABLED=enabled, EXPORTER_CANARY_API_TOKEN=TOKEN)  # fmt: skip
             proc = subprocess.Popen([sys.executable, "-m", "exporter", "run"], env=env, stderr=subprocess.PIPE)
             try:
-                wait_for(lambda port=port: _up(port), "the daemon's HTTP server", timeout=30)
-                reply = requests.get(f"http://127.0.0.1:{port}{ANALYSIS}", params=params("reviews"), timeout=30)
+                wait_for(lambda port=port: _up(port), "the daemon's HTTP server", timeout=60)
+                reply = requests.get(f"http://127.0.0.1:{port}{ANALYSIS}", params=params("reviews"), timeout=30,
+                                     headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
                 if enabled == "true":
                     assert reply.status_code == 200 and reply.json()["verdict"] == FAIL
                 else:
@@ -286,6 +288,7 @@ def test_exporter_run_serves_the_endpoints_only_when_enabled(prom: CanaryProm, t
             assert proc.returncode == 0, stderr
             started = json.loads(next(line for line in stderr.splitlines() if b'"starting"' in line))
             assert started["settings"]["canary_api_enabled"] is (enabled == "true")
+            assert started["settings"]["canary_api_token"] == "<set>" and TOKEN.encode() not in stderr
 
 
 def _up(port: int) -> bool:
