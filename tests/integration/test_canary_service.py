@@ -197,11 +197,12 @@ def test_two_calls_in_one_step_cost_one_set_of_queries(prom: CanaryProm) -> None
 
 
 def test_concurrency_bound_and_deadline_never_hold_the_probes(prom: CanaryProm) -> None:
+    delay = 6.0
     with (
         FaultProxy(prom.url) as proxy,
         serve(prometheus_url=proxy.url, canary_api_concurrency=1, canary_api_deadline_seconds=1.0) as (base, _),
     ):
-        proxy.set_fault(lambda request: Fault(delay_s=3.0) if "query" in request.path else None)
+        proxy.set_fault(lambda request: Fault(delay_s=delay) if "query" in request.path else None)
         results: list[requests.Response] = []
         slow = threading.Thread(
             target=lambda: results.append(requests.get(base + ANALYSIS, params=params("ratings"), timeout=30))
@@ -211,15 +212,15 @@ def test_concurrency_bound_and_deadline_never_hold_the_probes(prom: CanaryProm) 
         wait_for(lambda: len(proxy.requests) > 0, "the first analysis to reach Prometheus")
         busy = requests.get(base + ANALYSIS, params=params("reviews"), timeout=30)
         assert busy.status_code == 429 and busy.text.startswith("busy:")
-        probes_started = time.monotonic()
         for path in ("/healthz", "/readyz", "/metrics"):
             assert requests.get(base + path, timeout=5).status_code == 200
-        assert time.monotonic() - probes_started < 0.9  # answered while the analysis is stuck
+        assert slow.is_alive() and not results  # the probes were answered while the analysis was stuck
         slow.join(timeout=30)
         assert results[0].status_code == 503
         assert results[0].text == "analysis did not finish within 1s\n"
-        assert 1.0 <= time.monotonic() - started < 2.9  # the deadline, not the 3 s of Prometheus
-        assert '"verdict"' not in results[0].text
+        assert time.monotonic() - started < delay  # answered at the deadline, before Prometheus answered
+        # the slot stays taken until the stuck queries end, so the bound holds
+        assert requests.get(base + ANALYSIS, params=params("reviews"), timeout=30).status_code == 429
 
 
 def test_prometheus_down_is_503_never_a_verdict() -> None:
