@@ -14,12 +14,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import requests
+from prometheus_client import CollectorRegistry
 
 from exporter.canary.analysis import FAIL, INCONCLUSIVE, PASS
 from exporter.canary.measure import Scope, analyse
+from exporter.cli.run import canary_routes
+from exporter.config import Settings
+from exporter.export.health import Request
 from exporter.query.prometheus import PrometheusClient
 from sandbox.intake import FakeIntake
 from sandbox.kubeapi import FakeKubeAPI
@@ -237,6 +242,15 @@ def test_prometheus_down_is_503_never_a_verdict() -> None:
             )
             == 1.0
         )
+
+
+def test_shutdown_ends_retry_waits_at_once() -> None:
+    stopping = threading.Event()
+    stopping.set()
+    settings = Settings(prometheus_url=f"http://127.0.0.1:{free_port()}", canary_api_enabled=True)
+    route = canary_routes(settings, CollectorRegistry(), stopping)[ANALYSIS]
+    reply = route(Request("GET", ANALYSIS, urlencode(params("reviews")), {}, b""))
+    assert reply.status == 503 and reply.body.startswith(b"could not analyse: shutting down")
 
 
 def test_the_token_when_set(prom: CanaryProm) -> None:
