@@ -22,8 +22,10 @@ from prometheus_client import CollectorRegistry
 
 from exporter.canary.analysis import FAIL, INCONCLUSIVE, PASS
 from exporter.canary.measure import Scope, analyse
+from exporter.cli import clients
 from exporter.cli.run import canary_routes
 from exporter.config import Settings
+from exporter.export.daemon import Daemon
 from exporter.export.health import Request
 from exporter.query.prometheus import PrometheusClient
 from sandbox.intake import FakeIntake
@@ -311,3 +313,39 @@ def _up(port: int) -> bool:
         return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
     except requests.ConnectionError:
         return False
+
+
+class Follower:
+    """A replica that does not hold the Lease."""
+
+    def may_submit(self, at: int) -> bool:
+        return False
+
+    def submitted(self, at: int) -> None:
+        raise AssertionError("a follower never submits")
+
+    def status(self) -> str:
+        return "follower"
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+def test_a_follower_replica_serves_the_analysis_too(prom: CanaryProm, tmp_path: Path) -> None:
+    with FakeKubeAPI() as kube:
+        settings = Settings(prometheus_url=prom.url, kubeconfig=str(kube.write_kubeconfig(tmp_path / "kc")),
+                            canary_api_enabled=True, leader_election=True)  # fmt: skip
+        daemon = Daemon(settings, discovery=clients.discovery(settings), prom=clients.prometheus(settings),
+                        sink=None, leader=Follower())  # fmt: skip
+        daemon.routes.update(canary_routes(settings, daemon.metrics.registry, daemon.stop_event))
+        base = f"http://127.0.0.1:{daemon.serve_http(0)}"
+        try:
+            daemon.cycle()  # skipped: not the leader
+            reply = requests.get(base + ANALYSIS, params=params("reviews"), timeout=30)
+            assert reply.status_code == 200 and reply.json()["verdict"] == FAIL
+            assert "mesh_exporter_canary_api_verdicts_total" in requests.get(base + "/metrics", timeout=5).text
+        finally:
+            daemon.stop()
