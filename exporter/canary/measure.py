@@ -89,12 +89,12 @@ def measure_subsets(
         "buckets": buckets,
         "p99": promql.histogram_quantile(0.99, buckets),
     }
-    answers = client.query_all(queries, at=at)
-    for answer in answers.values():
+    by = {"requests": (label,), "errors": (label,), "buckets": (label, "le"), "p99": (label,)}
+    vectors = {}
+    for name, answer in client.query_all(queries, at=at).items():
         if isinstance(answer, QueryError):
             raise answer
-    by = {"requests": (label,), "errors": (label,), "buckets": (label, "le"), "p99": (label,)}
-    vectors = {name: vector_by(answer, by[name], query=queries[name]) for name, answer in answers.items()}  # type: ignore[arg-type]
+        vectors[name] = vector_by(answer, by[name], query=queries[name])
     out: dict[str, Subset] = {}
     for version in versions:
         requests = round(vectors["requests"].get((version,), 0.0))
