@@ -100,7 +100,19 @@ class Settings(BaseSettings):
     backlog_max_points: int = Field(200_000, ge=0)
     """Most unsent points kept for re-sending (besides Datadog's one-hour limit); oldest dropped first."""
 
-    secret_fields: ClassVar[tuple[str, ...]] = ("dd_api_key", "dd_app_key")
+    # Canary analysis endpoints (/v1/canary/analysis, /v1/flagger/check, /v1/flagger/gate)
+    canary_api_enabled: bool = False
+    """Serve the canary analysis and Flagger webhooks on the HTTP port (every replica, leader or not)."""
+    canary_api_step_seconds: float = Field(30.0, gt=0)
+    """The endpoints evaluate at the current time floored to this step (answers are cached per step)."""
+    canary_api_concurrency: int = Field(4, ge=1, le=64)
+    """Analyses running at once; requests beyond are refused with 429."""
+    canary_api_deadline_seconds: float = Field(20.0, gt=0)
+    """An analysis not finished by then is answered 503."""
+    canary_api_token: SecretStr | None = None
+    """Bearer token the endpoints require when set (mount it from a Secret)."""
+
+    secret_fields: ClassVar[tuple[str, ...]] = ("dd_api_key", "dd_app_key", "canary_api_token")
 
     @field_validator("prometheus_url")
     @classmethod
@@ -213,7 +225,8 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Every secret value the settings hold (for log redaction)."""
-        values = [s.get_secret_value() for s in (self.dd_api_key, self.dd_app_key) if s is not None]
+        tokens = (self.dd_api_key, self.dd_app_key, self.canary_api_token)
+        values = [s.get_secret_value() for s in tokens if s is not None]
         values += [v for k, v in self.prometheus_headers.items() if k.lower() in ("authorization", "x-api-key")]
         values += [v.split(" ", 1)[1] for v in values if v.lower().startswith(("bearer ", "basic "))]
         for url in (self.prometheus_url, self.datadog_url):

@@ -159,6 +159,8 @@ class Version:
     client_error_rate: float = 0.0
     """Fraction answered 404."""
     latency: Latency = DEFAULT_LATENCY
+    workload: str = ""
+    """destination_workload; empty means `<service>-<version>` (Flagger names its canary `<name>`)."""
 
     def __post_init__(self) -> None:
         _check_fraction(f"version {self.name}: share", self.share)
@@ -232,6 +234,7 @@ class _Combo:
     policy: str
     rates: list[float]
     latencies: list[Latency | None]
+    workload: str = ""
 
     def label_text(self) -> str:
         svc, caller = self.service, self.caller
@@ -251,7 +254,7 @@ class _Combo:
             ("source_principal", source_principal),
             ("source_app", caller.workload),
             ("source_version", "v1" if caller.in_mesh else UNKNOWN),
-            ("destination_workload", f"{svc.name}-{self.version}"),
+            ("destination_workload", self.workload or f"{svc.name}-{self.version}"),
             ("destination_workload_namespace", svc.namespace),
             ("destination_principal", destination_principal),
             ("destination_app", svc.name),
@@ -294,7 +297,9 @@ def _combos(phases: Sequence[Phase], reporters: frozenset[str]) -> list[_Combo]:
         )
         combo = combos.get(key)
         if combo is None:
-            combo = combos[key] = _Combo(reporter, svc, caller, version.name, code, policy, [0.0] * n, [None] * n)
+            combo = combos[key] = _Combo(
+                reporter, svc, caller, version.name, code, policy, [0.0] * n, [None] * n, version.workload
+            )
         combo.rates[phase] += rate
         combo.latencies[phase] = version.latency
 

@@ -3,7 +3,7 @@
 The only package that builds real clients from Settings (exporter.cli.clients); nothing imports it.
 Each command lives in its own module with `register(subparsers)`, whose parsers set
 `func=(args, settings) -> exit code`. Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration
-error (one line naming the field); `canary analyze` adds 3 for inconclusive.
+error (one line naming the field); `canary analyze` adds 3 for inconclusive and 4 for could not analyse.
 """
 
 from __future__ import annotations

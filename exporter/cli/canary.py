@@ -1,6 +1,7 @@
 """`exporter canary analyze`: flags, thresholds, text/JSON output and the exit code of a verdict.
 
-Exit codes: 0 pass, 1 fail (or a failed query), 3 inconclusive, 2 bad flags.
+Exit codes: 0 pass, 1 fail, 3 inconclusive, 4 could not analyse (Prometheus failed after retries: no
+verdict), 2 bad flags or names. Flags are validated by the same code as the analysis endpoint's parameters.
 """
 
 from __future__ import annotations
@@ -13,16 +14,19 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from exporter.canary import service
 from exporter.canary.analysis import FAIL, INCONCLUSIVE, PASS, Thresholds
-from exporter.canary.measure import DEFAULT_VERSION_LABEL, report_dict, run_analysis
+from exporter.canary.measure import DEFAULT_VERSION_LABEL, analyse
 from exporter.cli import clients
-from exporter.cli.common import duration_flag, number, parse_time, table
+from exporter.cli.common import number, parse_time, table
 from exporter.config import Settings
-from exporter.errors import ConfigError
-from exporter.model import ServiceRef
+from exporter.errors import ConfigError, QueryError
+from exporter.logs import redactor
 from exporter.query import promql
 
 EXIT_BY_VERDICT = {PASS: 0, FAIL: 1, INCONCLUSIVE: 3}
+EXIT_NOT_ANALYSED = 4
+"""Prometheus failed after retries: no verdict could be computed (never confused with fail)."""
 
 
 def add_analysis_flags(parser: argparse.ArgumentParser) -> None:
@@ -45,29 +49,19 @@ def add_analysis_flags(parser: argparse.ArgumentParser) -> None:
                         help="requests each subset needs for a verdict (default %(default)s)")  # fmt: skip
 
 
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
 def thresholds_from(args: argparse.Namespace) -> Thresholds:
     """Thresholds from the flags; ConfigError naming the flag when one is out of range."""
-    checks = (
-        ("--min-success-pct", 0 <= args.min_success_pct <= 100, "must be within [0, 100]"),
-        ("--max-p99-ms", args.max_p99_ms > 0, "must be > 0"),
-        ("--max-p99-ratio", args.max_p99_ratio > 0, "must be > 0"),
-        ("--confidence", 0 < args.confidence < 1, "must be within (0, 1), e.g. 0.95"),
-        ("--min-requests", args.min_requests >= 1, "must be >= 1"),
-    )
-    for flag, ok, message in checks:
-        if not ok:
-            raise ConfigError(flag, message)
     try:
         promql.check_label_name(args.version_label)
+        return service.thresholds_from({name: getattr(args, name) for name in service.THRESHOLDS})
+    except service.InvalidRequest as e:
+        raise ConfigError(_flag(e.field), e.message) from None
     except ValueError as e:
         raise ConfigError("--version-label", str(e)) from None
-    return Thresholds(
-        min_success_pct=args.min_success_pct,
-        max_p99_ms=args.max_p99_ms,
-        max_p99_ratio=args.max_p99_ratio,
-        confidence=args.confidence,
-        min_requests=args.min_requests,
-    )
 
 
 def _p_value(test: dict[str, Any]) -> str:
@@ -100,29 +94,32 @@ def render_text(doc: dict[str, Any]) -> str:
 
 
 def cmd_analyze(args: argparse.Namespace, settings: Settings) -> int:
-    thresholds = thresholds_from(args)
-    duration_flag("--window", args.window)
-    if args.canary == args.stable:
-        raise ConfigError("--canary", "must differ from --stable")
-    service = ServiceRef(args.namespace, args.service)
+    values = {name: getattr(args, name) for name in service.FIELDS}
+    try:
+        request = service.service_request(values)
+    except service.InvalidRequest as e:
+        raise ConfigError(_flag(e.field), e.message) from None
     at = args.at if args.at is not None else math.floor(time.time())
-    verdict = run_analysis(
-        clients.prometheus(settings),
-        service,
-        canary=args.canary,
-        stable=args.stable,
-        at=at,
-        window=args.window,
-        label=args.version_label,
-        thresholds=thresholds,
-    )
-    doc = report_dict(
-        verdict, service, canary=args.canary, stable=args.stable, label=args.version_label, at=at, window=args.window
-    )
+    try:
+        analysis = analyse(
+            clients.prometheus(settings),
+            request.scope,
+            name=request.name,
+            canary=request.canary,
+            stable=request.stable,
+            at=at,
+            window=request.window,
+            label=request.label,
+            thresholds=request.thresholds,
+        )
+    except QueryError as e:
+        print(f"exporter: could not analyse (no verdict): {redactor.scrub(str(e))}", file=sys.stderr)
+        return EXIT_NOT_ANALYSED
+    doc = analysis.to_dict()
     sys.stdout.write(
         json.dumps(doc, indent=2, ensure_ascii=False) + "\n" if args.output == "json" else render_text(doc)
     )
-    return EXIT_BY_VERDICT[verdict.result]
+    return EXIT_BY_VERDICT[analysis.verdict.result]
 
 
 def register(subparsers: Any) -> None:
@@ -130,10 +127,11 @@ def register(subparsers: Any) -> None:
     sub = canary.add_subparsers(dest="canary_command", metavar="COMMAND", required=True)
     analyze_parser = sub.add_parser(
         "analyze",
-        help="judge a canary against stable: pass (exit 0), fail (1) or inconclusive (3)",
+        help="judge a canary against stable: pass (exit 0), fail (1), inconclusive (3), could not analyse (4)",
         description="Judge a canary against the stable version of a service over one window: success rate and p99 "
         "against absolute thresholds, error rate and p99 against stable with significance tests. "
-        "Exit 0 pass, 1 fail, 3 inconclusive (too few requests, or no data), 2 bad flags.",
+        "Exit 0 pass, 1 fail, 3 inconclusive (too few requests, or no data), 4 could not analyse "
+        "(Prometheus failed after retries), 2 bad flags or names.",
     )
     analyze_parser.add_argument("--namespace", required=True)
     analyze_parser.add_argument("--service", required=True)

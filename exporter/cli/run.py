@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import threading
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporter.cli import clients
 from exporter.config import Settings
+from exporter.errors import QueryError
 from exporter.kube import lease
 from exporter.kube.client import KubeClient
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from exporter.export.health import Route
 
 
 def leadership(settings: Settings, kube: KubeClient) -> lease.LeaseLeadership | None:
@@ -27,6 +35,37 @@ def leadership(settings: Settings, kube: KubeClient) -> lease.LeaseLeadership | 
     )
 
 
+def canary_routes(
+    settings: Settings, registry: CollectorRegistry, stopping: threading.Event | None = None
+) -> dict[str, Route]:
+    """The canary analysis endpoints per the settings (none unless EXPORTER_CANARY_API_ENABLED), on their
+    own Prometheus client and bounded pool. Once `stopping` is set, retry waits end at once, so an analysis
+    caught in an outage never holds the process's exit for more than one query timeout."""
+    if not settings.canary_api_enabled:
+        return {}
+    from exporter.canary.service import CanaryService
+    from exporter.export.canary_api import GuardedEndpoints
+
+    prom = clients.prometheus(settings)
+    if stopping is not None:
+
+        def sleep(seconds: float) -> None:
+            if stopping.wait(seconds):
+                raise QueryError("shutting down", query="-")
+
+        prom.retry = replace(prom.retry, sleep=sleep)
+    service = CanaryService(prom, step=settings.canary_api_step_seconds)
+    token = settings.canary_api_token.get_secret_value() if settings.canary_api_token else None
+    guarded = GuardedEndpoints(
+        service.endpoints(),
+        registry=registry,
+        workers=settings.canary_api_concurrency,
+        deadline=settings.canary_api_deadline_seconds,
+        token=token or None,
+    )
+    return guarded.routes()
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from exporter.export.daemon import Daemon  # the scheduler and HTTP server load only for the daemon
     from exporter.sink.backlog import Backlog, Spool
@@ -41,6 +80,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         sink=clients.datadog(settings),
         backlog=Backlog(max_points=settings.backlog_max_points, spool=spool),
     )
+    daemon.routes.update(canary_routes(settings, daemon.metrics.registry, daemon.stop_event))
     return daemon.run()
 
 

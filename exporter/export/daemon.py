@@ -22,7 +22,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from exporter.config import Settings
 from exporter.errors import ExporterError, QueryError, SubmitError
 from exporter.export.cycle import run_cycle
-from exporter.export.health import HealthServer
+from exporter.export.health import HealthServer, Route
 from exporter.export.selfmetrics import SelfMetrics, register_leadership
 from exporter.kube.discovery import KubeDiscovery
 from exporter.model import ServiceRef
@@ -94,6 +94,8 @@ class Daemon:
         self.stop_event = threading.Event()
         self._cycle_lock = threading.Lock()
         self._http: HealthServer | None = None
+        self.routes: dict[str, Route] = {}
+        """Extra HTTP routes (e.g. the canary analysis endpoints), added before serve_http."""
         self.scheduler: BackgroundScheduler | None = None
         # Retry waits end at once on shutdown, so a cycle caught in an outage finishes within the grace.
         self.prom.retry = replace(self.prom.retry, sleep=self._pause(lambda: QueryError("shutting down", query="-")))
@@ -208,7 +210,7 @@ class Daemon:
 
     def serve_http(self, port: int) -> int:
         """Start /healthz, /readyz and /metrics on 0.0.0.0:`port` (0 picks one); returns the port."""
-        self._http = HealthServer(ready=self.readiness, registry=self.metrics.registry)
+        self._http = HealthServer(ready=self.readiness, registry=self.metrics.registry, routes=self.routes)
         return self._http.start(port)
 
     # Lifecycle -----------------------------------------------------------------------------------
@@ -263,7 +265,7 @@ class Daemon:
     def run(self) -> int:
         log.info("starting", settings=self.settings.effective())
         port = self.serve_http(self.settings.http_port)
-        log.info("http listening", port=port, paths=["/healthz", "/readyz", "/metrics"])
+        log.info("http listening", port=port, paths=["/healthz", "/readyz", "/metrics", *self.routes])
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, frame: self.stop_event.set())
         self.start()

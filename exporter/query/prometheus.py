@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlparse
@@ -128,12 +128,33 @@ class PrometheusClient:
             lambda: self._query_once(promql, at), what=f"GET {display_url(self.url)}/api/v1/query", policy=self.retry
         )
 
+    def label_values(self, label: str, *, match: str, start: float, end: float) -> list[str]:
+        """Values of `label` on the series matching the selector `match` between `start` and `end`
+        (GET /api/v1/label/<label>/values: the index only, no samples read)."""
+        params = {"match[]": match, "start": f"{start:.3f}", "end": f"{end:.3f}"}
+
+        def once() -> list[str]:
+            values = self._mapped(match, lambda: self._conn.get_label_values(label, params=params))
+            return [str(v) for v in values]
+
+        return call(once, what=f"GET {display_url(self.url)}/api/v1/label/{label}/values", policy=self.retry)
+
     def _query_once(self, promql: str, at: float) -> list[Sample]:
-        self.requests_made += 1
         params = {"time": f"{at:.3f}", "timeout": f"{self.timeout:g}s"}
         log.debug("promql", url=display_url(self.url), query=promql, at=at)
+        result = self._mapped(promql, lambda: self._conn.custom_query(promql, params=params))
         try:
-            result = self._conn.custom_query(promql, params=params)
+            return [(dict(item["metric"]), to_float(item["value"][1])) for item in result]
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            raise QueryError(
+                f"not an instant vector: {json.dumps(result)[:200]}", query=promql, kind="malformed"
+            ) from e
+
+    def _mapped(self, promql: str, request: Callable[[], Any]) -> Any:
+        """One request to the API with every failure mapped to a QueryError naming `promql`."""
+        self.requests_made += 1
+        try:
+            return request()
         except QueryError:
             raise
         except requests.Timeout as e:
@@ -153,12 +174,6 @@ class PrometheusClient:
             ) from e
         except (PrometheusApiClientException, requests.RequestException) as e:
             raise QueryError(f"Prometheus query failed: {e}", query=promql) from e
-        try:
-            return [(dict(item["metric"]), to_float(item["value"][1])) for item in result]
-        except (KeyError, IndexError, TypeError, ValueError) as e:
-            raise QueryError(
-                f"not an instant vector: {json.dumps(result)[:200]}", query=promql, kind="malformed"
-            ) from e
 
 
 def _root(exc: BaseException) -> str:

@@ -102,6 +102,35 @@ def rate_sum(
     return f"sum by ({_by(by)}) (rate({_range(metric, destination(*matchers), window, offset)}))"
 
 
+def count_sum(
+    by: Sequence[str],
+    *,
+    window: str,
+    matchers: Sequence[Matcher] = (),
+    metric: str = REQUESTS,
+) -> str:
+    """Events counted in `window` (a counter's increase), summed per group, destination-reported, without
+    extrapolation: per series, its last value in the window minus its last value before the window.
+
+    Exact on every backend (Prometheus extrapolates `increase`; VictoriaMetrics' `rate` divides by the
+    samples' span, not the window), because only `last_over_time`, `offset`, `-`, `>=` and `or` are used.
+    A series born in the window counts from 0 (Istio's counters start at 0); a counter reset in the window
+    counts from the reset (a lower bound: requests before the restart are not counted).
+    """
+    duration_seconds(window)
+    series = selector(metric, destination(*matchers))
+    end = f"last_over_time({series}[{window}])"
+    start = f"last_over_time({series}[{window}] offset {window})"
+    return f"sum by ({_by(by)}) ((({end} - {start}) >= 0) or {end})"
+
+
+def histogram_quantile(q: float, buckets: str) -> str:
+    """The q-quantile of a grouped bucket query (by ..., le): rates or counts alike."""
+    if not 0 <= q <= 1:
+        raise ValueError(f"quantile must be within [0, 1], got {q}")
+    return f"histogram_quantile({q:g}, {buckets})"
+
+
 def quantile(
     q: float,
     by: Sequence[str],
@@ -111,10 +140,8 @@ def quantile(
     offset: str | None = None,
 ) -> str:
     """The q-quantile of request duration (ms) per group, from Istio's histogram buckets."""
-    if not 0 <= q <= 1:
-        raise ValueError(f"quantile must be within [0, 1], got {q}")
     buckets = rate_sum((*by, "le"), window=window, matchers=matchers, offset=offset, metric=DURATION_BUCKET)
-    return f"histogram_quantile({q:g}, {buckets})"
+    return histogram_quantile(q, buckets)
 
 
 def figure_queries(

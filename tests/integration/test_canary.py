@@ -7,13 +7,8 @@ seconds; histogram_quantile's linear interpolation inside the bucket holding the
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
 import time
-from typing import Any
 
 import pytest
 
@@ -21,42 +16,29 @@ from exporter.canary.analysis import FAIL, INCONCLUSIVE, PASS
 from exporter.canary.measure import measure_subsets, run_analysis
 from exporter.model import ServiceRef
 from exporter.query.prometheus import PrometheusClient
-from sandbox.meshsim import LATENCY_SLOW, Phase, Service
-from tests.support.canary_mesh import QUICK_P99, SLOW_P99, equal, sparse, worse
+from sandbox.meshsim import LATENCY_SLOW, Caller, Phase, Service, Version
+from tests.support.canary_api import analyze_cli
+from tests.support.canary_mesh import QUICK, QUICK_P99, SLOW_P99, equal, expected_counts, sparse, worse
 from tests.support.prom import PrometheusFactory
 
 STEP = 30.0
 WINDOW_S = 300
 WORSE, EQUAL, SPARSE = worse("reviews"), equal("ratings"), sparse("details")
 CANARY_MESH = (WORSE, EQUAL, SPARSE)
-
-
-def expected_counts(service: Service, version: str) -> tuple[int, int]:
-    """(requests, 5xx) in the window, from the generator's parameters."""
-    v = next(v for v in service.versions if v.name == version)
-    requests = sum(c.rps for c in service.callers) * v.share * WINDOW_S
-    return round(requests), round(requests * v.error_rate)
+WEB = Caller("web", "frontend", 10.0)
+RETIRED = Service("shop", "retired", (WEB,), (Version("stable", share=0.5, latency=QUICK),
+                                              Version("canary", share=0.5, latency=QUICK)))  # fmt: skip
+"""Its canary served traffic until 8 minutes before the instant, then none: seen, but 0 requests in the window."""
 
 
 @pytest.fixture(scope="module")
 def prom(make_prometheus: PrometheusFactory) -> tuple[str, float]:
     at = math.floor(time.time() / STEP) * STEP
-    server = make_prometheus((Phase(at - 20 * 60, CANARY_MESH),), end=at, step=STEP)
-    return server.url, at
-
-
-def analyze_cli(url: str, *args: str) -> tuple[int, dict[str, Any], str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EXPORTER_", "DD_"))}
-    env["EXPORTER_PROMETHEUS_URL"] = url
-    proc = subprocess.run(
-        [sys.executable, "-m", "exporter", "canary", "analyze", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    retired = Service("shop", "retired", (WEB,), (Version("stable", latency=QUICK),))
+    server = make_prometheus(
+        (Phase(at - 20 * 60, (*CANARY_MESH, RETIRED)), Phase(at - 8 * 60, (*CANARY_MESH, retired))), end=at, step=STEP
     )
-    doc = json.loads(proc.stdout) if "--output" in args and proc.stdout else {}
-    return proc.returncode, doc, proc.stdout + proc.stderr
+    return server.url, at
 
 
 @pytest.mark.parametrize("service", CANARY_MESH, ids=lambda s: s.name)
@@ -82,8 +64,8 @@ def test_clearly_worse_canary_fails_with_exit_1(prom: tuple[str, float]) -> None
                                  "--stable", "stable", "--at", str(int(at)), "--output", "json")  # fmt: skip
     assert code == 1, out
     assert doc["verdict"] == FAIL
-    assert doc["canary"] == {"version": "canary", "requests": 1200, "errors": 60, "success_rate_pct": 95.0,
-                             "p99_latency_ms": pytest.approx(SLOW_P99)}  # fmt: skip
+    assert doc["canary"] == {"version": "canary", "seen": True, "requests": 1200, "errors": 60,
+                             "success_rate_pct": 95.0, "p99_latency_ms": pytest.approx(SLOW_P99)}  # fmt: skip
     assert (doc["stable"]["requests"], doc["stable"]["errors"]) == (10800, 5)  # 40·0.9·300, round(5.4)
     results = {c["name"]: c["result"] for c in doc["checks"]}
     assert results == {"canary_requests": PASS, "stable_requests": PASS, "success_rate": FAIL,
@@ -153,9 +135,49 @@ def test_text_output_and_bad_flags(prom: tuple[str, float]) -> None:
     assert out.strip().splitlines() == ["exporter: config error: --confidence: must be within (0, 1), e.g. 0.95"]
 
 
-def test_a_failed_query_is_exit_1_never_a_verdict() -> None:
+def test_a_failed_query_is_exit_4_could_not_analyse_never_a_verdict() -> None:
     code, _, out = analyze_cli("http://127.0.0.1:9", "--namespace", "shop", "--service", "reviews",
                                "--canary", "canary", "--stable", "stable", "--output", "json")  # fmt: skip
-    assert code == 1
-    assert "cannot reach Prometheus at http://127.0.0.1:9" in out
+    assert code == 4
+    assert (
+        out.strip()
+        .splitlines()[-1]
+        .startswith("exporter: could not analyse (no verdict): cannot reach Prometheus at http://127.0.0.1:9")
+    )
     assert '"verdict"' not in out
+
+
+def test_a_version_never_seen_is_told_apart_from_zero_requests(prom: tuple[str, float]) -> None:
+    url, at = prom
+    code, typo, out = analyze_cli(url, "--namespace=shop", "--service=reviews", "--canary=canray", "--stable=stable",
+                                  "--at", str(int(at)), "--output", "json")  # fmt: skip
+    assert code == 3, out
+    assert typo["canary"] == {"version": "canray", "seen": False, "requests": 0, "errors": 0,
+                              "success_rate_pct": None, "p99_latency_ms": None}  # fmt: skip
+    assert typo["reasons"][0].startswith('destination_version="canray" has no series at all for')
+    code, quiet, out = analyze_cli(url, "--namespace=shop", "--service=retired", "--canary=canary", "--stable=stable",
+                                   "--at", str(int(at)), "--output", "json")  # fmt: skip
+    assert code == 3, out
+    assert quiet["canary"]["seen"] is True and quiet["canary"]["requests"] == 0
+    assert quiet["stable"]["requests"] == 10 * 300  # all of the caller's traffic since the canary left
+    assert not any("no series" in r for r in quiet["reasons"])
+    code, _, out = analyze_cli(url, "--namespace=shop", "--service=retired", "--canary=canary", "--stable=stable",
+                               "--at", str(int(at)))  # fmt: skip
+    assert code == 3 and "no series at all" not in out and "verdict: INCONCLUSIVE" in out
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "line"),
+    [
+        ("--namespace", "Shop", "--namespace: not a Kubernetes name: 'Shop'"),
+        ("--service", "reviews.v1", "--service: not a Kubernetes name: 'reviews.v1'"),
+        ("--canary", 'x"}', "--canary: not a Kubernetes label value: 'x\"}'"),
+        ("--window", "0s", "--window: must be longer than 0, got '0s'"),
+    ],
+)
+def test_invalid_names_are_exit_2_with_one_line(flag: str, value: str, line: str) -> None:
+    args = {"--namespace": "shop", "--service": "reviews", "--canary": "canary", "--stable": "stable", flag: value}
+    code, _, out = analyze_cli("http://127.0.0.1:9", *(f"{k}={v}" for k, v in args.items()))
+    assert code == 2
+    [only] = out.strip().splitlines()
+    assert only.startswith(f"exporter: config error: {line}")

@@ -8,6 +8,7 @@ the Deployment's name); likewise for `canary`.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from sandbox.meshsim import LATENCY_SLOW, Caller, Latency, Service, Version
@@ -43,6 +44,28 @@ def sparse(name: str, rps: float = 2.0) -> Service:
         Version("stable", share=0.95, latency=QUICK),
         Version("canary", share=0.05, error_rate=0.5, latency=LATENCY_SLOW),
     ))  # fmt: skip
+
+
+def flagger(pair: Service, namespace: str = "test") -> tuple[Service, Service]:
+    """The same traffic as `pair` the way Flagger lays it out with Istio: the primary workload
+    `<name>-primary` behind the Service `<name>-primary`, the canary workload `<name>` behind `<name>-canary`.
+    No Service is called `<name>`, so a filter on destination_service_name="<name>" finds nothing."""
+    rps = sum(c.rps for c in pair.callers)
+    caller = pair.callers[0]
+
+    def half(host: str, version: Version, workload: str) -> Service:
+        return Service(namespace, host, (replace(caller, rps=rps * version.share),),
+                       (replace(version, share=1.0, workload=workload),))  # fmt: skip
+
+    stable, canary = (next(v for v in pair.versions if v.name == n) for n in ("stable", "canary"))
+    return half(f"{pair.name}-primary", stable, f"{pair.name}-primary"), half(f"{pair.name}-canary", canary, pair.name)
+
+
+def expected_counts(service: Service, version: str, window_s: float = 300) -> tuple[int, int]:
+    """(requests, 5xx) of a version of `service` in a window, from the generator's parameters."""
+    v = next(v for v in service.versions if v.name == version)
+    requests = sum(c.rps for c in service.callers) * v.share * window_s
+    return round(requests), round(requests * v.error_rate)
 
 
 # ------------------------------------------------------------------------------------------ Kubernetes
