@@ -16,7 +16,7 @@ import structlog
 
 from exporter import __version__, logs
 from exporter.cli import canary, once, report, rollout, run
-from exporter.cli.common import EXIT_FAILURE, EXIT_USAGE
+from exporter.cli.common import EXIT_FAILURE, EXIT_USAGE, colour_for
 from exporter.config import Settings, load
 from exporter.errors import ConfigError, ExporterError
 
@@ -50,7 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"exporter: config error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    logs.configure(level=settings.log_level, secrets=settings.secrets())
+    logs.configure(
+        level=settings.log_level, secrets=settings.secrets(), fmt=settings.log_format, colours=colour_for(sys.stderr)
+    )
     if not isinstance(sys.stderr, logs.RedactingStream):  # every line this process prints is scrubbed
         sys.stdout, sys.stderr = logs.RedactingStream(sys.stdout), logs.RedactingStream(sys.stderr)
     command: Command = args.func
@@ -59,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"exporter: config error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except ExporterError as e:
-        log.error("command failed", command=args.command, error=str(e))
-        print(f"exporter: {logs.redactor.scrub(str(e))}", file=sys.stderr)
+    except ExporterError as e:  # one line per error: human on a terminal, JSON for machines
+        if logs.console:
+            print(f"exporter: {logs.redactor.scrub(str(e))}", file=sys.stderr)
+        else:
+            log.error("command failed", command=args.command, error=str(e))
         return EXIT_FAILURE

@@ -22,6 +22,7 @@ from exporter.errors import ConfigError
 from exporter.kube.istio import Kube
 from exporter.model import ServiceRef
 from exporter.rollout.engine import PROMOTED, Analyzer, Plan, Rollout, SignalWaiter, Targets
+from exporter.sink.datadog import global_tags
 
 _HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+\-.^_`|~]+$")
 
@@ -82,7 +83,7 @@ def plan_from(args: argparse.Namespace, settings: Settings) -> Plan:
         on_error=args.on_error,
         on_sigterm=args.on_sigterm,
         istio_root_namespace=settings.istio_root_namespace,
-        tags=tuple(settings.tags),
+        tags=global_tags(settings),
         ready_timeout_s=ready_timeout,
     )
 

@@ -29,7 +29,7 @@ from exporter.model import ServiceRef
 from exporter.query.prometheus import PrometheusClient
 from exporter.retry import RetryPolicy
 from exporter.sink.backlog import Backlog
-from exporter.sink.datadog import DatadogSink
+from exporter.sink.datadog import DatadogSink, global_tags
 
 log = structlog.get_logger("exporter.export.daemon")
 
@@ -163,7 +163,8 @@ class Daemon:
                     window=self.settings.rate_window,
                     namespaces=self.settings.namespaces,
                     sink=self.sink,
-                    tags=self.settings.tags,
+                    tags=global_tags(self.settings),
+                    metric_prefix=self.settings.metric_prefix,
                     backlog=self.backlog,
                 )
             except Exception as e:  # a bug must not kill the daemon; it is logged with its traceback

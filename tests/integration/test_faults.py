@@ -94,7 +94,8 @@ def want(
         for service in SERVICES:
             figures = expected(service)
             assert figures is not None
-            tags = tuple(sorted((f"service:{service.name}", f"kube_namespace:{service.namespace}")))
+            name, ns = service.name, service.namespace
+            tags = tuple(sorted((f"service:{name}", f"kube_service:{name}", f"kube_namespace:{ns}")))
             for field in FIELDS:
                 if field not in (without or {}).get(at, set()):
                     out[METRICS[field], tags, at] = getattr(figures, field)

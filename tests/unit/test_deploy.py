@@ -211,6 +211,11 @@ def test_settings_file_and_environment_load_as_the_exporter_would(
     assert settings.spool_dir in {m["mountPath"] for m in container["volumeMounts"]}
 
 
+def test_no_service_link_variables_reach_the_exporter(base: list[Manifest]) -> None:
+    for workload in (one(base, "Deployment"), one(base, "CronJob")):
+        assert pod_spec(workload)["enableServiceLinks"] is False, workload["kind"]
+
+
 def test_cronjob_runs_the_weekly_report(base: list[Manifest]) -> None:
     cronjob = one(base, "CronJob")
     assert cronjob["spec"]["schedule"] == "0 6 * * 1"  # Mondays 06:00 UTC
@@ -241,8 +246,6 @@ def rules(manifests: list[Manifest]) -> set[tuple[str, str, str, str, tuple[str,
 def test_rbac_is_least_privilege(base: list[Manifest]) -> None:
     assert rules(base) == {
         ("ClusterRole", "", "services", "list", ()),
-        ("ClusterRole", "", "services", "watch", ()),
-        ("ClusterRole", "security.istio.io", "peerauthentications", "get", ()),
         ("ClusterRole", "security.istio.io", "peerauthentications", "list", ()),
         ("Role", "coordination.k8s.io", "leases", "create", ()),
         ("Role", "coordination.k8s.io", "leases", "get", ("mesh-exporter",)),
