@@ -1,4 +1,4 @@
-"""The command line and the composition root: `exporter run | once | report | canary | rollout`.
+"""The command line and the composition root: `exporter run | once | report | canary | rollout | datadog`.
 
 The only package that builds real clients from Settings (exporter.cli.clients); nothing imports it.
 Each command lives in its own module with `register(subparsers)`, whose parsers set
@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from exporter import __version__, logs
-from exporter.cli import canary, once, report, rollout, run
+from exporter.cli import canary, datadog, once, report, rollout, run
 from exporter.cli.common import EXIT_FAILURE, EXIT_USAGE, colour_for
 from exporter.config import Settings, load
 from exporter.errors import ConfigError, ExporterError
@@ -23,7 +23,7 @@ from exporter.errors import ConfigError, ExporterError
 log = structlog.get_logger("exporter.cli")
 
 Command = Callable[[argparse.Namespace, Settings], int]
-COMMANDS = (run, once, report, canary, rollout)
+COMMANDS = (run, once, report, canary, rollout, datadog)
 
 
 def build_parser() -> argparse.ArgumentParser:

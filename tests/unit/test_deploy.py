@@ -6,18 +6,22 @@ references, the CronJob. The Dockerfile lints clean (hadolint) and agrees with t
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 
 from exporter import __version__
 from exporter.config import Settings, load
+from exporter.export.selfmetrics import SelfMetrics, register_leadership
+from tests.support.crds import SCHEMAS
 
 ROOT = Path(__file__).parents[2]
 KUBERNETES_VERSION = "1.32.0"
@@ -281,6 +285,130 @@ def test_no_wildcards_and_no_secrets_access(which: str) -> None:
         assert "*" not in (group, resource, verb), (kind, group, resource, verb)
         assert resource not in ("secrets", "configmaps", "pods/exec", "serviceaccounts/token")
         assert verb not in ("escalate", "bind", "impersonate", "delete", "deletecollection")
+
+
+# Prometheus Operator ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def with_operator(tmp_path_factory: pytest.TempPathFactory) -> list[Manifest]:
+    """deploy/ plus the component, through an overlay outside the repository as a user would write it."""
+    overlay = tmp_path_factory.mktemp("overlay")
+    base = os.path.relpath(ROOT / "deploy", overlay)  # kustomize wants relative paths
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources: [{base}]\ncomponents: [{base}/prometheus-operator]\n"
+    )
+    return render(str(overlay))
+
+
+def test_operator_component_adds_a_pod_monitor_and_rules_that_validate(
+    base: list[Manifest], with_operator: list[Manifest]
+) -> None:
+    added = [m for m in with_operator if m not in base]
+    assert sorted(m["kind"] for m in added) == ["PodMonitor", "PrometheusRule"]
+    for manifest in added:
+        jsonschema.validate(manifest, SCHEMAS[manifest["kind"]])
+        assert manifest["metadata"]["namespace"] == "istio-system"
+    # the schemas do catch what the operator would reject or ignore
+    monitor = one(with_operator, "PodMonitor")
+    endpoint = monitor["spec"]["podMetricsEndpoints"][0]
+    for broken in ({**endpoint, "interval": "30 seconds"}, {**endpoint, "targetPort": 8000}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({**monitor, "spec": {**monitor["spec"], "podMetricsEndpoints": [broken]}},
+                                SCHEMAS["PodMonitor"])  # fmt: skip
+
+
+def test_pod_monitor_scrapes_the_daemon_and_not_the_report(with_operator: list[Manifest]) -> None:
+    selector = one(with_operator, "PodMonitor")["spec"]["selector"]["matchLabels"]
+    daemon = one(with_operator, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    report = one(with_operator, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= daemon.items() and not selector.items() <= report.items()
+    (endpoint,) = one(with_operator, "PodMonitor")["spec"]["podMetricsEndpoints"]
+    ports = {
+        p["name"]: p["containerPort"] for p in pod_spec(one(with_operator, "Deployment"))["containers"][0]["ports"]
+    }
+    assert ports[endpoint["port"]] == Settings().http_port and endpoint["path"] == "/metrics"
+
+
+def rule_groups(manifests: list[Manifest], tmp_path: Path) -> Path:
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": one(manifests, "PrometheusRule")["spec"]["groups"]}))
+    return path
+
+
+def promtool() -> str:
+    binary = shutil.which("promtool")
+    assert binary, "promtool (Debian package prometheus) is needed to check the rules"
+    return binary
+
+
+def test_rules_pass_promtool_and_name_only_real_self_metrics(with_operator: list[Manifest], tmp_path: Path) -> None:
+    out = subprocess.run([promtool(), "check", "rules", str(rule_groups(with_operator, tmp_path))],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    metrics = SelfMetrics()
+    register_leadership(metrics.registry, lambda: "leader")
+    families = list(metrics.registry.collect())
+    series = {f.name for f in families} | {s.name for f in families for s in f.samples}
+    rules = [r for g in one(with_operator, "PrometheusRule")["spec"]["groups"] for r in g["rules"]]
+    used = {name for r in rules for name in re.findall(r"mesh_exporter_[a-z_]+", r["expr"])}
+    assert used and used <= series, used - series
+    assert {r["alert"] for r in rules} >= {"MeshExporterNoSuccessfulCycle", "MeshExporterBacklogGrowing",
+        "MeshExporterBacklogOld", "MeshExporterNoLeader", "MeshExporterDiscoveryStale"}  # fmt: skip
+
+
+RULE_TESTS = """
+rule_files: [rules.yaml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'mesh_exporter_leadership{status="leader", pod="a"}'
+        values: '1x4 0x10'
+      - series: 'mesh_exporter_leadership{status="leader", pod="b"}'
+        values: '0x15'
+      - series: 'mesh_exporter_upstream_up{upstream="datadog", pod="a"}'
+        values: '1x4 0x10'
+      - series: 'mesh_exporter_backlog_oldest_point_age_seconds{pod="a"}'
+        values: '0+600x15'
+      - series: 'mesh_exporter_last_success_timestamp_seconds{pod="a"}'
+        values: '0+60x4 240x10'
+    alert_rule_test:
+      - eval_time: 4m
+        alertname: MeshExporterNoLeader
+      - eval_time: 8m
+        alertname: MeshExporterNoLeader
+        exp_alerts:
+          - exp_labels: {severity: critical}
+            exp_annotations:
+              summary: "0 replicas lead (exactly one should); nothing or everything is being submitted."
+              description: "Check the Lease (kubectl get lease mesh-exporter) and the replicas' leadership logs."
+      - eval_time: 8m
+        alertname: MeshExporterUpstreamDown
+      - eval_time: 10m
+        alertname: MeshExporterUpstreamDown
+        exp_alerts:
+          - exp_labels: {severity: warning, upstream: datadog, pod: a}
+            exp_annotations:
+              summary: "mesh-exporter cannot reach datadog."
+              description: "The last call from a to datadog failed and it has been failing for 5 minutes."
+      - eval_time: 4m
+        alertname: MeshExporterBacklogOld
+      - eval_time: 5m
+        alertname: MeshExporterBacklogOld
+        exp_alerts:
+          - exp_labels: {severity: critical, pod: a}
+            exp_annotations:
+              summary: "The oldest unsent point is over 45 minutes old; Datadog drops points older than an hour."
+              description: "Oldest queued point: 50m 0s. Restore Datadog connectivity or accept the gap."
+"""
+
+
+def test_alerts_fire_when_and_only_when_they_should(with_operator: list[Manifest], tmp_path: Path) -> None:
+    rule_groups(with_operator, tmp_path)
+    (tmp_path / "tests.yaml").write_text(RULE_TESTS)
+    out = subprocess.run([promtool(), "test", "rules", str(tmp_path / "tests.yaml")],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 # Image -------------------------------------------------------------------------------------------------
