@@ -5,6 +5,7 @@ references, the CronJob. The Dockerfile lints clean (hadolint) and agrees with t
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shutil
@@ -270,6 +271,7 @@ def test_rollout_permissions_are_separate_and_narrow(base: list[Manifest], rollo
         ("networking.istio.io", "virtualservices", "patch"),
         ("networking.istio.io", "destinationrules", "get"),
         ("apps", "deployments", "get"),
+        ("apps", "deployments", "list"),  # istiod's Deployment, for the Istio version check
         ("apps", "deployments", "patch"),
     }
     assert not {r for _, _, r, _, _ in rules(base)} & {"virtualservices", "destinationrules", "deployments"}
@@ -277,6 +279,112 @@ def test_rollout_permissions_are_separate_and_narrow(base: list[Manifest], rollo
     assert not [m for m in rollout if m["kind"] == "ClusterRoleBinding"]
     assert one(rollout, "RoleBinding")["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "mesh-exporter-rollout"}  # fmt: skip
+
+
+# The verbs the code calls: every Kubernetes call goes through exporter/kube/client.py (KubeClient), made
+# by the functions below; each is run against the local API and its requests are turned into RBAC terms.
+KUBE_CALLERS = {
+    "discovery": {"KubeDiscovery.list_services"},
+    "policies": {"list_peer_authentications"},
+    "lease": {"LeaseLeadership._get", "LeaseLeadership._create", "LeaseLeadership._replace"},
+    "istio": {"Kube.server_version", "Kube.istio_version", "Kube.get_istio", "Kube.patch_istio",
+              "Kube.get_deployment", "Kube.patch_deployment"},
+}  # fmt: skip
+ROLE_OF = {"discovery": "deploy", "policies": "deploy", "lease": "deploy", "istio": "deploy/rollout-rbac"}
+
+
+def kube_callers() -> dict[str, set[str]]:
+    """Per module of exporter/kube/, the functions that call KubeClient (`….kube.get|list|patch|request(`)."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((ROOT / "exporter" / "kube").glob("*.py")):
+        if path.stem in ("__init__", "client"):
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            owner = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and node in n.body]
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            for call in ast.walk(node):
+                fn = call.func if isinstance(call, ast.Call) else None
+                if isinstance(fn, ast.Attribute) and fn.attr in ("get", "list", "patch", "request"):
+                    target = fn.value
+                    name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+                    if name == "kube":
+                        found.setdefault(path.stem, set()).add(".".join([*(c.name for c in owner), node.name]))
+    return found
+
+
+def rbac_terms(method: str, path: str) -> tuple[str, str, str] | None:
+    """(api group, resource, verb) of one REST call; None for a non-resource URL such as /version."""
+    parts = path.strip("/").split("/")
+    if parts[0] == "api":
+        group, rest = "", parts[2:]
+    elif parts[0] == "apis":
+        group, rest = parts[1], parts[3:]
+    else:
+        return None
+    if rest[:1] == ["namespaces"] and len(rest) > 2:
+        rest = rest[2:]
+    named = len(rest) == 2
+    verb = {"GET": "get" if named else "list", "POST": "create", "PUT": "update", "PATCH": "patch"}[method]
+    return group, rest[0], verb
+
+
+def test_rbac_grants_exactly_the_verbs_the_code_calls(tmp_path: Path) -> None:
+    from exporter.kube.client import KubeClient, api_client
+    from exporter.kube.discovery import KubeDiscovery
+    from exporter.kube.istio import Kube
+    from exporter.kube.lease import LeaseLeadership
+    from exporter.kube.policies import list_peer_authentications
+    from exporter.retry import RetryPolicy
+    from sandbox.kubeapi import FakeKubeAPI
+    from tests.support.canary_mesh import istiod, rollout_objects
+
+    assert kube_callers() == KUBE_CALLERS, "a new Kubernetes call: exercise it below and grant its verb"
+    used: dict[str, set[tuple[str, str, str]]] = {}
+    with FakeKubeAPI() as api:
+        for obj in [istiod("1.24.2"), *rollout_objects("reviews")]:
+            api.add(obj)
+        kube = KubeClient(api_client(str(api.write_kubeconfig(tmp_path / "kubeconfig"))), retry=RetryPolicy(attempts=1))
+        now = [1_000.0]
+        lease = LeaseLeadership(kube, name=Settings().lease_name, namespace="istio-system", identity="a",
+                                clock=lambda: now[0])  # fmt: skip
+        istio = Kube(kube)
+
+        def rollout_calls() -> None:
+            istio.server_version()
+            istio.istio_version("istio-system")
+            istio.get_istio("destinationrules", "shop", "reviews")
+            name = istio.get_istio("virtualservices", "shop", "reviews")["metadata"]["name"]
+            istio.patch_istio(
+                "virtualservices", "shop", "reviews", [{"op": "test", "path": "/metadata/name", "value": name}]
+            )
+            replicas = istio.get_deployment("shop", "reviews-canary")["spec"]["replicas"]
+            istio.patch_deployment(
+                "shop", "reviews-canary", [{"op": "replace", "path": "/spec/replicas", "value": replicas}]
+            )
+
+        calls = {
+            "discovery": lambda: (KubeDiscovery(kube, label_selector="migrated=true").list_services(),
+                                  KubeDiscovery(kube, label_selector="a=b", namespaces=["shop"]).list_services()),
+            "policies": lambda: list_peer_authentications(kube),
+            "lease": lambda: (lease.step(), now.__setitem__(0, 1_003.0), lease.step(), lease.stop(release=True)),
+            "istio": rollout_calls,
+        }  # fmt: skip
+        for module, call in calls.items():
+            before = len(api.requests)
+            call()
+            records = api.requests[before:]
+            assert records and all(r.status < 400 for r in records if r.method != "GET"), module
+            terms = {rbac_terms(r.method, r.path) for r in records}
+            used.setdefault(ROLE_OF[module], set()).update(t for t in terms if t is not None)
+        lease_paths = {r.path for r in api.requests if "/leases/" in r.path}
+    assert lease_paths == {f"/apis/coordination.k8s.io/v1/namespaces/istio-system/leases/{Settings().lease_name}"}
+    for which, verbs in used.items():
+        granted = {(group, resource, verb) for _, group, resource, verb, _ in rules(render(which))}
+        assert granted == verbs, (
+            f"{which}: granted but unused {granted - verbs}, used but not granted {verbs - granted}"
+        )
 
 
 @pytest.mark.parametrize("which", ["deploy", "deploy/rollout-rbac"])
