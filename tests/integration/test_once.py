@@ -186,3 +186,28 @@ def test_prometheus_down_sends_nothing_and_fails(
     assert all(s["request_rate"] is None for s in doc["services"])
     assert intake.points() == []  # never a zero in place of a failure
     assert len(doc["services"]) == sum(1 for s in demo_prom.services if s.migrated) + 1
+
+
+def test_a_service_named_exporter_in_the_namespace_breaks_nothing(
+    demo_prom: DemoProm, kube: tuple[FakeKubeAPI, Path], intake: FakeIntake
+) -> None:
+    # what the kubelet injects for Services `exporter` (port 8000 named http) and `exporter-metrics`
+    links = {
+        "EXPORTER_SERVICE_HOST": "10.96.0.12", "EXPORTER_SERVICE_PORT": "8000", "EXPORTER_SERVICE_PORT_HTTP": "8000",
+        "EXPORTER_PORT": "tcp://10.96.0.12:8000", "EXPORTER_PORT_8000_TCP": "tcp://10.96.0.12:8000",
+        "EXPORTER_PORT_8000_TCP_PROTO": "tcp", "EXPORTER_PORT_8000_TCP_PORT": "8000",
+        "EXPORTER_PORT_8000_TCP_ADDR": "10.96.0.12", "EXPORTER_METRICS_SERVICE_HOST": "10.96.0.13",
+        "EXPORTER_METRICS_PORT": "tcp://10.96.0.13:9100",
+    }  # fmt: skip
+    env = exporter_env(demo_prom, kube[1], intake, **links)
+    proc = run_exporter(env, "once", "--at", str(int(demo_prom.at)), "--output", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["services"]
+
+    # a Service `exporter-http` lands on a real setting: exit 2, naming the cause and the fix
+    env = exporter_env(demo_prom, kube[1], intake, EXPORTER_HTTP_PORT="tcp://10.0.0.1:80")
+    proc = run_exporter(env, "once")
+    assert proc.returncode == 2
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("exporter: config error: EXPORTER_HTTP_PORT: holds 'tcp://10.0.0.1:80'")
+    assert "'exporter-http'" in line and "enableServiceLinks: false" in line
