@@ -30,6 +30,8 @@ _TAG = re.compile(r"^[a-z][a-z0-9_\-:./]{0,199}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _HOST = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
+# Datadog metric names: ASCII letters, digits, underscores and periods, starting with a letter.
+_METRIC_PREFIX = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]*(\.[a-zA-Z][a-zA-Z0-9_]*)*$")
 
 
 def _split(value: Any) -> Any:
@@ -66,6 +68,16 @@ class Settings(BaseSettings):
     dd_site: str = Field("datadoghq.com", validation_alias=AliasChoices("DD_SITE", "dd_site"))
     datadog_url: str | None = None
     """Base URL replacing https://api.<DD_SITE> (proxies, compatible intakes, tests)."""
+    dd_env: str | None = Field(None, validation_alias=AliasChoices("DD_ENV", "dd_env"))
+    """Default `env` tag (Unified Service Tagging), as the Datadog Agent reads it; a Service's label wins."""
+    dd_tags: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("DD_TAGS", "dd_tags")
+    )
+    """Tags for every point, space- or comma-separated `key:value` like the Agent's DD_TAGS (lowest precedence)."""
+    dd_cluster_name: str | None = Field(None, validation_alias=AliasChoices("DD_CLUSTER_NAME", "dd_cluster_name"))
+    """Cluster name sent as `kube_cluster_name`, as the Datadog Agent reads it."""
+    metric_prefix: str = "istio.service"
+    """Prefix of every Datadog metric the exporter sends (`<prefix>.p99_latency_ms`, `<prefix>.report.*`)."""
 
     # Kubernetes
     label_selector: str = "migrated=true"
@@ -80,6 +92,8 @@ class Settings(BaseSettings):
     tags: Annotated[list[str], NoDecode] = Field(default_factory=list)
     http_port: int = Field(8000, ge=0, le=65535)
     log_level: str = "info"
+    log_format: str = "auto"
+    """`auto` (human-readable on a terminal, JSON otherwise), `json` or `console`."""
 
     # Istio and the mTLS report
     istio_root_namespace: str = "istio-system"
@@ -191,6 +205,39 @@ class Settings(BaseSettings):
                 )
         return v
 
+    @field_validator("dd_tags", mode="before")
+    @classmethod
+    def _dd_tags_before(cls, v: Any) -> Any:
+        if isinstance(v, str):  # the Agent's DD_TAGS: separated by spaces or commas
+            return [part.lower() for part in re.split(r"[\s,]+", v) if part]
+        return v
+
+    @field_validator("dd_tags")
+    @classmethod
+    def _dd_tags(cls, v: list[str]) -> list[str]:
+        return cls._tags(v)
+
+    @field_validator("dd_env", "dd_cluster_name")
+    @classmethod
+    def _tag_value(cls, v: str | None) -> str | None:
+        if v is not None and not _TAG.match(f"t:{v.lower()}"):
+            raise ValueError(f"not a valid Datadog tag value: {v!r} (letters digits _ - : . / only)")
+        return None if v is None else v.lower()
+
+    @field_validator("metric_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not _METRIC_PREFIX.match(v):
+            raise ValueError(f"not a Datadog metric name prefix: {v!r} (e.g. istio.service or mesh)")
+        return v
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, v: str) -> str:
+        if v.lower() not in ("auto", "json", "console"):
+            raise ValueError("expected auto, json or console")
+        return v.lower()
+
     @model_validator(mode="after")
     def _lease_timing(self) -> Settings:
         if not self.retry_period_seconds < self.renew_deadline_seconds < self.lease_duration_seconds:
@@ -268,19 +315,58 @@ def _read_yaml(path: str) -> dict[str, Any]:
     return {str(k): v for k, v in data.items()}
 
 
-def _unknown_env() -> str | None:
+# Kubernetes service-link variables (kubelet, enableServiceLinks): for a Service `exporter-http` in the
+# pod's namespace, EXPORTER_HTTP_SERVICE_HOST=10.0.0.1, EXPORTER_HTTP_PORT=tcp://10.0.0.1:80, ... Each
+# shape is a name pattern and the exact value pattern Kubernetes writes, so a typo is never mistaken for one.
+_LINK_SERVICE = r"(?P<service>EXPORTER(?:_[A-Z0-9_]+?)?)"
+_IP = r"(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9a-fA-F:]*:[0-9a-fA-F:.]*)"
+_PORT_NUMBER = r"\d{1,5}"
+_LINK_URL = rf"(?:tcp|udp|sctp)://(?:{_IP}|\[{_IP}\]):{_PORT_NUMBER}"
+_PORT_PROTO = r"_PORT_\d{1,5}_(?:TCP|UDP|SCTP)"
+_SERVICE_LINKS = [
+    (re.compile(rf"{_LINK_SERVICE}{name}"), re.compile(value))
+    for name, value in (
+        ("_SERVICE_HOST", _IP),
+        ("_SERVICE_PORT(?:_[A-Z0-9_]+)?", _PORT_NUMBER),
+        ("_PORT", _LINK_URL),
+        (_PORT_PROTO, _LINK_URL),
+        (_PORT_PROTO + "_PROTO", "(?:tcp|udp|sctp)"),
+        (_PORT_PROTO + "_PORT", _PORT_NUMBER),
+        (_PORT_PROTO + "_ADDR", _IP),
+    )
+]
+
+
+def service_link(name: str, value: str) -> str | None:
+    """The Service whose Kubernetes service-link variable this is (`exporter-http`), or None."""
+    for name_shape, value_shape in _SERVICE_LINKS:
+        match = name_shape.fullmatch(name)
+        if match and value_shape.fullmatch(value):
+            return match["service"].lower().replace("_", "-")
+    return None
+
+
+def _check_env() -> None:
+    """Refuse unknown EXPORTER_* variables (typos), but not Kubernetes service links; name a collision's cause."""
     known = {env_name(f) for f in Settings.model_fields} | {CONFIG_ENV}
     for name in sorted(os.environ):
-        if name.upper().startswith(ENV_PREFIX) and name.upper() not in known:
-            return name
-    return None
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        service = service_link(name, os.environ[name])
+        if name.upper() in known and service is not None:
+            raise ConfigError(
+                name,
+                f"holds {os.environ[name]!r}, the service-link variable Kubernetes injects for the Service "
+                f"{service!r} in this namespace; set enableServiceLinks: false in the pod spec (deploy/ does) "
+                "or rename that Service",
+            )
+        if name.upper() not in known and service is None:
+            raise ConfigError(name, "unknown setting (see README for the list)")
 
 
 def load(config_file: str | None = None) -> Settings:
     """Settings from the environment over the YAML file; ConfigError (one line, naming the field) if invalid."""
-    unknown = _unknown_env()
-    if unknown:
-        raise ConfigError(unknown, "unknown setting (see README for the list)")
+    _check_env()
     path = config_file or os.environ.get(CONFIG_ENV)
     file_values = _read_yaml(path) if path else {}
     for key in file_values:

@@ -1,5 +1,6 @@
-"""Structured logging: structlog JSON lines on stderr, stdlib logs routed through the same processors,
-and a redaction processor that removes every known secret value wherever it appears (tracebacks too)."""
+"""Structured logging: structlog on stderr (JSON lines, or a human-readable console rendering on a
+terminal), stdlib logs routed through the same processors, and a redaction processor that removes every
+known secret value wherever it appears (tracebacks too)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ class Redactor:
 
 
 redactor = Redactor()
+console = False  # True when configure() chose the human-readable renderer
 
 
 class _Stderr:
@@ -94,8 +96,14 @@ def display_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def configure(*, level: str = "info", secrets: Iterable[str] = (), json: bool = True) -> None:
-    """Configure structlog and the stdlib root logger once, at start-up."""
+def configure(*, level: str = "info", secrets: Iterable[str] = (), fmt: str = "json", colours: bool = False) -> bool:
+    """Configure structlog and the stdlib root logger once, at start-up; True when the console renderer is used.
+
+    `fmt`: `json`, `console`, or `auto` (console when stderr is a terminal, JSON otherwise); `colours`
+    only for the console renderer (the caller honours NO_COLOR).
+    """
+    global console
+    console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     redactor.set(secrets)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -104,7 +112,7 @@ def configure(*, level: str = "info", secrets: Iterable[str] = (), json: bool = 
         structlog.processors.format_exc_info,
         redactor,
     ]
-    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    renderer: Any = structlog.dev.ConsoleRenderer(colors=colours) if console else structlog.processors.JSONRenderer()
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
@@ -121,3 +129,4 @@ def configure(*, level: str = "info", secrets: Iterable[str] = (), json: bool = 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING if level != "debug" else logging.DEBUG)
+    return console

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+
+UST_LABEL_PREFIX = "tags.datadoghq.com/"
+UST_KEYS = ("env", "service", "version")  # Unified Service Tagging: labels tags.datadoghq.com/<key>
 
 
 @dataclass(frozen=True, order=True)
 class ServiceRef:
-    """A Kubernetes Service; `(namespace, name)` is its identity everywhere."""
+    """A Kubernetes Service; `(namespace, name)` is its identity everywhere.
+
+    `labels` holds its Unified Service Tagging labels as (key, value) pairs, key one of UST_KEYS; they
+    describe the Service but are no part of its identity (equality, order and hash ignore them).
+    """
 
     namespace: str
     name: str
+    labels: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}"
@@ -29,10 +37,50 @@ class Figures:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-# Figure name -> Datadog metric (gauge). One mapping, used by the sink, the docs test and the catalogue test.
-METRICS: dict[str, str] = {
-    "request_rate": "istio.service.request_rate",
-    "success_rate_pct": "istio.service.success_rate_pct",
-    "mtls_coverage_pct": "istio.service.mtls_coverage_pct",
-    "p99_latency_ms": "istio.service.p99_latency_ms",
+DEFAULT_METRIC_PREFIX = "istio.service"
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """A Datadog metric the exporter sends: its name under the prefix and the metadata Datadog shows."""
+
+    suffix: str
+    unit: str  # a Datadog unit name
+    description: str
+    per_unit: str | None = None
+    type: str = "gauge"
+
+    def name(self, prefix: str = DEFAULT_METRIC_PREFIX) -> str:
+        return f"{prefix}.{self.suffix}"
+
+
+# Figure name -> Datadog metric (gauge). One mapping, used by the sink, `datadog setup` and the tests.
+CATALOGUE: dict[str, MetricInfo] = {
+    "request_rate": MetricInfo(
+        "request_rate", "request", "Requests per second to the Service (Istio, destination side).", per_unit="second"
+    ),
+    "success_rate_pct": MetricInfo(
+        "success_rate_pct", "percent", "Share of requests to the Service answered without a 5xx."
+    ),
+    "mtls_coverage_pct": MetricInfo(
+        "mtls_coverage_pct", "percent", "Share of requests to the Service that used Istio mutual TLS."
+    ),
+    "p99_latency_ms": MetricInfo("p99_latency_ms", "millisecond", "99th percentile of the Service's request duration."),
 }
+# The weekly mTLS report's gauges (mesh-wide, and per namespace with traffic), under the same prefix.
+REPORT_CATALOGUE: dict[str, MetricInfo] = {
+    "mtls_coverage_pct": MetricInfo(
+        "report.mtls_coverage_pct",
+        "percent",
+        "mTLS coverage over the report window: the mesh, or a namespace (kube_namespace).",
+    ),
+}
+
+
+def metric_names(prefix: str = DEFAULT_METRIC_PREFIX) -> dict[str, str]:
+    """Figure name -> Datadog metric name under `prefix`."""
+    return {figure: info.name(prefix) for figure, info in CATALOGUE.items()}
+
+
+METRICS: dict[str, str] = metric_names()
+"""The default names (`istio.service.*`), which dashboards built on earlier versions chart."""

@@ -1,10 +1,13 @@
 """A Datadog API intake on loopback: it owns the HTTP surface the exporter submits to.
 
 `POST /api/v2/series` (MetricPayload, gzip/deflate/identity, zstd1 when `zstandard` is
-importable, Datadog's documented size limits), `POST /api/v1/events` and `GET /api/v1/validate`,
-with optional DD-API-KEY checking, records of every request (keys redacted), and fault injection
-(any status and headers such as Datadog's X-RateLimit-*, delays, dropped connections) so the real
-`datadog-api-client` runs against it unchanged.
+importable, Datadog's documented size limits), `POST /api/v1/events` and `GET /api/v1/validate`;
+the configuration APIs `datadog setup` uses: metric metadata (`GET|PUT /api/v1/metrics/{name}`),
+dashboards (`GET|POST /api/v1/dashboard`, `GET|PUT /api/v1/dashboard/{id}`) and monitors
+(`GET|POST /api/v1/monitor` with `monitor_tags`, `GET|PUT /api/v1/monitor/{id}`), kept in memory
+and needing DD-APPLICATION-KEY as Datadog does. Optional DD-API-KEY checking, records of every
+request (keys redacted), and fault injection (any status and headers such as Datadog's
+X-RateLimit-*, delays, dropped connections) so the real `datadog-api-client` runs against it unchanged.
 """
 
 from __future__ import annotations
@@ -171,18 +174,24 @@ class _Outcome:
         *,
         points: list[Point] | None = None,
         event: dict[str, Any] | None = None,
+        action: Callable[[], Any] | None = None,
     ) -> None:
         self.status = status
         self.body = body
         self.points = points
         self.event = event
+        self.action = action  # a configuration change, applied (under the lock) only if the answer is a success
 
 
 class FakeIntake(LoopbackServer):
     """A Datadog API intake on 127.0.0.1 for tests: `with FakeIntake(api_key="k") as dd: ...`."""
 
-    def __init__(self, *, api_key: str | None = None) -> None:
+    def __init__(self, *, api_key: str | None = None, app_key: str | None = None) -> None:
         self.api_key = api_key
+        self.app_key = app_key
+        self._metadata: dict[str, dict[str, Any]] = {}
+        self._dashboards: dict[str, dict[str, Any]] = {}
+        self._monitors: dict[int, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._records: list[IntakeRequest] = []
         self._points: list[Point] = []
@@ -214,6 +223,21 @@ class FakeIntake(LoopbackServer):
         """The bodies of accepted /api/v1/events requests."""
         with self._lock:
             return copy.deepcopy(self._events)
+
+    def metadata(self) -> dict[str, dict[str, Any]]:
+        """Metric metadata by metric name, as last set."""
+        with self._lock:
+            return copy.deepcopy(self._metadata)
+
+    def dashboards(self) -> dict[str, dict[str, Any]]:
+        """Dashboards by id, as stored."""
+        with self._lock:
+            return copy.deepcopy(self._dashboards)
+
+    def monitors(self) -> dict[int, dict[str, Any]]:
+        """Monitors by id, as stored."""
+        with self._lock:
+            return copy.deepcopy(self._monitors)
 
     def script(self, *responses: Reply) -> None:
         """The next requests get these replies, in order; then the intake answers normally again."""
@@ -252,6 +276,9 @@ class FakeIntake(LoopbackServer):
             except ValueError as e:
                 return _Outcome(400, {"errors": [str(e)]})
             return _Outcome(202, {"errors": []}, points=points)
+        if route[1].startswith(("/api/v1/metrics/", "/api/v1/dashboard", "/api/v1/monitor")):
+            with self._lock:
+                return self._configuration(request, route)
         if route == ("POST", "/api/v1/events"):
             if problem is not None:
                 return _Outcome(problem.status, {"errors": [problem.message]})
@@ -261,9 +288,93 @@ class FakeIntake(LoopbackServer):
             return _Outcome(202, {"status": "ok"}, event=body)
         return _Outcome(404, {"errors": ["Not found"]})
 
+    def _configuration(self, request: IntakeRequest, route: tuple[str, str]) -> _Outcome:
+        """Metric metadata, dashboards and monitors: Datadog's v1 REST paths, stored in memory."""
+        if self.app_key is not None and request.headers.get("DD-APPLICATION-KEY") is None:
+            return _Outcome(403, {"errors": ["Forbidden: an application key is required"]})
+        method, path = route
+        parts = path.split("/")[3:]  # after /api/v1
+        body = request.json if isinstance(request.json, dict) else None
+        if parts[0] == "metrics" and len(parts) == 2:
+            name = parts[1]
+            if method == "GET":
+                found = self._metadata.get(name)
+                return _Outcome(200, found) if found is not None else _Outcome(404, {"errors": ["Metric not found"]})
+            if method == "PUT" and body is not None:
+                bad = set(body) - {"description", "per_unit", "short_name", "statsd_interval", "type", "unit"}
+                if bad:
+                    return _Outcome(400, {"errors": [f"Unknown metadata fields: {sorted(bad)}"]})
+                return _Outcome(200, body, action=lambda: self._set_metadata(name, body))
+        if parts[0] == "dashboard":
+            if method == "GET" and len(parts) == 1:
+                summaries = [
+                    {k: d.get(k) for k in ("id", "title", "description", "layout_type", "url", "author_handle")}
+                    for d in self._dashboards.values()
+                ]
+                return _Outcome(200, {"dashboards": summaries})
+            if method in ("POST", "PUT") and body is not None:
+                missing = [k for k in ("title", "layout_type", "widgets") if k not in body]
+                if missing:
+                    return _Outcome(400, {"errors": [f"Missing required fields: {missing}"]})
+            if method == "POST" and len(parts) == 1 and body is not None:
+                return _Outcome(200, body, action=lambda: self._store_dashboard(None, body))
+            if len(parts) == 2 and parts[1] not in self._dashboards:
+                return _Outcome(404, {"errors": ["Dashboard not found"]})
+            if method == "GET" and len(parts) == 2:
+                return _Outcome(200, self._dashboards[parts[1]])
+            if method == "PUT" and len(parts) == 2 and body is not None:
+                return _Outcome(200, body, action=lambda: self._store_dashboard(parts[1], body))
+        if parts[0] == "monitor":
+            if method == "GET" and len(parts) == 1:
+                wanted = {t for t in request.query.get("monitor_tags", "").split(",") if t}
+                return _Outcome(200, [m for m in self._monitors.values() if wanted <= set(m.get("tags") or [])])  # type: ignore[arg-type]
+            if method == "POST" and len(parts) == 1 and body is not None:
+                missing = [k for k in ("type", "query") if k not in body]
+                if missing:
+                    return _Outcome(400, {"errors": [f"Missing required fields: {missing}"]})
+                return _Outcome(200, body, action=lambda: self._store_monitor(None, body))
+            if len(parts) == 2 and (not parts[1].isdigit() or int(parts[1]) not in self._monitors):
+                return _Outcome(404, {"errors": ["Monitor not found"]})
+            if method == "GET" and len(parts) == 2:
+                return _Outcome(200, self._monitors[int(parts[1])])
+            if method == "PUT" and len(parts) == 2 and body is not None:
+                return _Outcome(200, body, action=lambda: self._store_monitor(int(parts[1]), body))
+        return _Outcome(404 if body is not None or method == "GET" else 400, {"errors": ["Not found"]})
+
+    def _set_metadata(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._metadata[name] = body
+        return body
+
+    def _store_dashboard(self, dashboard_id: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        now = time.strftime("%Y-%m-%dT%H:%M:%S.000000+00:00", time.gmtime())
+        if dashboard_id is None:
+            n = len(self._dashboards) + 1
+            dashboard_id = f"{n:03d}-mex-{n:03d}"
+            created = now
+        else:
+            created = self._dashboards[dashboard_id]["created_at"]
+        stored = {**body, "id": dashboard_id, "created_at": created, "modified_at": now,
+                  "url": f"/dashboard/{dashboard_id}", "author_handle": "tests@example.com"}  # fmt: skip
+        self._dashboards[dashboard_id] = stored
+        return stored
+
+    def _store_monitor(self, monitor_id: int | None, body: dict[str, Any]) -> dict[str, Any]:
+        now = time.strftime("%Y-%m-%dT%H:%M:%S.000000+00:00", time.gmtime())
+        if monitor_id is None:
+            monitor_id = max(self._monitors, default=1000) + 1
+            stored = {"options": {}, "tags": [], "message": "", "name": "", **body}
+            stored |= {"id": monitor_id, "created": now, "overall_state": "No Data"}
+        else:
+            stored = {**self._monitors[monitor_id], **body}
+        stored["modified"] = now
+        self._monitors[monitor_id] = stored
+        return stored
+
     def _accept(self, outcome: _Outcome) -> dict[str, Any] | bytes:
         """Record what an answered-with-success request delivered; returns the response body."""
         with self._lock:
+            if outcome.action is not None:
+                return outcome.action()  # type: ignore[no-any-return]
             if outcome.points is not None:
                 self._points.extend(outcome.points)
             if outcome.event is not None:

@@ -1,4 +1,4 @@
-"""The command line and the composition root: `exporter run | once | report | canary | rollout`.
+"""The command line and the composition root: `exporter run | once | report | canary | rollout | datadog`.
 
 The only package that builds real clients from Settings (exporter.cli.clients); nothing imports it.
 Each command lives in its own module with `register(subparsers)`, whose parsers set
@@ -15,15 +15,15 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from exporter import __version__, logs
-from exporter.cli import canary, once, report, rollout, run
-from exporter.cli.common import EXIT_FAILURE, EXIT_USAGE
+from exporter.cli import canary, datadog, once, report, rollout, run
+from exporter.cli.common import EXIT_FAILURE, EXIT_USAGE, colour_for
 from exporter.config import Settings, load
 from exporter.errors import ConfigError, ExporterError
 
 log = structlog.get_logger("exporter.cli")
 
 Command = Callable[[argparse.Namespace, Settings], int]
-COMMANDS = (run, once, report, canary, rollout)
+COMMANDS = (run, once, report, canary, rollout, datadog)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"exporter: config error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    logs.configure(level=settings.log_level, secrets=settings.secrets())
+    logs.configure(
+        level=settings.log_level, secrets=settings.secrets(), fmt=settings.log_format, colours=colour_for(sys.stderr)
+    )
     if not isinstance(sys.stderr, logs.RedactingStream):  # every line this process prints is scrubbed
         sys.stdout, sys.stderr = logs.RedactingStream(sys.stdout), logs.RedactingStream(sys.stderr)
     command: Command = args.func
@@ -59,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"exporter: config error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except ExporterError as e:
-        log.error("command failed", command=args.command, error=str(e))
-        print(f"exporter: {logs.redactor.scrub(str(e))}", file=sys.stderr)
+    except ExporterError as e:  # one line per error: human on a terminal, JSON for machines
+        if logs.console:
+            print(f"exporter: {logs.redactor.scrub(str(e))}", file=sys.stderr)
+        else:
+            log.error("command failed", command=args.command, error=str(e))
         return EXIT_FAILURE

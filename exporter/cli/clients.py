@@ -5,6 +5,8 @@ The only place that does: everything below the CLI takes its clients as argument
 
 from __future__ import annotations
 
+from datadog_api_client import ApiClient
+
 from exporter.config import Settings
 from exporter.errors import ConfigError
 from exporter.kube.client import KubeClient, api_client
@@ -12,6 +14,7 @@ from exporter.kube.discovery import KubeDiscovery
 from exporter.query.prometheus import PrometheusClient
 from exporter.retry import RetryPolicy
 from exporter.sink.datadog import DatadogAPI, DatadogSink
+from exporter.sink.datadog_setup import api_client as datadog_setup_client
 
 
 def prometheus(
@@ -31,6 +34,16 @@ def datadog(settings: Settings) -> DatadogSink:
     app_key = settings.dd_app_key.get_secret_value() if settings.dd_app_key else None
     api = DatadogAPI(settings.datadog_base_url, api_key=settings.dd_api_key.get_secret_value(), app_key=app_key)
     return DatadogSink(api)
+
+
+def datadog_setup(settings: Settings) -> ApiClient:
+    """The Datadog API client of `datadog setup`; ConfigError when DD_API_KEY or DD_APP_KEY is missing."""
+    keys = {}
+    for name, secret in (("DD_API_KEY", settings.dd_api_key), ("DD_APP_KEY", settings.dd_app_key)):
+        if secret is None or not secret.get_secret_value():
+            raise ConfigError(name, "required to set up Datadog metadata, dashboards and monitors")
+        keys[name] = secret.get_secret_value()
+    return datadog_setup_client(settings.datadog_base_url, api_key=keys["DD_API_KEY"], app_key=keys["DD_APP_KEY"])
 
 
 def kubernetes(settings: Settings) -> KubeClient:

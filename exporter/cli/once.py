@@ -13,6 +13,7 @@ from exporter.cli.common import EXIT_FAILURE, EXIT_OK, colour_for, number, parse
 from exporter.config import Settings
 from exporter.export.cycle import CycleResult, run_cycle
 from exporter.model import Figures, ServiceRef
+from exporter.sink.datadog import global_tags
 
 _COLUMNS = (
     ("NAMESPACE", None, 0),
@@ -72,7 +73,8 @@ def cmd_once(args: argparse.Namespace, settings: Settings) -> int:
         window=settings.rate_window,
         namespaces=settings.namespaces,
         sink=sink,
-        tags=settings.tags,
+        tags=global_tags(settings),
+        metric_prefix=settings.metric_prefix,
     )
     if args.output == "json":
         sys.stdout.write(render_json(result))
@@ -81,10 +83,7 @@ def cmd_once(args: argparse.Namespace, settings: Settings) -> int:
         if result.submitted:
             s = result.submitted
             print(f"\nsubmitted {s.points} points in {s.requests} request(s) to Datadog", file=sys.stderr)
-    for name, query_error in result.query_errors.items():
-        print(f"exporter: {name} query failed: {query_error}", file=sys.stderr)
-    for submit_error in result.submitted.errors if result.submitted else []:
-        print(f"exporter: submission failed: {submit_error}", file=sys.stderr)
+    # query and submission errors were logged once each, where they happened (cycle, sink)
     return EXIT_OK if result.ok else EXIT_FAILURE
 
 

@@ -24,6 +24,7 @@ from exporter.mtls.policy import Policy, PolicyError, resolve
 from exporter.mtls.publish import MESH_METRIC, log_summary, points, submit
 from exporter.query import promql
 from exporter.query.prometheus import PrometheusClient
+from exporter.sink.datadog import global_tags
 
 
 def policies(kube: KubeClient) -> list[Policy]:
@@ -79,10 +80,8 @@ def cmd_mtls(args: argparse.Namespace, settings: Settings) -> int:
     log_summary(report)
     if sink is None:
         return 0
-    errors = submit(report, sink, tags=settings.tags)
-    for error in errors:
-        print(f"exporter: submission failed: {error}", file=sys.stderr)
-    if not errors:
+    errors = submit(report, sink, tags=global_tags(settings), prefix=settings.metric_prefix)
+    if not errors:  # the errors were logged once each, where they happened (sink, publish)
         print(f"submitted {len(points(report))} gauges and 1 event to Datadog", file=sys.stderr)
     return 1 if errors else 0
 

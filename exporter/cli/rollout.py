@@ -30,6 +30,7 @@ from exporter.model import ServiceRef
 from exporter.retry import RetryPolicy
 from exporter.rollout.engine import ANALYSIS, PROMOTED, Analyzer, Rollout, SignalWaiter, Stopped
 from exporter.rollout.plan import Plan, Targets
+from exporter.sink.datadog import global_tags
 
 EXIT_PROMOTED, EXIT_ERROR, EXIT_USAGE, EXIT_ANALYSIS = 0, 1, 2, 3
 
@@ -105,7 +106,7 @@ def plan_from(args: argparse.Namespace, settings: Settings) -> Plan:
         on_error=args.on_error,
         on_sigterm=args.on_sigterm,
         istio_root_namespace=settings.istio_root_namespace,
-        tags=tuple(settings.tags),
+        tags=global_tags(settings),
         ready_timeout_s=ready_timeout,
     )
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from exporter.errors import QueryError
-from exporter.model import Figures, ServiceRef
+from exporter.model import DEFAULT_METRIC_PREFIX, Figures, ServiceRef
 from exporter.query.figures import service_figures
 from exporter.query.prometheus import PrometheusClient
 from exporter.sink.backlog import Backlog
@@ -45,6 +45,7 @@ def run_cycle(
     sink: DatadogSink | None = None,
     tags: Sequence[str] = (),
     backlog: Backlog | None = None,
+    metric_prefix: str = DEFAULT_METRIC_PREFIX,
 ) -> CycleResult:
     """Measure `services` at `at` (whole unix seconds) and submit their points when a sink is given.
 
@@ -61,7 +62,7 @@ def run_cycle(
     if sink is not None:
         submit_started = time.perf_counter()
         pending = backlog.take() if backlog is not None else []
-        result.submitted = sink.submit([*pending, *points_for(figures, at=at, tags=tags)])
+        result.submitted = sink.submit([*pending, *points_for(figures, at=at, tags=tags, prefix=metric_prefix)])
         if backlog is not None:
             backlog.add(result.submitted.failed)
         result.durations["submit"] = time.perf_counter() - submit_started

@@ -29,7 +29,7 @@ from exporter.model import ServiceRef
 from exporter.query.prometheus import PrometheusClient
 from exporter.retry import RetryPolicy
 from exporter.sink.backlog import Backlog
-from exporter.sink.datadog import DatadogSink
+from exporter.sink.datadog import DatadogSink, global_tags
 
 log = structlog.get_logger("exporter.export.daemon")
 
@@ -117,6 +117,7 @@ class Daemon:
             services = self.discovery.list_services()
         except ExporterError as e:
             self.metrics.errors.labels("discovery").inc()
+            self.metrics.upstream_up.labels("kubernetes").set(0)
             age = None if self.discovered_at is None else round(self.clock() - self.discovered_at, 1)
             log.error(
                 "discovery failed; keeping the last good service list",
@@ -126,6 +127,7 @@ class Daemon:
             )
             return
         self.services, self.discovered_at = services, self.clock()
+        self.metrics.upstream_up.labels("kubernetes").set(1)
         self.metrics.services.set(len(services))
         log.info("discovered services", services=len(services), selector=self.settings.label_selector)
 
@@ -163,7 +165,8 @@ class Daemon:
                     window=self.settings.rate_window,
                     namespaces=self.settings.namespaces,
                     sink=self.sink,
-                    tags=self.settings.tags,
+                    tags=global_tags(self.settings),
+                    metric_prefix=self.settings.metric_prefix,
                     backlog=self.backlog,
                 )
             except Exception as e:  # a bug must not kill the daemon; it is logged with its traceback
@@ -182,11 +185,16 @@ class Daemon:
                 self.metrics.errors.labels("query").inc(len(result.query_errors))
                 for error in result.query_errors.values():
                     self.metrics.query_errors.labels(error.kind).inc()
+            self.metrics.upstream_up.labels("prometheus").set(0 if result.query_errors else 1)
             self.metrics.backlog.set(len(self.backlog))
+            oldest = self.backlog.oldest()
+            self.metrics.backlog_oldest_age.set(0 if oldest is None else max(0.0, self.clock() - oldest))
             if result.submitted is not None:
                 self.metrics.points.inc(result.submitted.points)
                 self.metrics.points_failed.inc(result.submitted.failed_points)
                 self.metrics.datadog_requests.inc(result.submitted.requests)
+                if result.submitted.requests:
+                    self.metrics.upstream_up.labels("datadog").set(0 if result.submitted.errors else 1)
                 if result.submitted.errors:
                     self.metrics.errors.labels("submit").inc(len(result.submitted.errors))
             if result.ok:
@@ -228,7 +236,6 @@ class Daemon:
         )
         self.scheduler.add_job(self.cycle, "interval", seconds=interval, id="cycle", next_run_time=_now())
         self.scheduler.start()
-        self.metrics.up.set(1)
 
     def stop(self) -> bool:
         """Stop scheduling; wait up to the grace for a running cycle. True when it finished in time."""
@@ -245,7 +252,6 @@ class Daemon:
             self.leader.stop()
         if self._http is not None:
             self._http.stop()
-        self.metrics.up.set(0)
         return finished
 
     def flush_backlog(self) -> None:

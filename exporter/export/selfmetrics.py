@@ -1,14 +1,26 @@
-"""The daemon's own metrics, in a private registry (never the global one), and the leadership status collector."""
+"""The daemon's own metrics, in a private registry (never the global one), and the leadership status collector.
+
+Conventions of Prometheus exporters: one application prefix (`mesh_exporter_`), a `*_build_info` gauge,
+`mesh_exporter_upstream_up{upstream}` meaning "the last call to that upstream succeeded", the process
+and platform collectors registered on the private registry, and no `*_created` series.
+"""
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from exporter import __version__
+
 STATUSES = ("leader", "follower", "unknown")
+UPSTREAMS = ("prometheus", "kubernetes", "datadog")
+
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # `*_created` series are noise for an exporter's counters
 
 
 class SelfMetrics:
@@ -17,35 +29,56 @@ class SelfMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
+        PlatformCollector(registry=r)  # python_info
+        self.build_info = Gauge(
+            "mesh_exporter_build_info",
+            "Always 1; the labels say which build runs.",
+            ["version", "python_version"],
+            registry=r,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        self.upstream_up = Gauge(
+            "mesh_exporter_upstream_up",
+            "1 when the last call to this upstream succeeded, 0 when it failed (absent before the first call).",
+            ["upstream"],
+            registry=r,
+        )
         self.cycle_seconds = Histogram(
-            "exporter_cycle_duration_seconds",
+            "mesh_exporter_cycle_duration_seconds",
             "Duration of export cycles.",
             registry=r,
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
         self.stage_seconds = Gauge(
-            "exporter_stage_duration_seconds", "Duration of each stage in the last cycle.", ["stage"], registry=r
+            "mesh_exporter_stage_duration_seconds", "Duration of each stage in the last cycle.", ["stage"], registry=r
         )
-        self.services = Gauge("exporter_services_discovered", "Services matching the label selector.", registry=r)
+        self.services = Gauge("mesh_exporter_services_discovered", "Services matching the label selector.", registry=r)
         self.discovery_age = Gauge(
-            "exporter_discovery_age_seconds", "Age of the Service list in use (last good discovery).", registry=r
+            "mesh_exporter_discovery_age_seconds", "Age of the Service list in use (last good discovery).", registry=r
         )
-        self.points = Counter("exporter_points_submitted", "Points accepted by Datadog.", registry=r)
+        self.points = Counter("mesh_exporter_points_submitted", "Points accepted by Datadog.", registry=r)
         self.points_failed = Counter(
-            "exporter_points_failed", "Points Datadog did not accept in a cycle (kept in the backlog).", registry=r
+            "mesh_exporter_points_failed", "Points Datadog did not accept in a cycle (kept in the backlog).", registry=r
         )
         self.points_dropped = Counter(
-            "exporter_points_dropped", "Unsent points given up, by reason.", ["reason"], registry=r
+            "mesh_exporter_points_dropped", "Unsent points given up, by reason.", ["reason"], registry=r
         )
-        self.backlog = Gauge("exporter_backlog_points", "Points waiting to be re-sent to Datadog.", registry=r)
-        self.errors = Counter("exporter_errors", "Errors by stage.", ["stage"], registry=r)
-        self.query_errors = Counter("exporter_query_errors", "Failed PromQL queries by kind.", ["kind"], registry=r)
-        self.promql_requests = Counter("exporter_promql_requests", "PromQL requests made.", registry=r)
-        self.datadog_requests = Counter("exporter_datadog_requests", "Datadog series requests made.", registry=r)
+        self.backlog = Gauge("mesh_exporter_backlog_points", "Points waiting to be re-sent to Datadog.", registry=r)
+        self.errors = Counter("mesh_exporter_errors", "Errors by stage.", ["stage"], registry=r)
+        self.query_errors = Counter(
+            "mesh_exporter_query_errors", "Failed PromQL queries by kind.", ["kind"], registry=r
+        )
+        self.promql_requests = Counter("mesh_exporter_promql_requests", "PromQL requests made.", registry=r)
+        self.datadog_requests = Counter("mesh_exporter_datadog_requests", "Datadog series requests made.", registry=r)
         self.last_success = Gauge(
-            "exporter_last_success_timestamp_seconds", "When the last fully successful cycle ended.", registry=r
+            "mesh_exporter_last_success_timestamp_seconds", "When the last fully successful cycle ended.", registry=r
         )
-        self.up = Gauge("exporter_up", "1 while the exporter runs.", registry=r)
+        self.backlog_oldest_age = Gauge(
+            "mesh_exporter_backlog_oldest_point_age_seconds",
+            "Age of the oldest point waiting to be re-sent (0 when the backlog is empty).",
+            registry=r,
+        )
         for stage in ("discovery", "query", "submit", "cycle"):
             self.errors.labels(stage)
         for reason in ("older_than_datadog_accepts", "backlog_full", "shutdown"):
@@ -53,14 +86,14 @@ class SelfMetrics:
 
 
 class LeadershipCollector(Collector):
-    """`exporter_leadership{status}`: 1 for this replica's current status, 0 for the others (read at scrape)."""
+    """`mesh_exporter_leadership{status}`: 1 for this replica's current status, 0 for the others (read at scrape)."""
 
     def __init__(self, status: Callable[[], str]) -> None:
         self.status = status
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(
-            "exporter_leadership",
+            "mesh_exporter_leadership",
             "Leader election: 1 for this replica's status (leader, follower, unknown), 0 for the others.",
             labels=["status"],
         )

@@ -1,7 +1,7 @@
 """Service discovery: the Services that carry the label selector, from the Kubernetes API.
 
-Lists all namespaces (or each configured one) page by page through exporter.kube.client; only
-namespace and name are kept.
+Lists all namespaces (or each configured one) page by page through exporter.kube.client; namespace,
+name and the Unified Service Tagging labels (`tags.datadoghq.com/env|service|version`) are kept.
 """
 
 from __future__ import annotations
@@ -9,8 +9,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from exporter.errors import DiscoveryError, KubeError
-from exporter.kube.client import KubeClient, name_of
-from exporter.model import ServiceRef
+from exporter.kube.client import JSON, KubeClient, name_of
+from exporter.model import UST_KEYS, UST_LABEL_PREFIX, ServiceRef
+
+
+def service_ref(item: JSON, *, what: str) -> ServiceRef:
+    """The ServiceRef of a listed Service, with its Unified Service Tagging labels (non-empty strings only)."""
+    meta = item.get("metadata")
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    labels = labels if isinstance(labels, dict) else {}
+    ust = [(key, labels.get(UST_LABEL_PREFIX + key)) for key in UST_KEYS]
+    return ServiceRef(*name_of(item, what=what), labels=tuple((k, v) for k, v in ust if isinstance(v, str) and v))
 
 
 class KubeDiscovery:
@@ -36,7 +45,7 @@ class KubeDiscovery:
             )
             try:
                 items = self.kube.list(path, what=what, query=[("labelSelector", self.label_selector)])
-                found.update(ServiceRef(*name_of(item, what=what)) for item in items)
+                found.update(service_ref(item, what=what) for item in items)
             except KubeError as e:
                 raise DiscoveryError(str(e), retryable=e.retryable) from None
         return sorted(found)

@@ -8,6 +8,7 @@ from typing import Any
 import structlog
 
 from exporter.errors import SubmitError
+from exporter.model import DEFAULT_METRIC_PREFIX, REPORT_CATALOGUE
 from exporter.mtls import render
 from exporter.mtls.model import Report, Verdict
 from exporter.sink.datadog import DatadogSink, Point, tags_for
@@ -15,25 +16,26 @@ from exporter.sink.datadog import DatadogSink, Point, tags_for
 log = structlog.get_logger("exporter.mtls.publish")
 
 
-MESH_METRIC = "istio.mesh.mtls_coverage_pct"
+MESH_METRIC = REPORT_CATALOGUE["mtls_coverage_pct"].name()  # istio.service.report.mtls_coverage_pct
 
 
-def points(report: Report, *, tags: Sequence[str] = ()) -> list[Point]:
-    """istio.mesh.mtls_coverage_pct for the mesh and per namespace with traffic, at the evaluation instant."""
+def points(report: Report, *, tags: Sequence[str] = (), prefix: str = DEFAULT_METRIC_PREFIX) -> list[Point]:
+    """<prefix>.report.mtls_coverage_pct for the mesh and per namespace with traffic, at the evaluation instant."""
+    metric = REPORT_CATALOGUE["mtls_coverage_pct"].name(prefix)
     out = []
     if report.mesh.current is not None:
-        out.append(Point(MESH_METRIC, report.mesh.current.pct, report.at, tuple(tags)))
+        out.append(Point(metric, report.mesh.current.pct, report.at, tags_for(extra=tags)))
     for ns in sorted(report.namespaces, key=lambda n: n.namespace):
         if ns.coverage.current is not None:
-            out.append(
-                Point(MESH_METRIC, ns.coverage.current.pct, report.at, tags_for(namespace=ns.namespace, extra=tags))
-            )
+            out.append(Point(metric, ns.coverage.current.pct, report.at, tags_for(namespace=ns.namespace, extra=tags)))
     return out
 
 
-def submit(report: Report, sink: DatadogSink, *, tags: Sequence[str] = ()) -> list[SubmitError]:
+def submit(
+    report: Report, sink: DatadogSink, *, tags: Sequence[str] = (), prefix: str = DEFAULT_METRIC_PREFIX
+) -> list[SubmitError]:
     """Send the gauges and the summary event; what failed after retries is returned, not raised."""
-    errors = list(sink.submit(points(report, tags=tags)).errors)
+    errors = list(sink.submit(points(report, tags=tags, prefix=prefix)).errors)
     title, text = render.summary(report)
     alert = "warning" if report.count(Verdict.STRICT_PLAINTEXT) else "info"
     try:

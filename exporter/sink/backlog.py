@@ -93,6 +93,11 @@ class Backlog:
     def __len__(self) -> int:
         return len(self._points)
 
+    def oldest(self) -> int | None:
+        """Timestamp of the oldest waiting point; None when the backlog is empty."""
+        with self._lock:
+            return self._points[0].timestamp if self._points else None
+
     def _drop(self, reason: str, points: Sequence[Point]) -> None:
         if points:
             log.warning(

@@ -10,7 +10,7 @@ protocol so that tests and benchmarks can count what is sent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,7 +22,7 @@ from datadog_api_client.v1.api.events_api import EventsApi
 from datadog_api_client.v2.model.metric_content_encoding import MetricContentEncoding
 
 from exporter.errors import SubmitError, retryable_status
-from exporter.model import METRICS, Figures, ServiceRef
+from exporter.model import DEFAULT_METRIC_PREFIX, UST_KEYS, Figures, ServiceRef, metric_names
 from exporter.retry import RetryPolicy, call
 
 log = structlog.get_logger("exporter.sink.datadog")
@@ -53,20 +53,77 @@ class Point:
         return 90 + len(self.metric) + sum(len(t) + 4 for t in self.tags) + 24
 
 
-def tags_for(*, namespace: str | None = None, service: str | None = None, extra: Sequence[str] = ()) -> tuple[str, ...]:
-    """The one tag builder: every tag a point or event carries for a service, a namespace or the mesh."""
-    own = ([f"service:{service}"] if service else []) + ([f"kube_namespace:{namespace}"] if namespace else [])
-    return (*own, *extra)
+def _key(tag: str) -> str | None:
+    return tag.partition(":")[0] if ":" in tag else None
 
 
-def points_for(figures: Mapping[ServiceRef, Figures], *, at: int, tags: Sequence[str] = ()) -> list[Point]:
+def _merge(*layers: Iterable[str]) -> tuple[str, ...]:
+    """The tags of every layer, lowest precedence first: a key a higher layer sets replaces that key's
+    tags from the layers below; tags without a key, and several values of a key in one layer, all stay."""
+    out: list[str] = []
+    for layer in layers:
+        tags = list(dict.fromkeys(layer))
+        keys = {_key(t) for t in tags} - {None}
+        out = [t for t in out if _key(t) not in keys and t not in tags] + tags
+    return tuple(out)
+
+
+class TagSettings(Protocol):
+    """The settings global_tags() reads (exporter.config.Settings has them)."""
+
+    @property
+    def dd_tags(self) -> Sequence[str]: ...
+    @property
+    def tags(self) -> Sequence[str]: ...
+    @property
+    def dd_env(self) -> str | None: ...
+    @property
+    def dd_cluster_name(self) -> str | None: ...
+
+
+def global_tags(settings: TagSettings) -> tuple[str, ...]:
+    """The tags of every point and event, lowest precedence first: DD_TAGS, EXPORTER_TAGS, then
+    DD_ENV (`env`) and DD_CLUSTER_NAME (`kube_cluster_name`). Pass them to tags_for() as `extra`."""
+    agent = [f"env:{settings.dd_env}"] if settings.dd_env else []
+    agent += [f"kube_cluster_name:{settings.dd_cluster_name}"] if settings.dd_cluster_name else []
+    return _merge(settings.dd_tags, settings.tags, agent)
+
+
+def tags_for(
+    *,
+    namespace: str | None = None,
+    service: str | None = None,
+    labels: Iterable[tuple[str, str]] = (),
+    extra: Sequence[str] = (),
+) -> tuple[str, ...]:
+    """The one tag builder: every tag a point or event carries for a service, a namespace or the mesh.
+
+    Precedence, lowest first: `extra` (global_tags(): DD_TAGS, EXPORTER_TAGS, DD_ENV, DD_CLUSTER_NAME),
+    the Service's Unified Service Tagging labels (`env`, `service`, `version`; `service:<name>` when no
+    label names the application), then the identity tags `kube_service` and `kube_namespace`.
+    """
+    ust = {key: value.lower() for key, value in labels if key in UST_KEYS and value}
+    if service and "service" not in ust:
+        ust["service"] = service
+    identity = ([f"kube_service:{service}"] if service else []) + ([f"kube_namespace:{namespace}"] if namespace else [])
+    return _merge(extra, [f"{key}:{ust[key]}" for key in UST_KEYS if key in ust], identity)
+
+
+def points_for(
+    figures: Mapping[ServiceRef, Figures],
+    *,
+    at: int,
+    tags: Sequence[str] = (),
+    prefix: str = DEFAULT_METRIC_PREFIX,
+) -> list[Point]:
     """One gauge point per figure that has a value; a figure without data sends nothing (never a 0)."""
+    names = metric_names(prefix)
     points = []
     for service in sorted(figures):
-        base = tags_for(namespace=service.namespace, service=service.name, extra=tags)
+        base = tags_for(namespace=service.namespace, service=service.name, labels=service.labels, extra=tags)
         for name, value in figures[service].values().items():
             if value is not None:
-                points.append(Point(METRICS[name], value, at, base))
+                points.append(Point(names[name], value, at, base))
     return points
 
 
@@ -248,6 +305,5 @@ class DatadogSink:
             "text": text[:4000],
             "tags": list(tags),
             "alert_type": alert_type,
-            "source_type_name": "istio",
         }
         call(lambda: self.transport.send_event(body), what="POST /api/v1/events", policy=self.retry)

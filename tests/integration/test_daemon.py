@@ -82,12 +82,17 @@ def test_cycles_health_metrics_and_discovery_outage(
         assert len(intake.requests) == 2
 
         text = requests.get(f"{base}/metrics", timeout=5).text
-        assert metric(text, 'exporter_errors_total{stage="discovery"}') == 1
-        assert metric(text, "exporter_points_submitted_total") == 2 * 4 * len(with_traffic)
-        assert metric(text, "exporter_promql_requests_total") == 8
-        assert metric(text, "exporter_datadog_requests_total") == 2
-        assert metric(text, "exporter_services_discovered") == sum(s.migrated for s in demo_prom.services)
-        assert metric(text, "exporter_discovery_age_seconds") == 30
+        assert metric(text, 'mesh_exporter_errors_total{stage="discovery"}') == 1
+        assert metric(text, "mesh_exporter_points_submitted_total") == 2 * 4 * len(with_traffic)
+        assert metric(text, "mesh_exporter_promql_requests_total") == 8
+        assert metric(text, "mesh_exporter_datadog_requests_total") == 2
+        assert metric(text, "mesh_exporter_services_discovered") == sum(s.migrated for s in demo_prom.services)
+        assert metric(text, "mesh_exporter_discovery_age_seconds") == 30
+        # the last Kubernetes call failed, the last Prometheus and Datadog calls succeeded
+        assert metric(text, 'mesh_exporter_upstream_up{upstream="kubernetes"}') == 0
+        assert metric(text, 'mesh_exporter_upstream_up{upstream="prometheus"}') == 1
+        assert metric(text, 'mesh_exporter_upstream_up{upstream="datadog"}') == 1
+        assert metric(text, "mesh_exporter_backlog_oldest_point_age_seconds") == 0
         assert API_KEY not in text
 
         # no successful cycle for more than three intervals: not ready

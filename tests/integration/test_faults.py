@@ -94,7 +94,8 @@ def want(
         for service in SERVICES:
             figures = expected(service)
             assert figures is not None
-            tags = tuple(sorted((f"service:{service.name}", f"kube_namespace:{service.namespace}")))
+            name, ns = service.name, service.namespace
+            tags = tuple(sorted((f"service:{name}", f"kube_service:{name}", f"kube_namespace:{ns}")))
             for field in FIELDS:
                 if field not in (without or {}).get(at, set()):
                     out[METRICS[field], tags, at] = getattr(figures, field)
@@ -153,10 +154,10 @@ def test_datadog_outage_of_every_kind_then_recovery_loses_nothing(
         daemon.stop()
     assert_holds(intake, want(list(range(T0, last + 1, STEP))))
     text = metrics_text(daemon)
-    assert metric(text, "exporter_backlog_points") == 0
-    assert metric(text, 'exporter_errors_total{stage="submit"}') == len(faults)
+    assert metric(text, "mesh_exporter_backlog_points") == 0
+    assert metric(text, 'mesh_exporter_errors_total{stage="submit"}') == len(faults)
     # each failing cycle fails its own points and the backlog it re-sends: 1, 2, … 5 instants' worth
-    assert metric(text, "exporter_points_failed_total") == sum(range(1, len(faults) + 1)) * PER_INSTANT
+    assert metric(text, "mesh_exporter_points_failed_total") == sum(range(1, len(faults) + 1)) * PER_INSTANT
     # points kept their original timestamps: the instant they were measured at, not the one they were sent at
     assert {ts for (_, _, ts) in held(intake)} == set(range(T0, last + 1, STEP))
 
@@ -199,7 +200,8 @@ def test_outage_longer_than_an_hour_loses_exactly_the_points_datadog_would_ignor
     kept = [t for t in range(T0, recovered + 1, STEP) if t not in lost]
     assert_holds(intake, want(kept))
     text = metrics_text(daemon)
-    assert metric(text, 'exporter_points_dropped_total{reason="older_than_datadog_accepts"}') == len(lost) * PER_INSTANT
+    dropped = 'mesh_exporter_points_dropped_total{reason="older_than_datadog_accepts"}'
+    assert metric(text, dropped) == len(lost) * PER_INSTANT
 
 
 def test_restart_during_an_outage_loses_nothing_with_a_spool(
@@ -308,7 +310,7 @@ def test_a_failing_query_costs_only_its_figures(
     assert_holds(intake, want([T0, faulty, last], without={faulty: missing}))
     assert all(p.value == p.value for p in intake.points())  # no NaN ever sent
     text = metrics_text(daemon)
-    assert metric(text, f'exporter_query_errors_total{{kind="{kind}"}}') == 1
+    assert metric(text, f'mesh_exporter_query_errors_total{{kind="{kind}"}}') == 1
     assert ready
 
 
@@ -459,6 +461,6 @@ def test_without_a_spool_a_shutdown_during_an_outage_counts_and_logs_what_is_los
         driver.next()
         with capture_logs() as logs:
             daemon.stop()
-    assert metric(metrics_text(daemon), 'exporter_points_dropped_total{reason="shutdown"}') == 2 * PER_INSTANT
+    assert metric(metrics_text(daemon), 'mesh_exporter_points_dropped_total{reason="shutdown"}') == 2 * PER_INSTANT
     lost = [e for e in logs if e["event"].startswith("shutdown: unsent points lost")]
     assert lost and lost[0]["points"] == 2 * PER_INSTANT and lost[0]["log_level"] == "error"

@@ -58,7 +58,7 @@ def test_one_leader_submits_and_a_killed_leader_is_replaced(
             leader = next(pod for pod, role in roles.items() if "leader" in role)
             follower = next(pod for pod in procs if pod != leader)
             metrics = requests.get(f"http://127.0.0.1:{procs[follower][1]}/metrics", timeout=5).text
-            assert 'exporter_leadership{status="follower"} 1.0' in metrics
+            assert 'mesh_exporter_leadership{status="follower"} 1.0' in metrics
             wait_for(lambda: len(intake.points()) > 0, "the leader's first points", timeout=30)
             lease = api.get("coordination.k8s.io/v1", "leases", "istio-system", "mesh-exporter")
             assert lease is not None and lease["spec"]["holderIdentity"] == leader

@@ -138,7 +138,7 @@ def assert_no_point_twice(intake: FakeIntake) -> None:
 
 def submitted_by(replica: Replica) -> float:
     """Points this replica submitted, from its own self-metrics."""
-    value = replica.daemon.metrics.registry.get_sample_value("exporter_points_submitted_total")
+    value = replica.daemon.metrics.registry.get_sample_value("mesh_exporter_points_submitted_total")
     assert value is not None
     return value
 
@@ -198,8 +198,8 @@ def test_exactly_one_submits_and_a_killed_leader_hands_over_within_a_lease_durat
         assert (ready_a.status_code, ready_a.text) == (200, "ready (leader)\n")
         assert (ready_b.status_code, ready_b.text) == (200, "ready (follower)\n")
         metrics_b = requests.get(f"http://127.0.0.1:{ports['exporter-b']}/metrics", timeout=5).text
-        assert 'exporter_leadership{status="follower"} 1.0' in metrics_b
-        assert 'exporter_leadership{status="leader"} 0.0' in metrics_b
+        assert 'mesh_exporter_leadership{status="follower"} 1.0' in metrics_b
+        assert 'mesh_exporter_leadership{status="leader"} 0.0' in metrics_b
 
         # kill the leader right after one of its renewals, which b observes at once
         cluster.run_until(a.next_step)

@@ -96,7 +96,17 @@ def test_once_json_submit_matches_the_generator_and_prometheus(
     sent = {(p.metric, p.tags, p.timestamp): p.value for p in intake.points()}
     want_points: dict[tuple[str, tuple[str, ...], int], Any] = {}
     for (ns, name), row in rows.items():
-        tags = tuple(sorted((f"service:{name}", f"kube_namespace:{ns}", "env:test", "kube_cluster_name:local")))
+        tags = tuple(
+            sorted(
+                (
+                    f"service:{name}",
+                    f"kube_service:{name}",
+                    f"kube_namespace:{ns}",
+                    "env:test",
+                    "kube_cluster_name:local",
+                )
+            )
+        )
         for field, metric in METRICS.items():
             if row[field] is not None:
                 want_points[metric, tags, at] = row[field]
@@ -138,9 +148,25 @@ def test_kubernetes_down_is_a_clear_failure(
     finally:
         api.set_unavailable(False)
     assert proc.returncode == 1
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("exporter: list Services (migrated=true) in all namespaces -> 503")
+    lines = proc.stderr.strip().splitlines()
+    last = json.loads(lines[-1])  # not a terminal: JSON lines only, the error once
+    assert last["event"] == "command failed" and last["level"] == "error"
+    assert last["error"].startswith("list Services (migrated=true) in all namespaces -> 503")
+    assert [line for line in lines if "command failed" in line] == [lines[-1]]
+    assert not [line for line in lines if line.startswith("exporter:")]
     assert API_KEY not in proc.stderr and intake.requests == []
+
+    # asked for the console format (as on a terminal): the same error as one human line, no JSON
+    api.set_unavailable(True)
+    try:
+        env = exporter_env(demo_prom, kubeconfig, intake, EXPORTER_LOG_FORMAT="console")
+        proc = run_exporter(env, "once", "--submit")
+    finally:
+        api.set_unavailable(False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and not [line for line in lines if line.startswith("{")]
+    assert lines[-1].startswith("exporter: list Services (migrated=true) in all namespaces -> 503")
+    assert [line for line in lines if "in all namespaces -> 503" in line and "attempt" not in line] == [lines[-1]]
 
 
 def test_prometheus_down_sends_nothing_and_fails(
@@ -160,3 +186,28 @@ def test_prometheus_down_sends_nothing_and_fails(
     assert all(s["request_rate"] is None for s in doc["services"])
     assert intake.points() == []  # never a zero in place of a failure
     assert len(doc["services"]) == sum(1 for s in demo_prom.services if s.migrated) + 1
+
+
+def test_a_service_named_exporter_in_the_namespace_breaks_nothing(
+    demo_prom: DemoProm, kube: tuple[FakeKubeAPI, Path], intake: FakeIntake
+) -> None:
+    # what the kubelet injects for Services `exporter` (port 8000 named http) and `exporter-metrics`
+    links = {
+        "EXPORTER_SERVICE_HOST": "10.96.0.12", "EXPORTER_SERVICE_PORT": "8000", "EXPORTER_SERVICE_PORT_HTTP": "8000",
+        "EXPORTER_PORT": "tcp://10.96.0.12:8000", "EXPORTER_PORT_8000_TCP": "tcp://10.96.0.12:8000",
+        "EXPORTER_PORT_8000_TCP_PROTO": "tcp", "EXPORTER_PORT_8000_TCP_PORT": "8000",
+        "EXPORTER_PORT_8000_TCP_ADDR": "10.96.0.12", "EXPORTER_METRICS_SERVICE_HOST": "10.96.0.13",
+        "EXPORTER_METRICS_PORT": "tcp://10.96.0.13:9100",
+    }  # fmt: skip
+    env = exporter_env(demo_prom, kube[1], intake, **links)
+    proc = run_exporter(env, "once", "--at", str(int(demo_prom.at)), "--output", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["services"]
+
+    # a Service `exporter-http` lands on a real setting: exit 2, naming the cause and the fix
+    env = exporter_env(demo_prom, kube[1], intake, EXPORTER_HTTP_PORT="tcp://10.0.0.1:80")
+    proc = run_exporter(env, "once")
+    assert proc.returncode == 2
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("exporter: config error: EXPORTER_HTTP_PORT: holds 'tcp://10.0.0.1:80'")
+    assert "'exporter-http'" in line and "enableServiceLinks: false" in line

@@ -349,7 +349,8 @@ def test_cli_outputs_and_submits_gauges_and_an_event(env: Env, intake: FakeIntak
     }
     assert "submitted" in proc.stderr and API_KEY not in proc.stderr + proc.stdout
 
-    points = [p for p in intake.points() if p.metric == "istio.mesh.mtls_coverage_pct"]
+    points = [p for p in intake.points() if p.metric == "istio.service.report.mtls_coverage_pct"]
+    assert not [p for p in intake.points() if p.metric.startswith("istio.mesh.")]  # the integration's namespace
     assert {p.timestamp for p in points} == {env.at}
     by_ns = {next((t.split(":", 1)[1] for t in p.tags if t.startswith("kube_namespace:")), None): p for p in points}
     with_traffic = {ns for ns, v in EXPECTED_VERDICTS.items() if v is not Verdict.NO_TRAFFIC}

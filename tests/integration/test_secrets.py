@@ -158,7 +158,7 @@ def test_the_daemon_its_metrics_and_its_spool(
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0
-    assert "exporter_cycle_duration_seconds" in metrics
+    assert "mesh_exporter_cycle_duration_seconds" in metrics
     spool = (tmp_path / "backlog.json").read_text()
     assert "istio.service.request_rate" in spool
     assert_clean(stderr, metrics, spool)

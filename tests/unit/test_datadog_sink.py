@@ -46,8 +46,8 @@ def test_points_carry_service_namespace_and_extra_tags_and_skip_missing_figures(
     }
     points = points_for(figures, at=1700000000, tags=["env:prod"])
     got = {(p.metric, p.tags, p.value) for p in points}
-    shop = ("service:cart", "kube_namespace:shop", "env:prod")
-    legacy = ("service:cart", "kube_namespace:legacy", "env:prod")
+    shop = ("env:prod", "service:cart", "kube_service:cart", "kube_namespace:shop")
+    legacy = ("env:prod", "service:cart", "kube_service:cart", "kube_namespace:legacy")
     assert got == {
         (METRICS["request_rate"], shop, 12.5), (METRICS["success_rate_pct"], shop, 99.5),
         (METRICS["mtls_coverage_pct"], shop, 0.0), (METRICS["p99_latency_ms"], shop, 42.0),

@@ -5,19 +5,24 @@ references, the CronJob. The Dockerfile lints clean (hadolint) and agrees with t
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 
 from exporter import __version__
 from exporter.config import Settings, load
+from exporter.export.selfmetrics import SelfMetrics, register_leadership
+from tests.support.crds import SCHEMAS
 
 ROOT = Path(__file__).parents[2]
 KUBERNETES_VERSION = "1.32.0"
@@ -211,6 +216,11 @@ def test_settings_file_and_environment_load_as_the_exporter_would(
     assert settings.spool_dir in {m["mountPath"] for m in container["volumeMounts"]}
 
 
+def test_no_service_link_variables_reach_the_exporter(base: list[Manifest]) -> None:
+    for workload in (one(base, "Deployment"), one(base, "CronJob")):
+        assert pod_spec(workload)["enableServiceLinks"] is False, workload["kind"]
+
+
 def test_cronjob_runs_the_weekly_report(base: list[Manifest]) -> None:
     cronjob = one(base, "CronJob")
     assert cronjob["spec"]["schedule"] == "0 6 * * 1"  # Mondays 06:00 UTC
@@ -241,8 +251,6 @@ def rules(manifests: list[Manifest]) -> set[tuple[str, str, str, str, tuple[str,
 def test_rbac_is_least_privilege(base: list[Manifest]) -> None:
     assert rules(base) == {
         ("ClusterRole", "", "services", "list", ()),
-        ("ClusterRole", "", "services", "watch", ()),
-        ("ClusterRole", "security.istio.io", "peerauthentications", "get", ()),
         ("ClusterRole", "security.istio.io", "peerauthentications", "list", ()),
         ("Role", "coordination.k8s.io", "leases", "create", ()),
         ("Role", "coordination.k8s.io", "leases", "get", ("mesh-exporter",)),
@@ -287,12 +295,254 @@ def test_rollout_permissions_are_separate_and_narrow(base: list[Manifest], rollo
     assert version["roleRef"]["name"] == "mesh-exporter-rollout-istio-version"
 
 
+# The verbs the code calls: every Kubernetes call goes through exporter/kube/client.py (KubeClient), made
+# by the functions below; each is run against the local API and its requests are turned into RBAC terms.
+KUBE_CALLERS = {
+    "discovery": {"KubeDiscovery.list_services"},
+    "policies": {"list_peer_authentications"},
+    "lease": {"LeaseLeadership._get", "LeaseLeadership._create", "LeaseLeadership._replace"},
+    "istio": {"Kube.server_version", "Kube.istio_version", "Kube.get_istio", "Kube.patch_istio",
+              "Kube.get_deployment", "Kube.patch_deployment", "Kube.list_hpas", "Kube.patch_hpa", "Kube.create_event"},
+}  # fmt: skip
+ROLE_OF = {"discovery": "deploy", "policies": "deploy", "lease": "deploy", "istio": "deploy/rollout-rbac"}
+
+
+def kube_callers() -> dict[str, set[str]]:
+    """Per module of exporter/kube/, the functions that call KubeClient (`….kube.get|list|patch|request(`)."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((ROOT / "exporter" / "kube").glob("*.py")):
+        if path.stem in ("__init__", "client"):
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            owner = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and node in n.body]
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            for call in ast.walk(node):
+                fn = call.func if isinstance(call, ast.Call) else None
+                if isinstance(fn, ast.Attribute) and fn.attr in ("get", "list", "patch", "request"):
+                    target = fn.value
+                    name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+                    if name == "kube":
+                        found.setdefault(path.stem, set()).add(".".join([*(c.name for c in owner), node.name]))
+    return found
+
+
+def rbac_terms(method: str, path: str) -> tuple[str, str, str] | None:
+    """(api group, resource, verb) of one REST call; None for a non-resource URL such as /version."""
+    parts = path.strip("/").split("/")
+    if parts[0] == "api":
+        group, rest = "", parts[2:]
+    elif parts[0] == "apis":
+        group, rest = parts[1], parts[3:]
+    else:
+        return None
+    if rest[:1] == ["namespaces"] and len(rest) > 2:
+        rest = rest[2:]
+    named = len(rest) == 2
+    verb = {"GET": "get" if named else "list", "POST": "create", "PUT": "update", "PATCH": "patch"}[method]
+    return group, rest[0], verb
+
+
+def test_rbac_grants_exactly_the_verbs_the_code_calls(tmp_path: Path) -> None:
+    from exporter.kube.client import KubeClient, api_client
+    from exporter.kube.discovery import KubeDiscovery
+    from exporter.kube.istio import Kube
+    from exporter.kube.lease import LeaseLeadership
+    from exporter.kube.policies import list_peer_authentications
+    from exporter.retry import RetryPolicy
+    from sandbox.kubeapi import FakeKubeAPI
+    from tests.support.canary_mesh import hpa, istiod, rollout_objects
+
+    assert kube_callers() == KUBE_CALLERS, "a new Kubernetes call: exercise it below and grant its verb"
+    used: dict[str, set[tuple[str, str, str]]] = {}
+    with FakeKubeAPI() as api:
+        for obj in [
+            istiod("1.24.2"),
+            *rollout_objects("reviews"),
+            hpa("reviews-canary", min_replicas=1, max_replicas=3),
+        ]:
+            api.add(obj)
+        kube = KubeClient(api_client(str(api.write_kubeconfig(tmp_path / "kubeconfig"))), retry=RetryPolicy(attempts=1))
+        now = [1_000.0]
+        lease = LeaseLeadership(kube, name=Settings().lease_name, namespace="istio-system", identity="a",
+                                clock=lambda: now[0])  # fmt: skip
+        istio = Kube(kube)
+
+        def rollout_calls() -> None:
+            istio.server_version()
+            istio.istio_version("istio-system")
+            istio.get_istio("destinationrules", "shop", "reviews")
+            name = istio.get_istio("virtualservices", "shop", "reviews")["metadata"]["name"]
+            istio.patch_istio(
+                "virtualservices", "shop", "reviews", [{"op": "test", "path": "/metadata/name", "value": name}]
+            )
+            replicas = istio.get_deployment("shop", "reviews-canary")["spec"]["replicas"]
+            istio.patch_deployment(
+                "shop", "reviews-canary", [{"op": "replace", "path": "/spec/replicas", "value": replicas}]
+            )
+            (found,) = istio.list_hpas("shop")
+            istio.patch_hpa(
+                "shop", found["metadata"]["name"], [{"op": "replace", "path": "/spec/minReplicas", "value": 2}]
+            )
+            vs = {"kind": "VirtualService", "namespace": "shop", "name": "reviews"}
+            event = {"apiVersion": "v1", "kind": "Event", "metadata": {"generateName": "reviews."},
+                     "involvedObject": vs, "reason": "RolloutStep", "message": "test", "type": "Normal"}  # fmt: skip
+            istio.create_event("shop", event)
+
+        calls = {
+            "discovery": lambda: (KubeDiscovery(kube, label_selector="migrated=true").list_services(),
+                                  KubeDiscovery(kube, label_selector="a=b", namespaces=["shop"]).list_services()),
+            "policies": lambda: list_peer_authentications(kube),
+            "lease": lambda: (lease.step(), now.__setitem__(0, 1_003.0), lease.step(), lease.stop(release=True)),
+            "istio": rollout_calls,
+        }  # fmt: skip
+        for module, call in calls.items():
+            before = len(api.requests)
+            call()
+            records = api.requests[before:]
+            assert records and all(r.status < 400 for r in records if r.method != "GET"), module
+            terms = {rbac_terms(r.method, r.path) for r in records}
+            used.setdefault(ROLE_OF[module], set()).update(t for t in terms if t is not None)
+        lease_paths = {r.path for r in api.requests if "/leases/" in r.path}
+    assert lease_paths == {f"/apis/coordination.k8s.io/v1/namespaces/istio-system/leases/{Settings().lease_name}"}
+    for which, verbs in used.items():
+        granted = {(group, resource, verb) for _, group, resource, verb, _ in rules(render(which))}
+        assert granted == verbs, (
+            f"{which}: granted but unused {granted - verbs}, used but not granted {verbs - granted}"
+        )
+
+
 @pytest.mark.parametrize("which", ["deploy", "deploy/rollout-rbac"])
 def test_no_wildcards_and_no_secrets_access(which: str) -> None:
     for kind, group, resource, verb, _ in rules(render(which)):
         assert "*" not in (group, resource, verb), (kind, group, resource, verb)
         assert resource not in ("secrets", "configmaps", "pods/exec", "serviceaccounts/token")
         assert verb not in ("escalate", "bind", "impersonate", "delete", "deletecollection")
+
+
+# Prometheus Operator ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def with_operator(tmp_path_factory: pytest.TempPathFactory) -> list[Manifest]:
+    """deploy/ plus the component, through an overlay outside the repository as a user would write it."""
+    overlay = tmp_path_factory.mktemp("overlay")
+    base = os.path.relpath(ROOT / "deploy", overlay)  # kustomize wants relative paths
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources: [{base}]\ncomponents: [{base}/prometheus-operator]\n"
+    )
+    return render(str(overlay))
+
+
+def test_operator_component_adds_a_pod_monitor_and_rules_that_validate(
+    base: list[Manifest], with_operator: list[Manifest]
+) -> None:
+    added = [m for m in with_operator if m not in base]
+    assert sorted(m["kind"] for m in added) == ["PodMonitor", "PrometheusRule"]
+    for manifest in added:
+        jsonschema.validate(manifest, SCHEMAS[manifest["kind"]])
+        assert manifest["metadata"]["namespace"] == "istio-system"
+    # the schemas do catch what the operator would reject or ignore
+    monitor = one(with_operator, "PodMonitor")
+    endpoint = monitor["spec"]["podMetricsEndpoints"][0]
+    for broken in ({**endpoint, "interval": "30 seconds"}, {**endpoint, "targetPort": 8000}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({**monitor, "spec": {**monitor["spec"], "podMetricsEndpoints": [broken]}},
+                                SCHEMAS["PodMonitor"])  # fmt: skip
+
+
+def test_pod_monitor_scrapes_the_daemon_and_not_the_report(with_operator: list[Manifest]) -> None:
+    selector = one(with_operator, "PodMonitor")["spec"]["selector"]["matchLabels"]
+    daemon = one(with_operator, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    report = one(with_operator, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= daemon.items() and not selector.items() <= report.items()
+    (endpoint,) = one(with_operator, "PodMonitor")["spec"]["podMetricsEndpoints"]
+    ports = {
+        p["name"]: p["containerPort"] for p in pod_spec(one(with_operator, "Deployment"))["containers"][0]["ports"]
+    }
+    assert ports[endpoint["port"]] == Settings().http_port and endpoint["path"] == "/metrics"
+
+
+def rule_groups(manifests: list[Manifest], tmp_path: Path) -> Path:
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": one(manifests, "PrometheusRule")["spec"]["groups"]}))
+    return path
+
+
+def promtool() -> str:
+    binary = shutil.which("promtool")
+    assert binary, "promtool (Debian package prometheus) is needed to check the rules"
+    return binary
+
+
+def test_rules_pass_promtool_and_name_only_real_self_metrics(with_operator: list[Manifest], tmp_path: Path) -> None:
+    out = subprocess.run([promtool(), "check", "rules", str(rule_groups(with_operator, tmp_path))],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    metrics = SelfMetrics()
+    register_leadership(metrics.registry, lambda: "leader")
+    families = list(metrics.registry.collect())
+    series = {f.name for f in families} | {s.name for f in families for s in f.samples}
+    rules = [r for g in one(with_operator, "PrometheusRule")["spec"]["groups"] for r in g["rules"]]
+    used = {name for r in rules for name in re.findall(r"mesh_exporter_[a-z_]+", r["expr"])}
+    assert used and used <= series, used - series
+    assert {r["alert"] for r in rules} >= {"MeshExporterNoSuccessfulCycle", "MeshExporterBacklogGrowing",
+        "MeshExporterBacklogOld", "MeshExporterNoLeader", "MeshExporterDiscoveryStale"}  # fmt: skip
+
+
+RULE_TESTS = """
+rule_files: [rules.yaml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'mesh_exporter_leadership{status="leader", pod="a"}'
+        values: '1x4 0x10'
+      - series: 'mesh_exporter_leadership{status="leader", pod="b"}'
+        values: '0x15'
+      - series: 'mesh_exporter_upstream_up{upstream="datadog", pod="a"}'
+        values: '1x4 0x10'
+      - series: 'mesh_exporter_backlog_oldest_point_age_seconds{pod="a"}'
+        values: '0+600x15'
+      - series: 'mesh_exporter_last_success_timestamp_seconds{pod="a"}'
+        values: '0+60x4 240x10'
+    alert_rule_test:
+      - eval_time: 4m
+        alertname: MeshExporterNoLeader
+      - eval_time: 8m
+        alertname: MeshExporterNoLeader
+        exp_alerts:
+          - exp_labels: {severity: critical}
+            exp_annotations:
+              summary: "0 replicas lead (exactly one should); nothing or everything is being submitted."
+              description: "Check the Lease (kubectl get lease mesh-exporter) and the replicas' leadership logs."
+      - eval_time: 8m
+        alertname: MeshExporterUpstreamDown
+      - eval_time: 10m
+        alertname: MeshExporterUpstreamDown
+        exp_alerts:
+          - exp_labels: {severity: warning, upstream: datadog, pod: a}
+            exp_annotations:
+              summary: "mesh-exporter cannot reach datadog."
+              description: "The last call from a to datadog failed and it has been failing for 5 minutes."
+      - eval_time: 4m
+        alertname: MeshExporterBacklogOld
+      - eval_time: 5m
+        alertname: MeshExporterBacklogOld
+        exp_alerts:
+          - exp_labels: {severity: critical, pod: a}
+            exp_annotations:
+              summary: "The oldest unsent point is over 45 minutes old; Datadog drops points older than an hour."
+              description: "Oldest queued point: 50m 0s. Restore Datadog connectivity or accept the gap."
+"""
+
+
+def test_alerts_fire_when_and_only_when_they_should(with_operator: list[Manifest], tmp_path: Path) -> None:
+    rule_groups(with_operator, tmp_path)
+    (tmp_path / "tests.yaml").write_text(RULE_TESTS)
+    out = subprocess.run([promtool(), "test", "rules", str(tmp_path / "tests.yaml")],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 # Image -------------------------------------------------------------------------------------------------
