@@ -17,11 +17,11 @@ from exporter.config import Settings
 from exporter.errors import ConfigError, ExporterError
 from exporter.kube.client import KubeClient
 from exporter.kube.policies import list_peer_authentications
-from exporter.mtls import render
+from exporter.mtls import gate, render
 from exporter.mtls.build import build_report, measure_traffic
 from exporter.mtls.model import Report
 from exporter.mtls.policy import Policy, PolicyError, resolve
-from exporter.mtls.publish import MESH_METRIC, log_summary, points, submit
+from exporter.mtls.publish import MESH_METRIC, PLAINTEXT_METRIC, log_summary, points, submit
 from exporter.query import promql
 from exporter.query.prometheus import PrometheusClient
 
@@ -61,9 +61,17 @@ def generate(
     )
 
 
+EXIT_GATE = 3
+"""`--fail-on` held: the report was written (and submitted), and a condition the pipeline gates on is true."""
+
+
 def cmd_mtls(args: argparse.Namespace, settings: Settings) -> int:
     if args.window:
         duration_flag("--window", args.window)
+    try:
+        conditions = gate.parse(args.fail_on) if args.fail_on else ()
+    except ValueError as e:
+        raise ConfigError("--fail-on", str(e)) from None
     window = args.window or settings.report_window
     sink = clients.datadog(settings) if args.submit else None  # a missing key fails before any query
     at = args.at if args.at is not None else int(time.time())
@@ -76,15 +84,16 @@ def cmd_mtls(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError("--out", f"cannot write {args.out}: {e.strerror}") from None
     else:
         sys.stdout.write(text)
-    log_summary(report)
-    if sink is None:
-        return 0
-    errors = submit(report, sink, tags=settings.tags)
+    failed = gate.failures(report, conditions)
+    log_summary(report, gate_failures=failed)
+    errors = [] if sink is None else submit(report, sink, tags=settings.tags)
     for error in errors:
         print(f"exporter: submission failed: {error}", file=sys.stderr)
-    if not errors:
+    if sink is not None and not errors:
         print(f"submitted {len(points(report))} gauges and 1 event to Datadog", file=sys.stderr)
-    return 1 if errors else 0
+    for line in failed:
+        print(f"exporter: --fail-on {line}", file=sys.stderr)
+    return 1 if errors else EXIT_GATE if failed else 0
 
 
 def register(subparsers: Any) -> None:
@@ -106,6 +115,14 @@ def register(subparsers: Any) -> None:
     mtls.add_argument("--output", choices=sorted(render.RENDERERS), default="markdown")
     mtls.add_argument("--out", metavar="FILE", help="write the report to FILE instead of stdout")
     mtls.add_argument(
-        "--submit", action="store_true", help=f"also send {MESH_METRIC} gauges and a summary event to Datadog"
+        "--submit",
+        action="store_true",
+        help=f"also send {MESH_METRIC} and {PLAINTEXT_METRIC} gauges and a summary event to Datadog",
+    )
+    mtls.add_argument(
+        "--fail-on",
+        metavar="CONDITIONS",
+        help="comma-separated: strict-plaintext, coverage-drop[:POINTS], unverified; when one holds, exit "
+        f"{EXIT_GATE} after writing (and submitting) the report",
     )
     mtls.set_defaults(func=cmd_mtls)
