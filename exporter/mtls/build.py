@@ -14,7 +14,7 @@ STRICT. Rendering lives in exporter.mtls.render, the value types in exporter.mtl
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -179,6 +179,18 @@ def _flows(current: Traffic, previous: Traffic, policies: Resolution) -> tuple[l
     return offenders, resolved
 
 
+def _with_timeline(caller: Caller, timeline: Sequence[PolicyTimeline]) -> Caller:
+    """Say so when the policy behind a flow was created or changed during the window: the plaintext may
+    predate it (policies are read as they are now)."""
+    why = caller.allowance
+    found = next((p for p in timeline if why is not None and p.ref == why.policy), None)
+    if why is None or found is None or not found.changed_in_window:
+        return caller
+    when = "created" if found.created_in_window else "changed"
+    note = f"; {found.ref} {when} during the window ({found.changed}): the plaintext may predate it"
+    return replace(caller, allowance=replace(why, text=why.text + note))
+
+
 def _unverified(current: Traffic, previous: Traffic) -> list[Caller]:
     before_plain: dict[Key, float] = {}
     for (ns, svc, _app, workload, wns), value in previous.plaintext.items():
@@ -217,7 +229,9 @@ def build_report(
     root = policies.mesh.namespace
     services = sorted(set(services))
     migrated = {(s.namespace, s.name) for s in services}
+    timeline = _timeline(policies, at - seconds)
     offenders, resolved = _flows(current, previous, policies)
+    offenders = [_with_timeline(c, timeline) for c in offenders]
     unverified = _unverified(current, previous)
 
     seen = {k[0] for k in (*current.requests, *previous.requests)} | {s.namespace for s in services}
@@ -262,5 +276,5 @@ def build_report(
         ignored_policies=policies.ignored,
         promql_requests=promql_requests,
         unverified=tuple(unverified),
-        policies=_timeline(policies, at - seconds),
+        policies=timeline,
     )

@@ -17,7 +17,7 @@ class Verdict(StrEnum):
     READY = "ready for STRICT"
     BLOCKED = "blocked"
     STRICT_CLEAN = "STRICT and clean"
-    STRICT_EXCEPTED = "STRICT, plaintext only to excepted workloads"
+    STRICT_EXCEPTED = "STRICT (plaintext only to exceptions)"
     STRICT_PLAINTEXT = "STRICT but plaintext observed"
     DISABLED = "mTLS disabled"
     UNVERIFIED = "destination without sidecar: traffic unverified"

@@ -447,6 +447,7 @@ def html_page(report: Report) -> str:
         policy_statement=POLICY_STATEMENT,
         unverified_flag=UNVERIFIED_FLAG,
         is_service=lambda row: isinstance(row, ServiceReport),
+        in_window=_in_window,
     )
 
 

@@ -629,7 +629,8 @@ def test_markdown_json_html_and_datadog_agree(env: Env, intake: FakeIntake, tmp_
         assert (cells[2], cells[3], cells[6]) == (pct, requests_, f"**{verdict}**"), name
         html_cells = parser.rows[name]
         assert (html_cells[2], html_cells[3]) == (pct, requests_), name
-        assert html_cells[6] == verdict.replace(" (", " ").rstrip(")"), name
+        flag = " destination without sidecar: traffic unverified" if ns["destination_without_sidecar"] else ""
+        assert html_cells[6] == ns["verdict_text"] + flag, name  # the flag is a badge of its own
         assert f"- {name}: {pct}, {ns['policy']['mode']}: **{verdict}**" in event["text"], name
         coverage = gauges.get((MESH_METRIC, f"kube_namespace:{name}"))
         plaintext = gauges.get((PLAINTEXT_METRIC, f"kube_namespace:{name}"))
@@ -716,7 +717,7 @@ def test_every_table_adds_up(env: Env, report: Report) -> None:
     assert all(n.others is None for n in report.namespaces if n.namespace != "legacy")
 
 
-def test_each_plaintext_flow_names_the_policy_that_allows_it(report: Report) -> None:
+def test_each_plaintext_flow_names_the_policy_that_allows_it(env: Env, report: Report) -> None:
     why = {(str(c.destination), c.name): c.allowance for c in report.offenders}
     assert all(a is not None for a in why.values())
     expected = {
@@ -733,6 +734,11 @@ def test_each_plaintext_flow_names_the_policy_that_allows_it(report: Report) -> 
     assert got == expected
     ledger = why[("payments/ledger", "payments/api")]
     assert ledger is not None and ledger.text.startswith("may be allowed by a port exception")
+    # a policy created or changed during the window is named as such next to the flow it decides
+    vault, search = why[("vault/secrets", "payments/api")], why[("catalog/search", "frontend/web")]
+    assert vault is not None and f"vault/default created during the window ({iso(env.at - 3 * DAY)})" in vault.text
+    assert search is not None and "catalog/search-legacy changed during the window" in search.text
+    assert ledger is not None and "during the window" not in ledger.text
 
 
 def test_policies_carry_their_creation_and_last_change(env: Env, report: Report) -> None:
