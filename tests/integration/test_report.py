@@ -752,3 +752,13 @@ def test_policies_carry_their_creation_and_last_change(env: Env, report: Report)
     assert timeline[f"{ROOT}/default"].scope == "mesh-wide"
     quiet = [p for p in report.policies if not p.changed_in_window]
     assert len(quiet) == len(timeline) - 3  # vault's two policies, catalog's exception
+
+
+def test_a_historical_report_event_is_posted_now_and_names_its_window(env: Env, intake: FakeIntake) -> None:
+    at = env.at - DAY  # more than Datadog's 18 hours ago: date_happened would be refused
+    proc = run_exporter(env, intake, "--at", str(at), "--output", "json", "--submit")
+    assert proc.returncode == 0, proc.stderr
+    (event,) = intake.events()
+    assert "date_happened" not in event  # Datadog stamps it with the posting time
+    assert event["text"].startswith(f"%%% \nReport for the window 7d from {iso(at - WEEK)} to {iso(at)}")
+    assert {p.timestamp for p in intake.points()} == {at}  # the gauges still carry the window's end
