@@ -1,6 +1,7 @@
 """`exporter report mtls`: the weekly mTLS coverage report from the clients the settings describe.
 
-Writes Markdown, JSON or HTML; with --submit, also the Datadog gauges and the summary event.
+Writes Markdown, JSON or HTML; with --submit, also the Datadog gauges and the summary event; with
+--fail-on, exits EXIT_GATE (3) afterwards when a gate condition holds.
 """
 
 from __future__ import annotations

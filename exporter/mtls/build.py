@@ -96,7 +96,7 @@ def _coverage(traffic: Traffic, keep: Callable[[Key], bool], seconds: float) -> 
     rate = sum(v for k, v in traffic.requests.items() if keep(k))
     if rate <= 0:
         return None
-    plaintext = sum(v for k, v in traffic.plaintext.items() if keep(k[:2]) and v > 0)
+    plaintext = float(sum(v for k, v in traffic.plaintext.items() if keep(k[:2]) and v > 0))
     return Coverage(rate, plaintext, seconds)
 
 
@@ -180,14 +180,18 @@ def _flows(current: Traffic, previous: Traffic, policies: Resolution) -> tuple[l
 
 
 def _with_timeline(caller: Caller, timeline: Sequence[PolicyTimeline]) -> Caller:
-    """Say so when the policy behind a flow was created or changed during the window: the plaintext may
-    predate it (policies are read as they are now)."""
+    """Say so when the policy behind a flow was created or changed during the window: it may not have
+    applied to all of the window's traffic (policies are read as they are now)."""
     why = caller.allowance
     found = next((p for p in timeline if why is not None and p.ref == why.policy), None)
     if why is None or found is None or not found.changed_in_window:
         return caller
-    when = "created" if found.created_in_window else "changed"
-    note = f"; {found.ref} {when} during the window ({found.changed}): the plaintext may predate it"
+    when = (
+        f"created during the window ({found.created})"
+        if found.created_in_window
+        else (f"changed during the window ({found.changed})")
+    )
+    note = f"; {found.ref} {when}: it may not have applied to all of this traffic"
     return replace(caller, allowance=replace(why, text=why.text + note))
 
 

@@ -1,8 +1,9 @@
 """Renders the mTLS coverage report: Markdown, JSON, a self-contained HTML page, and the Datadog event summary.
 
-The HTML page has no external assets (inline CSS, inline SVG bar charts, no script) and escapes every
-name it shows. A coverage below 100 never shows as 100.00 %, so a namespace that still had a
-plaintext request never looks clean.
+The HTML page comes from the Jinja2 templates in exporter/mtls/templates (autoescaped: every name is
+escaped by the engine) and has no external assets (inline CSS, inline SVG bar charts, no script). One
+number format for every human output; a coverage below 100 never shows as 100.00 %, so a namespace that
+still had a plaintext request never looks clean.
 """
 
 from __future__ import annotations
