@@ -210,7 +210,7 @@ def test_a_destination_without_sidecar_is_named_and_its_callers_are_not_stopped(
     for text in (markdown(report), html_page(report), summary(report)[1]):
         assert "destination without sidecar: traffic unverified" in text
     page = html_page(report)
-    assert '<h2 id="unverified">' in page and "<td data-label=\"Destination\">legacy/old</td>" in page
+    assert '<h2 id="unverified">' in page and '<td data-label="Destination">legacy/old</td>' in page
     doc = json.loads(to_json(report))
     assert doc["namespaces"][0]["destination_without_sidecar"] is True
     assert doc["unverified"][0]["request_rate"] == 1.9
