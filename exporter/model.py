@@ -74,6 +74,12 @@ REPORT_CATALOGUE: dict[str, MetricInfo] = {
         "percent",
         "mTLS coverage over the report window: the mesh, or a namespace (kube_namespace).",
     ),
+    "plaintext_request_rate": MetricInfo(
+        "report.plaintext_request_rate",
+        "request",
+        "Plaintext requests per second over the report window (destination side): the figure to alert on.",
+        per_unit="second",
+    ),
 }
 
 

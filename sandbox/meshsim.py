@@ -180,6 +180,9 @@ class Service:
     versions: tuple[Version, ...] = (Version(),)
     migrated: bool = True
     """The Kubernetes Service carries the label migrated=true."""
+    sidecar: bool = True
+    """Its pods run an Istio proxy; without one there is no reporter="destination" series (callers' proxies
+    still write reporter="source" ones), and every request it gets is plaintext."""
 
     def __post_init__(self) -> None:
         if not self.versions:
@@ -315,7 +318,7 @@ def _combos(phases: Sequence[Phase], reporters: frozenset[str]) -> list[_Combo]:
                         ("503", version.error_rate),
                     ):
                         rate = base * fraction
-                        if "destination" in reporters:
+                        if "destination" in reporters and svc.sidecar:
                             for policy, share in zip(
                                 _POLICIES, (caller.mtls_share, 1.0 - caller.mtls_share), strict=True
                             ):

@@ -1,6 +1,7 @@
 """`exporter report mtls`: the weekly mTLS coverage report from the clients the settings describe.
 
-Writes Markdown, JSON or HTML; with --submit, also the Datadog gauges and the summary event.
+Writes Markdown, JSON or HTML; with --submit, also the Datadog gauges and the summary event; with
+--fail-on, exits EXIT_GATE (3) afterwards when a gate condition holds.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from exporter.config import Settings
 from exporter.errors import ConfigError, ExporterError
 from exporter.kube.client import KubeClient
 from exporter.kube.policies import list_peer_authentications
-from exporter.mtls import render
+from exporter.mtls import gate, render
 from exporter.mtls.build import build_report, measure_traffic
 from exporter.mtls.model import Report
 from exporter.mtls.policy import Policy, PolicyError, resolve
-from exporter.mtls.publish import MESH_METRIC, log_summary, points, submit
+from exporter.mtls.publish import MESH_METRIC, PLAINTEXT_METRIC, log_summary, points, submit
 from exporter.query import promql
 from exporter.query.prometheus import PrometheusClient
 from exporter.sink.datadog import global_tags
@@ -62,9 +63,17 @@ def generate(
     )
 
 
+EXIT_GATE = 3
+"""`--fail-on` held: the report was written (and submitted), and a condition the pipeline gates on is true."""
+
+
 def cmd_mtls(args: argparse.Namespace, settings: Settings) -> int:
     if args.window:
         duration_flag("--window", args.window)
+    try:
+        conditions = gate.parse(args.fail_on) if args.fail_on else ()
+    except ValueError as e:
+        raise ConfigError("--fail-on", str(e)) from None
     window = args.window or settings.report_window
     sink = clients.datadog(settings) if args.submit else None  # a missing key fails before any query
     at = args.at if args.at is not None else int(time.time())
@@ -77,13 +86,14 @@ def cmd_mtls(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigError("--out", f"cannot write {args.out}: {e.strerror}") from None
     else:
         sys.stdout.write(text)
-    log_summary(report)
-    if sink is None:
-        return 0
-    errors = submit(report, sink, tags=global_tags(settings), prefix=settings.metric_prefix)
-    if not errors:  # the errors were logged once each, where they happened (sink, publish)
+    failed = gate.failures(report, conditions)
+    log_summary(report, gate_failures=failed)
+    errors = [] if sink is None else submit(report, sink, tags=global_tags(settings), prefix=settings.metric_prefix)
+    if sink is not None and not errors:  # the errors were logged once each, where they happened (sink, publish)
         print(f"submitted {len(points(report))} gauges and 1 event to Datadog", file=sys.stderr)
-    return 1 if errors else 0
+    for line in failed:
+        print(f"exporter: --fail-on {line}", file=sys.stderr)
+    return 1 if errors else EXIT_GATE if failed else 0
 
 
 def register(subparsers: Any) -> None:
@@ -105,6 +115,14 @@ def register(subparsers: Any) -> None:
     mtls.add_argument("--output", choices=sorted(render.RENDERERS), default="markdown")
     mtls.add_argument("--out", metavar="FILE", help="write the report to FILE instead of stdout")
     mtls.add_argument(
-        "--submit", action="store_true", help=f"also send {MESH_METRIC} gauges and a summary event to Datadog"
+        "--submit",
+        action="store_true",
+        help=f"also send {MESH_METRIC} and {PLAINTEXT_METRIC} gauges and a summary event to Datadog",
+    )
+    mtls.add_argument(
+        "--fail-on",
+        metavar="CONDITIONS",
+        help="comma-separated: strict-plaintext, coverage-drop[:POINTS], unverified; when one holds, exit "
+        f"{EXIT_GATE} after writing (and submitting) the report",
     )
     mtls.set_defaults(func=cmd_mtls)

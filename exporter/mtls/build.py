@@ -4,29 +4,45 @@ Coverage is 100 × mutual-TLS requests / all requests as the destination's proxy
 weighted by requests over the window, for the mesh, per namespace (`destination_service_namespace`)
 and per migrated service; the previous window (PromQL `offset`) gives the trend. Four grouped
 PromQL requests per report, however large the mesh: all requests and plaintext requests (by
-destination and caller), for this window and the previous one. The PeerAuthentication objects are
-resolved by exporter.mtls.policy, and each namespace gets a verdict on moving to STRICT. Rendering
-lives in exporter.mtls.render, the value types in exporter.mtls.model.
+destination and caller), for this window and the previous one; two more read the callers' side
+(`reporter="source"`) for destinations that report nothing themselves, whose traffic is unverified.
+Six requests in all. The PeerAuthentication objects are resolved by exporter.mtls.policy, each
+plaintext flow is tied to the policy that allows it, and each namespace gets a verdict on moving to
+STRICT. Rendering lives in exporter.mtls.render, the value types in exporter.mtls.model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
 from exporter.errors import QueryError
 from exporter.model import ServiceRef
-from exporter.mtls.model import Caller, Coverage, NamespaceReport, Report, ServiceReport, Trend, Verdict
-from exporter.mtls.policy import Mode, Resolution
+from exporter.mtls.model import (
+    Caller,
+    Coverage,
+    NamespaceReport,
+    Others,
+    PolicyTimeline,
+    Report,
+    ServiceReport,
+    Trend,
+    Verdict,
+)
+from exporter.mtls.policy import Mode, Resolution, allowance
 from exporter.query import promql
 from exporter.query.prometheus import PrometheusClient, vector_by
 
 log = structlog.get_logger("exporter.mtls.build")
 
 CALLER_LABELS: tuple[str, ...] = ("source_workload", "source_workload_namespace")
+FLOW_LABELS: tuple[str, ...] = ("destination_app", *CALLER_LABELS)
+"""Plaintext flows also carry the destination's app label, so a workload policy's selector can be checked."""
+QUERIES_PER_REPORT = 6
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -38,38 +54,49 @@ Key = tuple[str, ...]
 
 @dataclass(frozen=True)
 class Traffic:
-    """One window's vectors: all requests per (namespace, service); plaintext per (ns, service, workload, ns)."""
+    """One window's vectors: all requests per (namespace, service); plaintext per (ns, service, app, workload,
+    workload ns); unverified (source-reported, to destinations that report nothing) per (ns, service, workload, ns).
+    """
 
     requests: dict[Key, float]
     plaintext: dict[Key, float]
+    unverified: dict[Key, float] = field(default_factory=dict)
 
 
 def measure_traffic(
     prom: PrometheusClient, *, at: int, window: str, matchers: Sequence[promql.Matcher] = ()
 ) -> tuple[Traffic, Traffic]:
-    """This window's and the previous window's traffic: four grouped queries, run concurrently."""
-    by, callers = promql.SERVICE_LABELS, (*promql.SERVICE_LABELS, *CALLER_LABELS)
-    queries = {
-        (when, name): text
-        for when, offset in (("current", None), ("previous", window))
-        for name, text in promql.coverage_queries(
+    """This window's and the previous window's traffic: six grouped queries, run concurrently."""
+    by = promql.SERVICE_LABELS
+    labels = {"requests": by, "plaintext": (*by, *FLOW_LABELS), "unverified": (*by, *CALLER_LABELS)}
+    queries: dict[tuple[str, str], str] = {}
+    for when, offset in (("current", None), ("previous", window)):
+        queries |= {
+            (when, name): text
+            for name, text in promql.coverage_queries(
+                callers=FLOW_LABELS, window=window, matchers=matchers, offset=offset
+            ).items()
+        }
+        queries[(when, "unverified")] = promql.unverified_query(
             callers=CALLER_LABELS, window=window, matchers=matchers, offset=offset
-        ).items()
-    }
+        )
     vectors = {}
     for key, answer in prom.query_all(queries, at=at).items():
         if isinstance(answer, QueryError):
             raise answer  # a report is all or nothing
-        vectors[key] = vector_by(answer, by if key[1] == "requests" else callers, query=queries[key])
-    current = Traffic(vectors[("current", "requests")], vectors[("current", "plaintext")])
-    return current, Traffic(vectors[("previous", "requests")], vectors[("previous", "plaintext")])
+        vectors[key] = vector_by(answer, labels[key[1]], query=queries[key])
+    current, previous = (
+        Traffic(vectors[(when, "requests")], vectors[(when, "plaintext")], vectors[(when, "unverified")])
+        for when in ("current", "previous")
+    )
+    return current, previous
 
 
 def _coverage(traffic: Traffic, keep: Callable[[Key], bool], seconds: float) -> Coverage | None:
     rate = sum(v for k, v in traffic.requests.items() if keep(k))
     if rate <= 0:
         return None
-    plaintext = sum(v for k, v in traffic.plaintext.items() if keep(k[:2]) and v > 0)
+    plaintext = float(sum(v for k, v in traffic.plaintext.items() if keep(k[:2]) and v > 0))
     return Coverage(rate, plaintext, seconds)
 
 
@@ -90,14 +117,104 @@ def _worst_first(trend: Trend, name: Any) -> tuple[Any, ...]:
     return (c is None, c.pct if c else 0.0, -(c.rate if c else 0.0), name)
 
 
-def _verdict(mode: Mode, coverage: Coverage | None, plaintext: bool) -> Verdict:
+def _verdict(mode: Mode, coverage: Coverage | None, flows: Sequence[Caller], unverified: bool) -> Verdict:
     if coverage is None:
-        return Verdict.NO_TRAFFIC
+        return Verdict.UNVERIFIED if unverified else Verdict.NO_TRAFFIC
     if mode is Mode.STRICT:
-        return Verdict.STRICT_PLAINTEXT if plaintext else Verdict.STRICT_CLEAN
+        if not flows:
+            return Verdict.STRICT_CLEAN
+        excepted = all(c.allowance is not None and c.allowance.exception for c in flows)
+        return Verdict.STRICT_EXCEPTED if excepted else Verdict.STRICT_PLAINTEXT
     if mode is Mode.DISABLE:
         return Verdict.DISABLED
-    return Verdict.BLOCKED if plaintext else Verdict.READY
+    return Verdict.BLOCKED if flows else Verdict.READY
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _timeline(policies: Resolution, start: float) -> tuple[PolicyTimeline, ...]:
+    """Every policy as read now; RFC 3339 UTC timestamps compare as text."""
+    since = _iso(start)
+    out = []
+    for p in policies.policies:
+        scope = (
+            f"workloads {','.join(f'{k}={v}' for k, v in sorted(p.selector.items()))}"
+            if p.selector
+            else "mesh-wide"
+            if p.namespace == policies.mesh.namespace
+            else "namespace-wide"
+        )
+        created, changed = p.created, p.changed or p.created
+        out.append(PolicyTimeline(p.ref, scope, p.mode, created, changed, created >= since, changed >= since))
+    return tuple(out)
+
+
+def _flows(current: Traffic, previous: Traffic, policies: Resolution) -> tuple[list[Caller], list[Caller]]:
+    """Plaintext flows now (each tied to the policy that allows it) and those that stopped since the
+    previous window: a flow is stopped only when the callers' side agrees (the destination still reports)."""
+    now: dict[Key, float] = {}
+    before: dict[Key, float] = {}
+    apps: dict[Key, str] = {}
+    for source, into in ((current.plaintext, now), (previous.plaintext, before)):
+        for (ns, svc, app, workload, wns), value in source.items():
+            key = (ns, svc, workload, wns)
+            into[key] = into.get(key, 0.0) + value
+            if value > 0 and (key not in apps or into is now):
+                apps[key] = app
+    offenders, resolved = [], []
+    for flow in sorted(set(now) | set(before)):
+        rate, was = now.get(flow, 0.0), before.get(flow, 0.0)
+        ns, svc, workload, wns = flow
+        app = apps.get(flow, "")
+        why = allowance(policies.of(ns), app=app, mesh_source=policies.mesh.source)
+        caller = Caller(ServiceRef(ns, svc), workload, wns, rate, was if was > 0 else None, app, why)
+        if rate > 0:
+            offenders.append(caller)
+        elif was > 0 and current.unverified.get(flow, 0.0) <= 0:
+            resolved.append(caller)
+    offenders.sort(key=lambda c: (c.destination, -c.rate, c.name))
+    resolved.sort(key=lambda c: (c.destination, -(c.previous_rate or 0.0), c.name))
+    return offenders, resolved
+
+
+def _with_timeline(caller: Caller, timeline: Sequence[PolicyTimeline]) -> Caller:
+    """Say so when the policy behind a flow was created or changed during the window: it may not have
+    applied to all of the window's traffic (policies are read as they are now)."""
+    why = caller.allowance
+    found = next((p for p in timeline if why is not None and p.ref == why.policy), None)
+    if why is None or found is None or not found.changed_in_window:
+        return caller
+    when = (
+        f"created during the window ({found.created})"
+        if found.created_in_window
+        else (f"changed during the window ({found.changed})")
+    )
+    note = f"; {found.ref} {when}: it may not have applied to all of this traffic"
+    return replace(caller, allowance=replace(why, text=why.text + note))
+
+
+def _unverified(current: Traffic, previous: Traffic) -> list[Caller]:
+    before_plain: dict[Key, float] = {}
+    for (ns, svc, _app, workload, wns), value in previous.plaintext.items():
+        before_plain[(ns, svc, workload, wns)] = before_plain.get((ns, svc, workload, wns), 0.0) + value
+    out = []
+    for key, rate in current.unverified.items():
+        if rate > 0:
+            was, plain = previous.unverified.get(key, 0.0), before_plain.get(key, 0.0)
+            out.append(
+                Caller(
+                    ServiceRef(key[0], key[1]),
+                    key[2],
+                    key[3],
+                    rate,
+                    was if was > 0 else None,
+                    previous_plaintext=plain if plain > 0 else None,
+                )
+            )
+    out.sort(key=lambda c: (-c.rate, c.destination, c.name))
+    return out
 
 
 def build_report(
@@ -115,32 +232,40 @@ def build_report(
     seconds = promql.duration_seconds(window)
     root = policies.mesh.namespace
     services = sorted(set(services))
-
-    offenders: list[Caller] = []
-    resolved: list[Caller] = []
-    for key in sorted(set(current.plaintext) | set(previous.plaintext)):
-        now, before = current.plaintext.get(key, 0.0), previous.plaintext.get(key, 0.0)
-        caller = Caller(ServiceRef(key[0], key[1]), key[2], key[3], now, before if before > 0 else None)
-        if now > 0:
-            offenders.append(caller)
-        elif before > 0:
-            resolved.append(caller)
-    offenders.sort(key=lambda c: (c.destination, -c.rate, c.name))
-    resolved.sort(key=lambda c: (c.destination, -(c.previous_rate or 0.0), c.name))
+    migrated = {(s.namespace, s.name) for s in services}
+    timeline = _timeline(policies, at - seconds)
+    offenders, resolved = _flows(current, previous, policies)
+    offenders = [_with_timeline(c, timeline) for c in offenders]
+    unverified = _unverified(current, previous)
 
     seen = {k[0] for k in (*current.requests, *previous.requests)} | {s.namespace for s in services}
-    seen |= {ns for ns in policies.namespaces if ns != root}
+    seen |= {ns for ns in policies.namespaces if ns != root} | {c.destination.namespace for c in unverified}
     if namespaces:
         seen &= set(namespaces)
     rows = []
     for ns in seen:
         trend = _trend(current, previous, _in_namespace(ns), seconds)
         callers = tuple(c for c in offenders if c.destination.namespace == ns)
+        blind = tuple(c for c in unverified if c.destination.namespace == ns)
         policy = policies.of(ns)
-        rows.append(NamespaceReport(ns, trend, policy, _verdict(policy.mode, trend.current, bool(callers)), callers))
+        other_keys = {k for k in (*current.requests, *previous.requests) if k[0] == ns and k not in migrated}
+        others = None
+        if other_keys:
+            keep = lambda k, keys=frozenset(other_keys): k[:2] in keys  # noqa: E731
+            others = Others(tuple(sorted(k[1] for k in other_keys)), _trend(current, previous, keep, seconds))
+        verdict = _verdict(policy.mode, trend.current, callers, bool(blind))
+        rows.append(NamespaceReport(ns, trend, policy, verdict, callers, others, blind))
     rows.sort(key=lambda r: _worst_first(r.coverage, r.namespace))
 
-    service_rows = [ServiceReport(s, _trend(current, previous, _is_service(s), seconds)) for s in services]
+    blind_rate: dict[tuple[str, str], float] = {}
+    for c in unverified:
+        blind_rate[(c.destination.namespace, c.destination.name)] = (
+            blind_rate.get((c.destination.namespace, c.destination.name), 0.0) + c.rate
+        )
+    service_rows = [
+        ServiceReport(s, _trend(current, previous, _is_service(s), seconds), blind_rate.get((s.namespace, s.name), 0.0))
+        for s in services
+    ]
     service_rows.sort(key=lambda r: _worst_first(r.coverage, r.service))
     return Report(
         at=at,
@@ -154,13 +279,6 @@ def build_report(
         resolved=tuple(resolved),
         ignored_policies=policies.ignored,
         promql_requests=promql_requests,
+        unverified=tuple(unverified),
+        policies=timeline,
     )
-
-
-# ------------------------------------------------------------------------------------------- policies
-
-
-# ---------------------------------------------------------------------------------------------- runs
-
-
-# ------------------------------------------------------------------------------------------- command

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from exporter.model import ServiceRef
-from exporter.mtls.policy import NamespaceMode
+from exporter.mtls.policy import Allowance, Mode, NamespaceMode
 
 OUTSIDE = "unknown"  # source_workload of traffic from outside the mesh (no sidecar, no identity)
 
@@ -17,9 +17,15 @@ class Verdict(StrEnum):
     READY = "ready for STRICT"
     BLOCKED = "blocked"
     STRICT_CLEAN = "STRICT and clean"
+    STRICT_EXCEPTED = "STRICT (plaintext only to exceptions)"
     STRICT_PLAINTEXT = "STRICT but plaintext observed"
     DISABLED = "mTLS disabled"
+    UNVERIFIED = "destination without sidecar: traffic unverified"
     NO_TRAFFIC = "no traffic"
+
+
+UNVERIFIED_FLAG = "destination without sidecar: traffic unverified"
+"""Shown beside any namespace or service that callers reach but that reports no traffic itself."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,12 @@ class Caller:
     """Plaintext requests per second in this window (0 when it stopped)."""
     previous_rate: float | None
     """The same in the previous window; None when it sent no plaintext then."""
+    app: str = ""
+    """destination_app: the destination workload's `app` label, as the metrics carry it."""
+    allowance: Allowance | None = None
+    """The policy that lets this plaintext through (None for unverified flows)."""
+    previous_plaintext: float | None = None
+    """For an unverified flow: the plaintext rate the destination reported in the previous window."""
 
     @property
     def outside_mesh(self) -> bool:
@@ -83,6 +95,14 @@ class Caller:
 
 
 @dataclass(frozen=True)
+class Others:
+    """A namespace's destinations that are not migrated Services (or not Services at all)."""
+
+    names: tuple[str, ...]
+    coverage: Trend
+
+
+@dataclass(frozen=True)
 class NamespaceReport:
     namespace: str
     coverage: Trend
@@ -90,12 +110,32 @@ class NamespaceReport:
     verdict: Verdict
     callers: tuple[Caller, ...]
     """Plaintext callers of this namespace's services in this window."""
+    others: Others | None = None
+    """The row that makes the service rows add up to the namespace; None when every destination is migrated."""
+    unverified: tuple[Caller, ...] = ()
+    """Source-reported traffic to destinations of this namespace that report nothing themselves."""
 
 
 @dataclass(frozen=True)
 class ServiceReport:
     service: ServiceRef
     coverage: Trend
+    unverified_rate: float = 0.0
+    """Source-reported requests/s to this service while it reports none itself (no sidecar)."""
+
+
+@dataclass(frozen=True)
+class PolicyTimeline:
+    """One PeerAuthentication as read now: scope, mode, creation and last change."""
+
+    ref: str
+    scope: str
+    """mesh-wide, namespace-wide or `workloads app=x`."""
+    mode: Mode
+    created: str
+    changed: str
+    created_in_window: bool
+    changed_in_window: bool
 
 
 @dataclass(frozen=True)
@@ -116,6 +156,13 @@ class Report:
     """Callers that sent plaintext in the previous window and none in this one."""
     ignored_policies: tuple[str, ...] = ()
     promql_requests: int = 0
+    unverified: tuple[Caller, ...] = ()
+    """Source-reported flows to destinations that report no traffic themselves, biggest first."""
+    policies: tuple[PolicyTimeline, ...] = ()
+
+    @property
+    def start(self) -> float:
+        return self.at - self.seconds
 
     def count(self, verdict: Verdict) -> int:
         return sum(1 for ns in self.namespaces if ns.verdict is verdict)

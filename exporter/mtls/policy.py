@@ -20,6 +20,8 @@ the `security.istio.io` PeerAuthentication reference):
 
 Workloads and their labels are not known here, so a namespace's effective mode is its
 namespace-wide mode; workload- and port-level policies that change it are reported as exceptions.
+`allowance()` ties one plaintext flow to the policy that allows it, as far as request metrics can
+tell: they carry the destination's `app` label (`destination_app`) but no port and no other label.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class Mode(StrEnum):
 
 MESH_DEFAULT = Mode.PERMISSIVE
 """What UNSET means with no parent, and the mode of a mesh without any PeerAuthentication."""
+MESH_DEFAULT_SOURCE = "mesh default"
 
 
 class PolicyError(ValueError):
@@ -62,6 +65,8 @@ class Policy:
     mode: Mode = Mode.UNSET
     ports: Mapping[str, Mode] = field(default_factory=dict)
     """spec.portLevelMtls: workload port → mode."""
+    changed: str = ""
+    """The latest metadata.managedFields[].time (RFC 3339, UTC), else `created`: the last change."""
 
     @property
     def ref(self) -> str:
@@ -89,10 +94,14 @@ class Policy:
         if not isinstance(ports_spec, Mapping):
             raise PolicyError(f"{ref}: spec.portLevelMtls must be an object")
         ports = {str(port): _mode(value, f"{ref}: spec.portLevelMtls[{port}]") for port, value in ports_spec.items()}
+        created = str(meta.get("creationTimestamp") or "")
+        managed = meta.get("managedFields") or []
+        times = [str(m["time"]) for m in managed if isinstance(m, Mapping) and m.get("time")]
         return cls(
             namespace=namespace,
             name=name,
-            created=str(meta.get("creationTimestamp") or ""),
+            created=created,
+            changed=max([created, *times]),
             selector={str(k): str(v) for k, v in labels.items()},
             mode=_mode(spec.get("mtls"), f"{ref}: spec.mtls"),
             ports=ports,
@@ -140,6 +149,8 @@ class NamespaceMode:
     source: str
     """`ns/name` of the deciding policy, or "mesh default" when none applies."""
     exceptions: tuple[WorkloadException, ...] = ()
+    workloads: tuple[WorkloadException, ...] = ()
+    """Every workload-specific policy of the namespace (oldest first), whether or not it differs."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +160,8 @@ class Resolution:
     namespaces: dict[str, NamespaceMode]
     ignored: tuple[str, ...] = ()
     """Policies Istio ignores, each with the reason."""
+    policies: tuple[Policy, ...] = ()
+    """Every policy read, in namespace/name order (for the timeline)."""
 
     def of(self, namespace: str) -> NamespaceMode:
         """The mode of any namespace: one without a namespace-wide policy inherits the mesh's."""
@@ -175,7 +188,7 @@ def resolve(policies: Iterable[Policy], *, root_namespace: str) -> Resolution:
     if mesh_wide:
         mesh = NamespaceMode(root_namespace, mesh_wide[0].mode.inherit(MESH_DEFAULT), mesh_wide[0].ref)
     else:
-        mesh = NamespaceMode(root_namespace, MESH_DEFAULT, "mesh default")
+        mesh = NamespaceMode(root_namespace, MESH_DEFAULT, MESH_DEFAULT_SOURCE)
 
     by_namespace: dict[str, list[Policy]] = {}
     for p in policies:
@@ -190,12 +203,76 @@ def resolve(policies: Iterable[Policy], *, root_namespace: str) -> Resolution:
             if p.ports:
                 ignored.append(f"{p.ref}: portLevelMtls applies only to policies with a workload selector")
         mode, source = (wide[0].mode.inherit(mesh.mode), wide[0].ref) if wide else (mesh.mode, mesh.source)
-        exceptions = []
+        workloads = []
         for p in _oldest_first(p for p in found if p.selector):
             workload = p.mode.inherit(mode)
             ports = {port: m.inherit(workload) for port, m in p.ports.items()}
             differing = {port: m for port, m in ports.items() if m is not workload}
-            if workload is not mode or differing:
-                exceptions.append(WorkloadException(p.ref, p.selector, workload, differing))
-        out[namespace] = NamespaceMode(namespace, mode, source, tuple(exceptions))
-    return Resolution(mesh, out, tuple(ignored))
+            workloads.append(WorkloadException(p.ref, p.selector, workload, differing))
+        exceptions = tuple(w for w in workloads if w.mode is not mode or w.ports)
+        out[namespace] = NamespaceMode(namespace, mode, source, exceptions, tuple(workloads))
+    return Resolution(mesh, out, tuple(ignored), tuple(sorted(policies, key=lambda p: p.ref)))
+
+
+class Evidence(StrEnum):
+    """How far the policies explain one plaintext flow."""
+
+    ALLOWED = "allowed"
+    """A policy that applies to the destination permits plaintext (PERMISSIVE or DISABLE)."""
+    MAY_PORT = "may be allowed by a port exception"
+    """The destination's policy is STRICT but some of its ports are not; metrics carry no port."""
+    MAY_SELECTOR = "may be allowed"
+    """A workload policy that permits plaintext has selector labels the metrics do not carry."""
+    NONE = "no policy allows it"
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """The policy behind one plaintext flow, and how sure that is."""
+
+    evidence: Evidence
+    policy: str
+    """namespace/name of the deciding policy, or "mesh default"."""
+    text: str
+    exception: bool = False
+    """Decided by a workload- or port-level exception (proven or possible), not the namespace's mode."""
+
+
+VISIBLE_LABELS = frozenset({"app"})
+"""Workload labels that request metrics carry (as destination_app): selectors on others cannot be checked."""
+
+
+def _permits(w: WorkloadException) -> bool:
+    return w.mode is not Mode.STRICT or any(m is not Mode.STRICT for m in w.ports.values())
+
+
+def _labels(selector: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+
+
+def allowance(ns: NamespaceMode, *, app: str, mesh_source: str) -> Allowance:
+    """Which policy lets plaintext reach a workload labelled app=`app` in namespace `ns` (pure)."""
+    checkable = [w for w in ns.workloads if set(w.selector) <= VISIBLE_LABELS]
+    deciding = next((w for w in checkable if app and w.selector.get("app") == app), None)
+    unknown = [w for w in ns.workloads if not set(w.selector) <= VISIBLE_LABELS and _permits(w)]
+    if deciding is not None:
+        if deciding.mode is not Mode.STRICT:
+            text = f"workload policy {deciding.policy} ({_labels(deciding.selector)}): {deciding.mode}"
+            return Allowance(Evidence.ALLOWED, deciding.policy, text, exception=True)
+        ports = [f"port {p}: {m}" for p, m in sorted(deciding.ports.items()) if m is not Mode.STRICT]
+        if ports:
+            text = f"may be allowed by a port exception in {deciding.policy} ({'; '.join(ports)})"
+            return Allowance(Evidence.MAY_PORT, deciding.policy, text, exception=True)
+    elif ns.mode is not Mode.STRICT:
+        if ns.source == MESH_DEFAULT_SOURCE:
+            text = f"mesh default (no PeerAuthentication): {ns.mode}"
+        else:
+            scope = "mesh-wide" if ns.source == mesh_source else "namespace"
+            text = f"{scope} policy {ns.source}: {ns.mode}"
+        return Allowance(Evidence.ALLOWED, ns.source, text)
+    if unknown:
+        w = unknown[0]
+        text = f"may be allowed by {w.policy} ({_labels(w.selector)}: labels not in request metrics)"
+        return Allowance(Evidence.MAY_SELECTOR, w.policy, text, exception=True)
+    source = deciding.policy if deciding is not None else ns.source
+    return Allowance(Evidence.NONE, source, f"no policy allows it (STRICT from {source})")

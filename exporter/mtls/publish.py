@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,29 +18,54 @@ log = structlog.get_logger("exporter.mtls.publish")
 
 
 MESH_METRIC = REPORT_CATALOGUE["mtls_coverage_pct"].name()  # istio.service.report.mtls_coverage_pct
+PLAINTEXT_METRIC = REPORT_CATALOGUE["plaintext_request_rate"].name()  # istio.service.report.plaintext_request_rate
+EVENT_MAX_AGE = 18 * 3600
+"""Datadog accepts an event's date_happened up to 18 hours in the past."""
 
 
 def points(report: Report, *, tags: Sequence[str] = (), prefix: str = DEFAULT_METRIC_PREFIX) -> list[Point]:
-    """<prefix>.report.mtls_coverage_pct for the mesh and per namespace with traffic, at the evaluation instant."""
-    metric = REPORT_CATALOGUE["mtls_coverage_pct"].name(prefix)
+    """Coverage and plaintext rate for the mesh and per namespace with traffic, at the evaluation instant."""
+    coverage = REPORT_CATALOGUE["mtls_coverage_pct"].name(prefix)
+    plaintext = REPORT_CATALOGUE["plaintext_request_rate"].name(prefix)
     out = []
-    if report.mesh.current is not None:
-        out.append(Point(metric, report.mesh.current.pct, report.at, tags_for(extra=tags)))
-    for ns in sorted(report.namespaces, key=lambda n: n.namespace):
-        if ns.coverage.current is not None:
-            out.append(Point(metric, ns.coverage.current.pct, report.at, tags_for(namespace=ns.namespace, extra=tags)))
+    rows = [(None, report.mesh.current)] + [
+        (ns.namespace, ns.coverage.current) for ns in sorted(report.namespaces, key=lambda n: n.namespace)
+    ]
+    for namespace, current in rows:
+        if current is None:
+            continue  # no traffic: nothing sent, never a zero
+        where = tags_for(namespace=namespace, extra=tags)
+        out.append(Point(coverage, current.pct, report.at, where))
+        out.append(Point(plaintext, current.plaintext_rate, report.at, where))
     return out
 
 
+def date_happened(report: Report, *, now: float) -> int | None:
+    """The window's end when Datadog accepts it as the event's date, else None (posted now, window in the text)."""
+    return report.at if 0 <= now - report.at <= EVENT_MAX_AGE - 60 else None
+
+
 def submit(
-    report: Report, sink: DatadogSink, *, tags: Sequence[str] = (), prefix: str = DEFAULT_METRIC_PREFIX
+    report: Report,
+    sink: DatadogSink,
+    *,
+    tags: Sequence[str] = (),
+    prefix: str = DEFAULT_METRIC_PREFIX,
+    now: float | None = None,
 ) -> list[SubmitError]:
     """Send the gauges and the summary event; what failed after retries is returned, not raised."""
     errors = list(sink.submit(points(report, tags=tags, prefix=prefix)).errors)
-    title, text = render.summary(report)
+    dated = date_happened(report, now=time.time() if now is None else now)
+    title, text = render.summary(report, dated=dated is not None)
     alert = "warning" if report.count(Verdict.STRICT_PLAINTEXT) else "info"
     try:
-        sink.event(title=title, text=text, tags=[*tags, "report:mtls-coverage"], alert_type=alert)
+        sink.event(
+            title=title,
+            text=text,
+            tags=[*tags, "report:mtls-coverage"],
+            alert_type=alert,
+            date_happened=dated,
+        )
     except SubmitError as e:
         log.error("datadog event failed", error=str(e), status=e.status)
         errors.append(e)

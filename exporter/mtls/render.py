@@ -1,19 +1,33 @@
 """Renders the mTLS coverage report: Markdown, JSON, a self-contained HTML page, and the Datadog event summary.
 
-The HTML page has no external assets (inline CSS, inline SVG bar charts, no script) and escapes every
-name it shows. A coverage below 100 never shows as 100.00 %, so a namespace that still had a
-plaintext request never looks clean.
+The HTML page comes from the Jinja2 templates in exporter/mtls/templates (autoescaped: every name is
+escaped by the engine) and has no external assets (inline CSS, inline SVG bar charts, no script). One
+number format for every human output; a coverage below 100 never shows as 100.00 %, so a namespace that
+still had a plaintext request never looks clean.
 """
 
 from __future__ import annotations
 
-import html
 import json
+import math
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from exporter.mtls.model import Caller, Coverage, NamespaceReport, Report, ServiceReport, Trend, Verdict
+import jinja2
+
+from exporter.mtls.model import (
+    UNVERIFIED_FLAG,
+    Caller,
+    Coverage,
+    NamespaceReport,
+    Others,
+    PolicyTimeline,
+    Report,
+    ServiceReport,
+    Trend,
+    Verdict,
+)
 
 EVENT_TEXT_LIMIT = 3900  # Datadog events take 4000 characters of text
 
@@ -24,24 +38,29 @@ def _iso(at: float) -> str:
 
 
 def pct_text(value: float | None) -> str:
-    """`97.31 %`, `—` for no traffic; never `100.00 %` unless every request used mTLS (99.999 → 99.99)."""
+    """`97.31 %`, `no traffic`; never `100.00 %` unless every request used mTLS (99.999 → 99.99)."""
     if value is None:
-        return "—"
+        return "no traffic"
     return f"{min(round(value, 2), 99.99) if value < 100.0 else 100.0:.2f} %"
 
 
 def change_text(value: float | None) -> str:
-    return "—" if value is None else f"{value:+.2f} pts"
+    return "n/a" if value is None else f"{value:+.2f} pts"
 
 
 def count_text(value: float | None) -> str:
-    return "—" if value is None else f"{round(value):,}"
+    return "0" if value is None else f"{round(value):,}"
 
 
 def rate_text(value: float | None) -> str:
-    if value is None:
-        return "—"
-    return f"{value:,.2f}" if value >= 0.1 or value == 0 else f"{value:.3g}"
+    """Requests per second: two decimals from 0.1 up, else three significant digits; never scientific notation."""
+    if value is None or value == 0:
+        return "0"
+    if abs(value) >= 0.1:
+        return f"{value:,.2f}"
+    decimals = 2 - math.floor(math.log10(abs(value)))  # three significant digits
+    text = f"{value:.{decimals}f}".rstrip("0")
+    return text + "0" * max(0, 2 - len(text.split(".")[1]))
 
 
 def _cov(c: Coverage | None) -> float | None:
@@ -50,6 +69,38 @@ def _cov(c: Coverage | None) -> float | None:
 
 def _requests(c: Coverage | None) -> float | None:
     return None if c is None else c.requests
+
+
+def _rate(c: Coverage | None) -> float | None:
+    return None if c is None else c.rate
+
+
+POLICY_STATEMENT = (
+    "Policies are read as they are now, when the report runs, whatever the window: a policy changed "
+    "during or after the window may not be the one that applied to its traffic."
+)
+
+
+def _service_groups(report: Report) -> dict[str, list[ServiceReport | Others]]:
+    """Per namespace: its migrated services (worst first), then the row of its other destinations."""
+    groups: dict[str, list[ServiceReport | Others]] = {ns.namespace: [] for ns in report.namespaces}
+    for s in report.services:
+        groups.setdefault(s.service.namespace, []).append(s)
+    for ns in report.namespaces:
+        if ns.others is not None:
+            groups[ns.namespace].append(ns.others)
+    return groups
+
+
+def _row_name(row: ServiceReport | Others) -> str:
+    if isinstance(row, Others):
+        return f"other destinations, not migrated Services: {', '.join(row.names)}"
+    flag = f" ({UNVERIFIED_FLAG}: {rate_text(row.unverified_rate)} req/s)" if row.unverified_rate > 0 else ""
+    return f"{row.service.name}{flag}"
+
+
+def _flow_why(c: Caller) -> str:
+    return "" if c.allowance is None else c.allowance.text
 
 
 # ------------------------------------------------------------------------------------------ markdown
@@ -77,15 +128,21 @@ def _caller_md(c: Caller) -> str:
     return "**outside the mesh** (`unknown`)" if c.outside_mesh else _md(c.name)
 
 
+def _ns_verdict(ns: NamespaceReport) -> str:
+    flag = f" ({UNVERIFIED_FLAG})" if ns.unverified and ns.verdict is not Verdict.UNVERIFIED else ""
+    return f"{ns.verdict}{flag}"
+
+
 def markdown(report: Report) -> str:
     """The report for a wiki page or a pull request."""
     mesh = report.mesh
     out = [
         "# mTLS coverage report",
         "",
-        f"Window **{_md(report.window)}** ending {_iso(report.at)}, compared with the {_md(report.window)} before "
-        f"(ending {_iso(report.at - report.seconds)}). Coverage = mutual-TLS requests / all requests, as the "
-        "destination proxies report them, weighted by requests.",
+        f"Window **{_md(report.window)}** from {_iso(report.start)} to {_iso(report.at)}, compared with the "
+        f"{_md(report.window)} before. Coverage = mutual-TLS requests / all requests, as the destination proxies "
+        "report them, weighted by requests. A destination without a sidecar reports nothing: its callers' side "
+        "shows its traffic as unverified (neither mutual TLS nor plaintext can be proven).",
         "",
         f"**Mesh: {pct_text(_cov(mesh.current))}** of {count_text(_requests(mesh.current))} requests "
         f"(previous window {pct_text(_cov(mesh.previous))}, change {change_text(mesh.change)}). "
@@ -107,7 +164,7 @@ def markdown(report: Report) -> str:
                 count_text(_requests(ns.coverage.current)),
                 pct_text(_cov(ns.coverage.previous)),
                 change_text(ns.coverage.change),
-                f"**{ns.verdict}**",
+                f"**{_ns_verdict(ns)}**",
             )
             for ns in report.namespaces
         ),
@@ -115,8 +172,8 @@ def markdown(report: Report) -> str:
     out += ["", "## Plaintext callers", ""]
     if report.offenders:
         out += _table(
-            ("Destination", "Caller", "Plaintext req/s", "Plaintext requests", "Previous req/s"),
-            "llrrr",
+            ("Destination", "Caller", "Plaintext req/s", "Plaintext requests", "Previous req/s", "Allowed by"),
+            "llrrrl",
             (
                 (
                     _md(c.destination),
@@ -124,6 +181,7 @@ def markdown(report: Report) -> str:
                     rate_text(c.rate),
                     count_text(c.rate * report.seconds),
                     rate_text(c.previous_rate),
+                    _md(_flow_why(c)),
                 )
                 for c in report.offenders
             ),
@@ -133,30 +191,67 @@ def markdown(report: Report) -> str:
     if report.resolved:
         out += ["", "Stopped sending plaintext since the previous window:", ""]
         out += _table(
-            ("Destination", "Caller", "Previous req/s"),
-            "llr",
-            ((_md(c.destination), _caller_md(c), rate_text(c.previous_rate)) for c in report.resolved),
+            ("Destination", "Caller", "Req/s", "Previous req/s"),
+            "llrr",
+            ((_md(c.destination), _caller_md(c), rate_text(0), rate_text(c.previous_rate)) for c in report.resolved),
         )
-    out += ["", "## Migrated services (worst first)", ""]
+    if report.unverified:
+        out += ["", "## Destinations without sidecar: traffic unverified", ""]
+        out += [
+            'These destinations report no request themselves; their callers\' proxies (`reporter="source"`) '
+            "do. Whether that traffic uses mutual TLS cannot be told from the caller's side.",
+            "",
+        ]
+        out += _table(
+            ("Destination", "Caller", "Req/s", "Previous req/s", "Previous plaintext req/s"),
+            "llrrr",
+            (
+                (
+                    _md(c.destination),
+                    _caller_md(c),
+                    rate_text(c.rate),
+                    rate_text(c.previous_rate),
+                    rate_text(c.previous_plaintext),
+                )
+                for c in report.unverified
+            ),
+        )
+    out += ["", "## Services by namespace", ""]
+    out += ["Each namespace's rows add up to its row in the namespace table.", ""]
+    groups = _service_groups(report)
     out += _table(
-        ("Service", "Coverage", "Requests", "Req/s", "Previous", "Change"),
-        "lrrrrr",
+        ("Namespace", "Service", "Coverage", "Requests", "Req/s", "Previous", "Change"),
+        "llrrrrr",
         (
             (
-                _md(s.service),
-                pct_text(_cov(s.coverage.current)),
-                count_text(_requests(s.coverage.current)),
-                rate_text(None if s.coverage.current is None else s.coverage.current.rate),
-                pct_text(_cov(s.coverage.previous)),
-                change_text(s.coverage.change),
+                _md(ns),
+                _md(_row_name(row)),
+                pct_text(_cov(row.coverage.current)),
+                count_text(_requests(row.coverage.current)),
+                rate_text(_rate(row.coverage.current)),
+                pct_text(_cov(row.coverage.previous)),
+                change_text(row.coverage.change),
             )
-            for s in report.services
+            for ns, rows in groups.items()
+            for row in rows
         ),
+    )
+    out += ["", "## Policies", "", _md(POLICY_STATEMENT), ""]
+    out += _table(
+        ("Policy", "Scope", "Mode", "Created", "Last change", "In the window"),
+        "llllll",
+        ((_md(p.ref), _md(p.scope), str(p.mode), p.created, p.changed, _in_window(p)) for p in report.policies),
     )
     notes = _notes(report)
     if notes:
         out += ["", "## Policy notes", ""] + [f"- {_md(note)}" for note in notes]
     return "\n".join(out) + "\n"
+
+
+def _in_window(p: PolicyTimeline) -> str:
+    if p.created_in_window:
+        return "created during the window"
+    return "changed during the window" if p.changed_in_window else "no change"
 
 
 def _notes(report: Report) -> list[str]:
@@ -165,27 +260,31 @@ def _notes(report: Report) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- json
+def _coverage_json(c: Coverage | None) -> dict[str, Any] | None:
+    if c is None:
+        return None
+    return {
+        "coverage_pct": c.pct,
+        "requests": c.requests,
+        "request_rate": c.rate,
+        "plaintext_request_rate": c.plaintext_rate,
+    }
+
+
 def _trend_json(trend: Trend) -> dict[str, Any]:
-    c, p = trend.current, trend.previous
+    c = trend.current
     return {
         "coverage_pct": _cov(c),
         "requests": _requests(c),
         "request_rate": None if c is None else c.rate,
         "plaintext_request_rate": None if c is None else c.plaintext_rate,
-        "previous": None
-        if p is None
-        else {
-            "coverage_pct": p.pct,
-            "requests": p.requests,
-            "request_rate": p.rate,
-            "plaintext_request_rate": p.plaintext_rate,
-        },
+        "previous": _coverage_json(trend.previous),
         "change_pct_points": trend.change,
     }
 
 
 def _caller_json(c: Caller) -> dict[str, Any]:
-    return {
+    doc: dict[str, Any] = {
         "destination": {"namespace": c.destination.namespace, "service": c.destination.name},
         "source_workload": c.workload,
         "source_workload_namespace": c.namespace,
@@ -193,6 +292,19 @@ def _caller_json(c: Caller) -> dict[str, Any]:
         "request_rate": c.rate,
         "previous_request_rate": c.previous_rate,
     }
+    if c.allowance is not None:
+        doc["destination_app"] = c.app
+        doc["allowed_by"] = {
+            "evidence": c.allowance.evidence.name.lower(),
+            "policy": c.allowance.policy,
+            "exception": c.allowance.exception,
+            "text": c.allowance.text,
+        }
+    return doc
+
+
+def _unverified_json(c: Caller) -> dict[str, Any]:
+    return {**_caller_json(c), "previous_plaintext_request_rate": c.previous_plaintext}
 
 
 def to_json(report: Report) -> str:
@@ -205,11 +317,13 @@ def to_json(report: Report) -> str:
             **_trend_json(report.mesh),
             "policy": {"mode": str(report.mesh_policy.mode), "source": report.mesh_policy.source},
         },
+        "verdict_counts": {v.name.lower(): report.count(v) for v in Verdict},
         "namespaces": [
             {
                 "namespace": ns.namespace,
                 "verdict": ns.verdict.name.lower(),
                 "verdict_text": str(ns.verdict),
+                "destination_without_sidecar": bool(ns.unverified),
                 "policy": {
                     "mode": str(ns.policy.mode),
                     "source": ns.policy.source,
@@ -224,16 +338,39 @@ def to_json(report: Report) -> str:
                     ],
                 },
                 **_trend_json(ns.coverage),
+                "other_destinations": None
+                if ns.others is None
+                else {"names": list(ns.others.names), **_trend_json(ns.others.coverage)},
                 "plaintext_callers": [_caller_json(c) for c in ns.callers],
+                "unverified": [_unverified_json(c) for c in ns.unverified],
             }
             for ns in report.namespaces
         ],
         "services": [
-            {"namespace": s.service.namespace, "service": s.service.name, **_trend_json(s.coverage)}
+            {
+                "namespace": s.service.namespace,
+                "service": s.service.name,
+                **_trend_json(s.coverage),
+                "unverified_request_rate": s.unverified_rate,
+            }
             for s in report.services
         ],
         "offenders": [_caller_json(c) for c in report.offenders],
         "resolved": [_caller_json(c) for c in report.resolved],
+        "unverified": [_unverified_json(c) for c in report.unverified],
+        "policies": [
+            {
+                "policy": p.ref,
+                "scope": p.scope,
+                "mode": str(p.mode),
+                "created": p.created,
+                "last_change": p.changed,
+                "created_in_window": p.created_in_window,
+                "changed_in_window": p.changed_in_window,
+            }
+            for p in report.policies
+        ],
+        "policies_read_at_run_time": True,
         "ignored_policies": list(report.ignored_policies),
         "promql_requests": report.promql_requests,
     }
@@ -241,225 +378,111 @@ def to_json(report: Report) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- html
-_CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:72rem;
-padding:0 1rem;color:#1f2328;background:#fff}
-h1{font-size:1.6rem;margin-bottom:.2rem}h2{margin-top:2rem;border-bottom:1px solid #d0d7de;padding-bottom:.3rem}
-table{border-collapse:collapse;margin:.5rem 0 1rem;width:100%}th,td{padding:.3rem .6rem;border-bottom:1px solid #eaeef2;
-text-align:left;vertical-align:top}th{background:#f6f8fa}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
-.muted{color:#59636e}.big{font-size:1.3rem;font-weight:600}
-.verdict{display:inline-block;padding:.05rem .5rem;border-radius:1rem;font-weight:600;font-size:.85rem;
-white-space:nowrap}
-.v-ready{background:#dafbe1;color:#116329}.v-blocked{background:#fff1c2;color:#7d4e00}
-.v-strict_clean{background:#ddf4ff;color:#0550ae}.v-strict_plaintext{background:#ffe1e1;color:#a40e26}
-.v-disabled,.v-no_traffic{background:#eaeef2;color:#59636e}
-section.ns{border:1px solid #d0d7de;border-radius:6px;padding:.2rem 1rem 1rem;margin:1rem 0}
-svg text{font:12px system-ui,sans-serif;fill:#1f2328}svg .track{fill:#eaeef2}svg .prev{stroke:#1f2328;stroke-width:2}
-svg .good{fill:#2da44e}svg .warn{fill:#d4a72c}svg .bad{fill:#cf222e}
-"""
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("exporter.mtls", "templates"),
+    autoescape=True,  # every name in the page is escaped by the template engine, not by hand
+    trim_blocks=True,
+    lstrip_blocks=True,
+    undefined=jinja2.StrictUndefined,
+)
+_TEMPLATES.filters.update(pct=pct_text, change=change_text, count=count_text, rate=rate_text, iso=_iso)
 _BAR_X, _BAR_W, _ROW_H = 230, 360, 26
-
-
-def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
 
 
 def _fill(pct: float) -> str:
     return "good" if pct >= 100.0 else "bad" if pct < 50.0 else "warn"
 
 
-def bar_chart(title: str, bars: Sequence[tuple[str, Trend]]) -> str:
-    """An inline SVG: one horizontal bar per (label, trend), coverage as length, the previous window as a tick."""
-    height = _ROW_H * len(bars) + 8
-    out = [
-        f'<svg class="chart" role="img" aria-label="{_e(title)}" width="{_BAR_X + _BAR_W + 110}" '
-        f'height="{height}" viewBox="0 0 {_BAR_X + _BAR_W + 110} {height}"><title>{_e(title)}</title>'
-    ]
+def _bars(bars: Sequence[tuple[str, Trend]]) -> list[dict[str, Any]]:
+    """Geometry of one horizontal bar per (label, trend): coverage as length, the previous window as a tick."""
+    out = []
     for i, (label, trend) in enumerate(bars):
-        y = 4 + i * _ROW_H
         c, p = trend.current, trend.previous
-        shown = label if len(label) <= 32 else label[:31] + "…"
-        out.append(f'<g class="bar" data-label="{_e(label)}" data-coverage="{"" if c is None else f"{c.pct:.4f}"}">')
-        out.append(f'<text x="0" y="{y + 15}">{_e(shown)}</text>')
-        out.append(f'<rect class="track" x="{_BAR_X}" y="{y + 3}" width="{_BAR_W}" height="16" rx="3"/>')
-        if c is not None:
-            width = _BAR_W * c.pct / 100
-            out.append(
-                f'<rect class="fill {_fill(c.pct)}" x="{_BAR_X}" y="{y + 3}" width="{width:.1f}" height="16" rx="3"/>'
-            )
-        if p is not None:
-            x = _BAR_X + _BAR_W * p.pct / 100
-            tip = f"<title>previous window: {_e(pct_text(p.pct))}</title>"
-            out.append(f'<line class="prev" x1="{x:.1f}" x2="{x:.1f}" y1="{y}" y2="{y + 22}">{tip}</line>')
-        value = pct_text(_cov(c)) if c is not None else "no traffic"
-        out.append(f'<text class="value" x="{_BAR_X + _BAR_W + 8}" y="{y + 15}">{_e(value)}</text></g>')
-    out.append("</svg>")
-    return "".join(out)
-
-
-def _html_table(header: Sequence[str], numeric: Sequence[bool], rows: Iterable[Sequence[str]]) -> str:
-    head = "".join(
-        f'<th class="n">{_e(h)}</th>' if n else f"<th>{_e(h)}</th>" for h, n in zip(header, numeric, strict=True)
-    )
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="n">{cell}</td>' if n else f"<td>{cell}</td>" for cell, n in zip(row, numeric, strict=True)
+        out.append(
+            {
+                "label": label,
+                "shown": label if len(label) <= 32 else label[:31] + "…",
+                "y": 4 + i * _ROW_H,
+                "coverage": "" if c is None else f"{c.pct:.4f}",
+                "fill": None if c is None else (_fill(c.pct), f"{_BAR_W * c.pct / 100:.1f}"),
+                "prev": None if p is None else (f"{_BAR_X + _BAR_W * p.pct / 100:.1f}", pct_text(p.pct)),
+                "value": pct_text(_cov(c)),
+            }
         )
-        + "</tr>"
-        for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return out
 
 
-def _verdict_html(ns: NamespaceReport) -> str:
-    return f'<span class="verdict v-{ns.verdict.name.lower()}">{_e(ns.verdict)}</span>'
+def bar_chart(title: str, bars: Sequence[tuple[str, Trend]]) -> str:
+    """An inline SVG bar chart (the template's macro, for callers outside the page)."""
+    module = _TEMPLATES.get_template("chart.html.j2").module
+    return str(module.chart(title, _bars(bars), _chart_size(len(bars))))  # type: ignore[attr-defined]
 
 
-def _caller_html(c: Caller) -> str:
-    return "<strong>outside the mesh</strong> (<code>unknown</code>)" if c.outside_mesh else _e(c.name)
+def _chart_size(n: int) -> dict[str, int]:
+    return {"x": _BAR_X, "w": _BAR_W, "width": _BAR_X + _BAR_W + 110, "height": _ROW_H * n + 8}
 
 
-def _namespace_section(ns: NamespaceReport, services: Sequence[ServiceReport], seconds: float) -> str:
-    bars = [(f"{ns.namespace} (namespace)", ns.coverage)] + [(s.service.name, s.coverage) for s in services]
-    parts = [
-        f'<section class="ns" id="ns-{_e(ns.namespace)}" data-namespace="{_e(ns.namespace)}">',
-        f"<h3>{_e(ns.namespace)} {_verdict_html(ns)}</h3>",
-        f'<p class="muted">Policy {_e(ns.policy.mode)} from {_e(ns.policy.source)} · '
-        f"{_e(count_text(_requests(ns.coverage.current)))} requests · change {_e(change_text(ns.coverage.change))}</p>",
-        bar_chart(f"mTLS coverage in {ns.namespace}", bars),
-    ]
-    if ns.callers:
-        parts.append(
-            _html_table(
-                ("Destination", "Plaintext caller", "req/s", "Requests"),
-                (False, False, True, True),
-                (
-                    (_e(c.destination.name), _caller_html(c), _e(rate_text(c.rate)), _e(count_text(c.rate * seconds)))
-                    for c in ns.callers
-                ),
-            )
-        )
-    parts += [f'<p class="muted">{_e(e.describe())}</p>' for e in ns.policy.exceptions]
-    parts.append("</section>")
-    return "".join(parts)
+def _service_bars(rows: Sequence[ServiceReport | Others]) -> list[tuple[str, Trend]]:
+    return [(row.service.name, row.coverage) for row in rows if isinstance(row, ServiceReport)]
 
 
 def html_page(report: Report) -> str:
     """A self-contained page (inline CSS and SVG, no script, no external asset) that opens in any browser."""
-    mesh = report.mesh
-    by_ns: dict[str, list[ServiceReport]] = {}
-    for s in report.services:
-        by_ns.setdefault(s.service.namespace, []).append(s)
-    overview = bar_chart("mTLS coverage per namespace", [(ns.namespace, ns.coverage) for ns in report.namespaces])
-    body = [
-        "<h1>mTLS coverage report</h1>",
-        f'<p class="muted">Window {_e(report.window)} ending {_iso(report.at)}, compared with the window ending '
-        f"{_iso(report.at - report.seconds)}. Coverage = mutual-TLS requests / all requests (destination-reported), "
-        "weighted by requests. Bars: this window; black tick: the previous window.</p>",
-        f'<p><span class="big" id="mesh-coverage">Mesh: {_e(pct_text(_cov(mesh.current)))}</span> of '
-        f"{_e(count_text(_requests(mesh.current)))} requests · previous {_e(pct_text(_cov(mesh.previous)))} · change "
-        f"{_e(change_text(mesh.change))} · mesh-wide policy {_e(report.mesh_policy.mode)} "
-        f"({_e(report.mesh_policy.source)})</p>",
-        f"<p>{_e(_verdict_counts(report))}</p>",
-        "<h2>Namespaces</h2>",
-        overview,
-        _html_table(
-            ("Namespace", "Policy", "Coverage", "Requests", "Previous", "Change", "Verdict"),
-            (False, False, True, True, True, True, False),
-            (
-                (
-                    f'<a href="#ns-{_e(ns.namespace)}">{_e(ns.namespace)}</a>',
-                    _e(_policy(ns)),
-                    _e(pct_text(_cov(ns.coverage.current))),
-                    _e(count_text(_requests(ns.coverage.current))),
-                    _e(pct_text(_cov(ns.coverage.previous))),
-                    _e(change_text(ns.coverage.change)),
-                    _verdict_html(ns),
-                )
-                for ns in report.namespaces
-            ),
-        ),
-        *(_namespace_section(ns, by_ns.get(ns.namespace, []), report.seconds) for ns in report.namespaces),
-        "<h2>Plaintext callers</h2>",
-        _html_table(
-            ("Destination", "Caller", "Plaintext req/s", "Plaintext requests", "Previous req/s"),
-            (False, False, True, True, True),
-            (
-                (
-                    _e(c.destination),
-                    _caller_html(c),
-                    _e(rate_text(c.rate)),
-                    _e(count_text(c.rate * report.seconds)),
-                    _e(rate_text(c.previous_rate)),
-                )
-                for c in report.offenders
-            ),
-        )
-        if report.offenders
-        else "<p>No plaintext request in the window.</p>",
+    groups = _service_groups(report)
+    sections = [
+        {
+            "ns": ns,
+            "rows": groups[ns.namespace],
+            "bars": _bars([(f"{ns.namespace} (namespace)", ns.coverage), *_service_bars(groups[ns.namespace])]),
+            "size": _chart_size(1 + len(_service_bars(groups[ns.namespace]))),
+        }
+        for ns in report.namespaces
     ]
-    if report.resolved:
-        body += [
-            "<h3>Stopped sending plaintext since the previous window</h3>",
-            _html_table(
-                ("Destination", "Caller", "Previous req/s"),
-                (False, False, True),
-                ((_e(c.destination), _caller_html(c), _e(rate_text(c.previous_rate))) for c in report.resolved),
-            ),
-        ]
-    body += [
-        "<h2>Migrated services (worst first)</h2>",
-        _html_table(
-            ("Service", "Coverage", "Requests", "Req/s", "Previous", "Change"),
-            (False, True, True, True, True, True),
-            (
-                (
-                    _e(s.service),
-                    _e(pct_text(_cov(s.coverage.current))),
-                    _e(count_text(_requests(s.coverage.current))),
-                    _e(rate_text(None if s.coverage.current is None else s.coverage.current.rate)),
-                    _e(pct_text(_cov(s.coverage.previous))),
-                    _e(change_text(s.coverage.change)),
-                )
-                for s in report.services
-            ),
-        ),
-    ]
-    notes = _notes(report)
-    if notes:
-        body += ["<h2>Policy notes</h2><ul>", *(f"<li>{_e(n)}</li>" for n in notes), "</ul>"]
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>mTLS coverage report {_iso(report.at)}</title><style>{_CSS}</style></head>\n<body>\n"
-        + "\n".join(body)
-        + "\n</body></html>\n"
+    return _TEMPLATES.get_template("report.html.j2").render(
+        r=report,
+        verdicts=_verdict_counts(report),
+        overview=_bars([(ns.namespace, ns.coverage) for ns in report.namespaces]),
+        overview_size=_chart_size(len(report.namespaces)),
+        sections=sections,
+        notes=_notes(report),
+        policy_statement=POLICY_STATEMENT,
+        unverified_flag=UNVERIFIED_FLAG,
+        is_service=lambda row: isinstance(row, ServiceReport),
+        in_window=_in_window,
     )
 
 
 # --------------------------------------------------------------------------------------------- event
-def summary(report: Report, *, limit: int = EVENT_TEXT_LIMIT) -> tuple[str, str]:
-    """Title and Markdown text (Datadog's %%% block) of the event posted with the gauges."""
+def summary(report: Report, *, limit: int = EVENT_TEXT_LIMIT, dated: bool = True) -> tuple[str, str]:
+    """Title and Markdown text (Datadog's %%% block) of the event posted with the gauges.
+
+    The title counts every verdict class present, so its counts add up to the namespaces shown. When the
+    event cannot carry the window's end as its date (`dated=False`), the text names the window first.
+    """
     mesh = report.mesh
     title = f"mTLS coverage {pct_text(_cov(mesh.current))} over {report.window}: " + ", ".join(
-        f"{report.count(v)} {v}" for v in (Verdict.READY, Verdict.BLOCKED, Verdict.STRICT_PLAINTEXT) if report.count(v)
+        f"{report.count(v)} {v}" for v in Verdict if report.count(v)
     )
+    window = f"window {report.window} from {_iso(report.start)} to {_iso(report.at)}"
     lines = [
+        *([] if dated else [f"Report for the {window} (posted later).", ""]),
         f"Mesh: **{pct_text(_cov(mesh.current))}** of {count_text(_requests(mesh.current))} requests "
-        f"(previous {pct_text(_cov(mesh.previous))}, change {change_text(mesh.change)}), window {report.window} "
-        f"ending {_iso(report.at)}.",
+        f"(previous {pct_text(_cov(mesh.previous))}, change {change_text(mesh.change)}), "
+        f"plaintext {rate_text(None if mesh.current is None else mesh.current.plaintext_rate)} req/s, {window}.",
         "",
         *(
-            f"- {_md(ns.namespace)}: {pct_text(_cov(ns.coverage.current))}, {ns.policy.mode}: **{ns.verdict}**"
+            f"- {_md(ns.namespace)}: {pct_text(_cov(ns.coverage.current))}, {ns.policy.mode}: **{_ns_verdict(ns)}**"
             for ns in report.namespaces
         ),
         "",
         "Plaintext callers:" if report.offenders else "No plaintext caller.",
         *(
-            f"- {_md(c.destination)} ← {_caller_md(c)}: {rate_text(c.rate)} req/s"
+            f"- {_md(c.destination)} ← {_caller_md(c)}: {rate_text(c.rate)} req/s "
+            f"(previous {rate_text(c.previous_rate)}); {_md(_flow_why(c))}"
             for c in sorted(report.offenders, key=lambda c: -c.rate)
         ),
+        *(["", f"{UNVERIFIED_FLAG}:"] if report.unverified else []),
+        *(f"- {_md(c.destination)} ← {_caller_md(c)}: {rate_text(c.rate)} req/s unverified" for c in report.unverified),
     ]
     kept: list[str] = []
     size = 0

@@ -184,3 +184,22 @@ def coverage_queries(
         "requests": rate_sum(by, window=window, matchers=matchers, offset=offset),
         "plaintext": rate_sum((*by, *callers), window=window, matchers=plaintext, offset=offset),
     }
+
+
+def unverified_query(
+    by: Sequence[str] = SERVICE_LABELS,
+    *,
+    callers: Sequence[str],
+    window: str,
+    matchers: Sequence[Matcher] = (),
+    offset: str | None = None,
+) -> str:
+    """Requests per second that callers' proxies (`reporter="source"`) send to destinations that report
+    no request of their own in the window (no sidecar, or outside the mesh), per `by` + `callers` group.
+
+    Source-side series carry no reliable connection_security_policy, so this traffic is unverified, not
+    plaintext. One grouped request; `unless` keeps the answer as small as the set of blind destinations.
+    """
+    source = (Matcher("reporter", "source"), *matchers)
+    sent = f"sum by ({_by((*by, *callers))}) (rate({_range(REQUESTS, source, window, offset)}))"
+    return f"{sent} unless on ({_by(by)}) ({rate_sum(by, window=window, matchers=matchers, offset=offset)} > 0)"

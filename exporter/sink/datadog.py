@@ -299,11 +299,15 @@ class DatadogSink:
         stats.bytes += _ENVELOPE + sum(p.size_bound() + 1 for p in batch)
         return None
 
-    def event(self, *, title: str, text: str, tags: Sequence[str], alert_type: str = "info") -> None:
-        body = {
+    def event(
+        self, *, title: str, text: str, tags: Sequence[str], alert_type: str = "info", date_happened: int | None = None
+    ) -> None:
+        body: dict[str, Any] = {
             "title": title[:500],
             "text": text[:4000],
             "tags": list(tags),
             "alert_type": alert_type,
         }
+        if date_happened is not None:
+            body["date_happened"] = date_happened
         call(lambda: self.transport.send_event(body), what="POST /api/v1/events", policy=self.retry)

@@ -76,3 +76,5 @@ def test_the_wheel_contains_the_product_only(tmp_path: Path) -> None:
     assert "exporter/cli/__init__.py" in modules and "exporter/query/promql.py" in modules
     assert not [n for n in names if not n.startswith(("exporter/", "mesh_exporter-"))], names
     assert not [n for n in modules if "sandbox" in n or "meshsim" in n]
+    # the mTLS report's templates are package data: without them the HTML page cannot render
+    assert {"exporter/mtls/templates/report.html.j2", "exporter/mtls/templates/chart.html.j2"} <= set(names)

@@ -25,6 +25,7 @@ from sandbox.intake import FakeIntake
 ROOT = Path(__file__).parents[2]
 API_KEY, APP_KEY = "dd-api-key-setup-0123456789", "dd-app-key-setup-0123456789"
 REPORT_METRIC = "istio.service.report.mtls_coverage_pct"
+PLAINTEXT_METRIC = "istio.service.report.plaintext_request_rate"
 MANAGED_BY = "managed-by:mesh-exporter"
 
 
@@ -58,7 +59,7 @@ def dry_run(capsys: pytest.CaptureFixture[str], *extra: str) -> dict[str, Any]:
 def test_dry_run_prints_definitions_datadog_api_client_accepts(capsys: pytest.CaptureFixture[str]) -> None:
     doc = dry_run(capsys)
     # metadata for every metric sent, with a unit and a description
-    assert set(doc["metadata"]) == {*METRICS.values(), REPORT_METRIC}
+    assert set(doc["metadata"]) == {*METRICS.values(), REPORT_METRIC, PLAINTEXT_METRIC}
     units = {name: (m["unit"], m.get("per_unit")) for name, m in doc["metadata"].items()}
     assert units[METRICS["p99_latency_ms"]] == ("millisecond", None)
     assert units[METRICS["request_rate"]] == ("request", "second")
@@ -71,7 +72,7 @@ def test_dry_run_prints_definitions_datadog_api_client_accepts(capsys: pytest.Ca
     assert variables == {"namespace": "kube_namespace", "service": "kube_service", "env": "env",
                          "cluster": "kube_cluster_name"}  # fmt: skip
     text = json.dumps(doc["dashboard"])
-    for metric in [*METRICS.values(), REPORT_METRIC]:
+    for metric in [*METRICS.values(), REPORT_METRIC, PLAINTEXT_METRIC]:
         assert metric in text, metric
     assert "tags:report:mtls-coverage" in text and "tags:source:mesh-exporter" in text
     assert MANAGED_BY in doc["dashboard"]["description"]
@@ -91,7 +92,8 @@ def test_the_prefix_moves_every_metric(capsys: pytest.CaptureFixture[str], monke
     monkeypatch.setenv("EXPORTER_METRIC_PREFIX", "mesh")
     doc = dry_run(capsys)
     assert set(doc["metadata"]) == {"mesh.request_rate", "mesh.success_rate_pct", "mesh.mtls_coverage_pct",
-                                    "mesh.p99_latency_ms", "mesh.report.mtls_coverage_pct"}  # fmt: skip
+                                    "mesh.p99_latency_ms", "mesh.report.mtls_coverage_pct",
+                                    "mesh.report.plaintext_request_rate"}  # fmt: skip
     assert "istio.service." not in json.dumps(doc) and "mesh.p99_latency_ms" in json.dumps(doc["monitors"])
 
 
@@ -118,7 +120,7 @@ def test_create_then_update_never_duplicates(
     first = capsys.readouterr().out
     dashboards, monitors = intake.dashboards(), intake.monitors()
     assert len(dashboards) == 1 and len(monitors) == 1 + 4
-    assert set(intake.metadata()) == {*METRICS.values(), REPORT_METRIC}
+    assert set(intake.metadata()) == {*METRICS.values(), REPORT_METRIC, PLAINTEXT_METRIC}
     assert intake.metadata()[METRICS["p99_latency_ms"]]["unit"] == "millisecond"
     assert first.count(" created ") == 5 and " updated " not in first
 

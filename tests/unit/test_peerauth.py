@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from exporter.mtls.policy import Mode, Policy, PolicyError, resolve
+from exporter.mtls.policy import Evidence, Mode, Policy, PolicyError, allowance, resolve
 
 ROOT = "istio-system"
 
@@ -186,3 +186,83 @@ def test_modes_are_read_case_insensitively_like_the_api_enum_names() -> None:
 def test_malformed_objects_are_errors_naming_the_object(obj: dict[str, Any], message: str) -> None:
     with pytest.raises(PolicyError, match=message.replace("[", r"\[").replace("]", r"\]")):
         Policy.from_object(obj)
+
+
+# ------------------------------------------------------------------ the policy behind a plaintext flow
+def _ns(*objects: dict[str, Any], namespace: str = "foo") -> tuple[Any, str]:
+    resolution = resolve([Policy.from_object(o) for o in objects], root_namespace=ROOT)
+    return resolution.of(namespace), resolution.mesh.source
+
+
+@pytest.mark.parametrize(
+    ("objects", "app", "evidence", "policy", "exception"),
+    [
+        # no policy at all: the mesh default (PERMISSIVE) allows it
+        ((), "web", Evidence.ALLOWED, "mesh default", False),
+        ((pa(ROOT, "default", "PERMISSIVE"),), "web", Evidence.ALLOWED, f"{ROOT}/default", False),
+        ((pa("foo", "default", "DISABLE"),), "web", Evidence.ALLOWED, "foo/default", False),
+        # STRICT namespace, no exception for this app
+        ((pa("foo", "default", "STRICT"),), "web", Evidence.NONE, "foo/default", False),
+        # a workload exception whose app label the metrics carry: proven
+        (
+            (pa("foo", "default", "STRICT"), pa("foo", "w", "PERMISSIVE", selector={"app": "web"})),
+            "web",
+            Evidence.ALLOWED,
+            "foo/w",
+            True,
+        ),
+        # the same exception for another app does not apply
+        (
+            (pa("foo", "default", "STRICT"), pa("foo", "w", "PERMISSIVE", selector={"app": "api"})),
+            "web",
+            Evidence.NONE,
+            "foo/default",
+            False,
+        ),
+        # STRICT workload with a DISABLE port: metrics carry no port, so only "may be"
+        (
+            (pa("foo", "default", "STRICT"), pa("foo", "w", None, selector={"app": "web"}, ports={"9090": "DISABLE"})),
+            "web",
+            Evidence.MAY_PORT,
+            "foo/w",
+            True,
+        ),
+        # a selector on a label the metrics do not carry: "may be"
+        (
+            (pa("foo", "default", "STRICT"), pa("foo", "w", "PERMISSIVE", selector={"tier": "legacy"})),
+            "web",
+            Evidence.MAY_SELECTOR,
+            "foo/w",
+            True,
+        ),
+        # a STRICT workload policy in a PERMISSIVE namespace: nothing allows plaintext to that workload
+        (
+            (pa("foo", "default", "PERMISSIVE"), pa("foo", "w", "STRICT", selector={"app": "web"})),
+            "web",
+            Evidence.NONE,
+            "foo/w",
+            False,
+        ),
+    ],
+)
+def test_each_plaintext_flow_names_the_policy_that_allows_it(
+    objects: tuple[dict[str, Any], ...], app: str, evidence: Evidence, policy: str, exception: bool
+) -> None:
+    ns, mesh_source = _ns(*objects)
+    got = allowance(ns, app=app, mesh_source=mesh_source)
+    assert (got.evidence, got.policy, got.exception) == (evidence, policy, exception), got.text
+    assert policy in got.text or policy == "mesh default"
+    if evidence is Evidence.MAY_PORT:
+        assert got.text.startswith("may be allowed by a port exception") and "port 9090: DISABLE" in got.text
+
+
+def test_last_change_comes_from_managed_fields_else_creation() -> None:
+    obj = pa("foo", "default", "STRICT", created="2026-01-01T00:00:00Z")
+    assert Policy.from_object(obj).changed == "2026-01-01T00:00:00Z"
+    obj["metadata"]["managedFields"] = [
+        {"manager": "kubectl", "operation": "Update", "time": "2026-03-04T05:06:07Z"},
+        {"manager": "argocd", "operation": "Apply", "time": "2026-02-01T00:00:00Z"},
+        {"manager": "old", "operation": "Update"},  # no time: ignored
+    ]
+    policy = Policy.from_object(obj)
+    assert (policy.created, policy.changed) == ("2026-01-01T00:00:00Z", "2026-03-04T05:06:07Z")

@@ -11,10 +11,12 @@ import re
 import pytest
 
 from exporter.model import ServiceRef
+from exporter.mtls import gate
 from exporter.mtls.build import Traffic, build_report
 from exporter.mtls.model import Report, Verdict
 from exporter.mtls.policy import Mode, Policy, resolve
-from exporter.mtls.render import bar_chart, html_page, markdown, pct_text, summary, to_json
+from exporter.mtls.publish import date_happened
+from exporter.mtls.render import bar_chart, html_page, markdown, pct_text, rate_text, summary, to_json
 
 AT = 1_795_000_000
 HOSTILE_NS = "evil"
@@ -25,13 +27,13 @@ def make_report(extra_callers: int = 0) -> Report:
     current = Traffic(
         requests={("shop", "cart"): 3.0, ("shop", "api"): 1.0, (HOSTILE_NS, "svc"): 2.0, ("idle", "old"): 0.0},
         plaintext={
-            ("shop", "cart", "batch", "jobs"): 0.0,  # a series that stopped: no plaintext this window
-            (HOSTILE_NS, "svc", HOSTILE_WORKLOAD, "x"): 0.5,
-            (HOSTILE_NS, "svc", "unknown", "unknown"): 0.5,
-            **{(HOSTILE_NS, "svc", f"w{i:04d}", "many"): 0.001 for i in range(extra_callers)},
+            ("shop", "cart", "cart", "batch", "jobs"): 0.0,  # a series that stopped: no plaintext this window
+            (HOSTILE_NS, "svc", "svc", HOSTILE_WORKLOAD, "x"): 0.5,
+            (HOSTILE_NS, "svc", "svc", "unknown", "unknown"): 0.5,
+            **{(HOSTILE_NS, "svc", "svc", f"w{i:04d}", "many"): 0.001 for i in range(extra_callers)},
         },
     )
-    previous = Traffic(requests={("shop", "cart"): 4.0}, plaintext={("shop", "cart", "batch", "jobs"): 1.0})
+    previous = Traffic(requests={("shop", "cart"): 4.0}, plaintext={("shop", "cart", "cart", "batch", "jobs"): 1.0})
     policies = [Policy("shop", "default", mode=Mode.PERMISSIVE), Policy(HOSTILE_NS, "default", mode=Mode.STRICT)]
     return build_report(
         current,
@@ -56,7 +58,14 @@ def test_the_hand_made_report_has_the_expected_figures_and_verdicts() -> None:
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(None, "—"), (100.0, "100.00 %"), (99.999, "99.99 %"), (99.994, "99.99 %"), (33.3333, "33.33 %"), (0.0, "0.00 %")],
+    [
+        (None, "no traffic"),
+        (100.0, "100.00 %"),
+        (99.999, "99.99 %"),
+        (99.994, "99.99 %"),
+        (33.3333, "33.33 %"),
+        (0.0, "0.00 %"),
+    ],
 )
 def test_percentages_never_show_100_unless_they_are(value: float | None, text: str) -> None:
     assert pct_text(value) == text
@@ -67,7 +76,8 @@ def test_html_is_self_contained_and_escapes_every_name() -> None:
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert "<script" not in page and not re.search(r"(src|href)=\"(?!#)", page)
     assert "http://" not in page and "https://" not in page and "@import" not in page
-    assert html.escape(HOSTILE_WORKLOAD, quote=True) in page
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;|`*" in page  # Jinja2's autoescape
+    assert html.unescape("&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;|`*") == HOSTILE_WORKLOAD
     assert page.count('<section class="ns"') == 3
     assert "<strong>outside the mesh</strong>" in page
 
@@ -85,8 +95,10 @@ def test_markdown_escapes_table_cells_and_names_outside_callers() -> None:
     text = markdown(make_report())
     assert r"\<script>" not in text  # Markdown does not need < escaped, but | ` and * would break the table
     assert r'<script>alert("x")</script>\|\`\*' in text
-    assert "| evil/svc | **outside the mesh** (`unknown`) | 0.50 | 1,800 | — |" in text
-    assert "| shop/ghost | — | — | — | — | — |" in text
+    why = "no policy allows it (STRICT from evil/default)"
+    assert f"| evil/svc | **outside the mesh** (`unknown`) | 0.50 | 1,800 | 0 | {why} |" in text
+    assert "| shop | ghost | no traffic | 0 | 0 | no traffic | n/a |" in text
+    assert "—" not in text and "e-0" not in text  # no placeholder punctuation, no scientific notation
     assert "1 ready for STRICT · 1 STRICT but plaintext observed · 1 no traffic" in text
 
 
@@ -109,6 +121,13 @@ def test_json_contract() -> None:
             "outside_mesh": True,
             "request_rate": 0.5,
             "previous_request_rate": None,
+            "destination_app": "svc",
+            "allowed_by": {
+                "evidence": "none",
+                "policy": "evil/default",
+                "exception": False,
+                "text": "no policy allows it (STRICT from evil/default)",
+            },
         }
     ]
 
@@ -118,5 +137,124 @@ def test_event_summary_stays_within_datadogs_limit() -> None:
     assert len(text) <= 4000 and text.startswith("%%%") and text.endswith("%%%")
     assert "more lines in the full report" in text
     assert title.startswith("mTLS coverage ") and "1 ready for STRICT" in title
+    assert title.endswith("1 ready for STRICT, 1 STRICT but plaintext observed, 1 no traffic")  # every class
     title, text = summary(make_report())
     assert "more lines" not in text and "evil/svc ← **outside the mesh**" in text
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (None, "0"),
+        (0.0, "0"),
+        (2e-05, "0.00002"),
+        (0.0123456, "0.0123"),
+        (0.05, "0.05"),
+        (0.1, "0.10"),
+        (1.234, "1.23"),
+        (12345.678, "12,345.68"),
+        (1.5e-9, "0.0000000015"),
+    ],
+)
+def test_rates_have_significant_digits_and_never_scientific_notation(value: float | None, text: str) -> None:
+    assert rate_text(value) == text
+
+
+def blind_report(swap: bool = False) -> Report:
+    """legacy: a migrated Service `gw` and an unmigrated `bridge`; `old` lost its sidecar this window.
+    Coverage of legacy: 50 % in the previous window, 75 % now (`swap`: the other way round)."""
+    current = Traffic(
+        requests={("legacy", "gw"): 3.0, ("legacy", "bridge"): 1.0},
+        plaintext={("legacy", "bridge", "bridge", "unknown", "unknown"): 1.0},
+        unverified={("legacy", "old", "app", "shop"): 1.9, ("legacy", "old", "quiet", "shop"): 0.0},
+    )
+    previous = Traffic(
+        requests={("legacy", "gw"): 2.0, ("legacy", "old"): 2.0},
+        plaintext={("legacy", "old", "old", "app", "shop"): 1.5, ("legacy", "old", "old", "gone", "shop"): 0.5},
+    )
+    if swap:
+        current, previous = previous, current
+    return build_report(
+        current,
+        previous,
+        services=[ServiceRef("legacy", "gw"), ServiceRef("legacy", "old")],
+        policies=resolve([], root_namespace="istio-system"),
+        at=AT,
+        window="1h",
+    )
+
+
+def test_rows_add_up_to_the_namespace_and_the_namespaces_to_the_mesh() -> None:
+    report = blind_report()
+    (legacy,) = report.namespaces
+    assert legacy.others is not None and legacy.others.names == ("bridge",)
+    rows = [s.coverage.current for s in report.services] + [legacy.others.coverage.current]
+    assert sum(r.rate for r in rows if r) == pytest.approx(legacy.coverage.current.rate) == 4.0  # type: ignore[union-attr]
+    assert sum(r.plaintext_rate for r in rows if r) == pytest.approx(1.0)
+    assert report.mesh.current is not None and report.mesh.current.rate == pytest.approx(4.0)
+    text = markdown(report)
+    assert "| legacy | other destinations, not migrated Services: bridge | 0.00 % | 3,600 | 1.00 |" in text
+
+
+def test_a_destination_without_sidecar_is_named_and_its_callers_are_not_stopped() -> None:
+    report = blind_report()
+    assert [(str(c.destination), c.name, c.rate, c.previous_plaintext) for c in report.unverified] == [
+        ("legacy/old", "shop/app", 1.9, 1.5)
+    ]
+    # shop/app still sends to legacy/old according to its own proxy: not "stopped"; shop/gone really stopped
+    assert [c.name for c in report.resolved] == ["shop/gone"]
+    old = next(s for s in report.services if s.service.name == "old")
+    assert old.coverage.current is None and old.unverified_rate == pytest.approx(1.9)
+    (legacy,) = report.namespaces
+    assert legacy.verdict is Verdict.BLOCKED and [c.name for c in legacy.unverified] == ["shop/app"]
+    for text in (markdown(report), html_page(report), summary(report)[1]):
+        assert "destination without sidecar: traffic unverified" in text
+    page = html_page(report)
+    assert '<h2 id="unverified">' in page and '<td data-label="Destination">legacy/old</td>' in page
+    doc = json.loads(to_json(report))
+    assert doc["namespaces"][0]["destination_without_sidecar"] is True
+    assert doc["unverified"][0]["request_rate"] == 1.9
+
+
+def test_a_namespace_with_only_unverified_traffic_gets_its_own_verdict() -> None:
+    current = Traffic(requests={}, plaintext={}, unverified={("edge", "proxy", "app", "shop"): 0.5})
+    report = build_report(
+        current,
+        Traffic({}, {}),
+        services=[],
+        policies=resolve([], root_namespace="istio-system"),
+        at=AT,
+        window="1h",
+    )
+    assert [(n.namespace, n.verdict) for n in report.namespaces] == [("edge", Verdict.UNVERIFIED)]
+    assert "1 destination without sidecar: traffic unverified" in summary(report)[0]
+
+
+def test_the_gate_holds_exactly_when_its_condition_does() -> None:
+    report = make_report()  # evil: STRICT with unexcepted plaintext; shop +25 pts; no blind destination
+    assert gate.failures(report, gate.parse("strict-plaintext"))[0].startswith("strict-plaintext: ")
+    assert gate.failures(report, gate.parse("coverage-drop")) == []
+    assert gate.failures(report, gate.parse("unverified")) == []
+    dropped = blind_report(swap=True)  # legacy (the whole mesh) 75 % → 50 %: -25 pts
+    assert gate.failures(dropped, gate.parse("coverage-drop:24.9")) == [
+        "coverage-drop:24.9: mesh -25.00 pts, legacy -25.00 pts"
+    ]
+    assert gate.failures(dropped, gate.parse("coverage-drop:25")) == []
+    blind = blind_report()
+    assert gate.failures(blind, gate.parse("coverage-drop")) == []  # +25 pts
+    assert gate.failures(blind, gate.parse("unverified,strict-plaintext")) == [
+        "unverified: destinations without sidecar: legacy/old"
+    ]
+    for bad in ("strict", "coverage-drop:x", "coverage-drop:-1", "unverified:3"):
+        with pytest.raises(ValueError):
+            gate.parse(bad)
+
+
+def test_event_is_dated_at_the_window_end_only_when_datadog_accepts_it() -> None:
+    report = make_report()
+    assert date_happened(report, now=AT + 3600) == AT
+    assert date_happened(report, now=AT + 17 * 3600) == AT
+    assert date_happened(report, now=AT + 19 * 3600) is None
+    assert date_happened(report, now=AT - 60) is None  # a window ending in the future: posting time
+    _, text = summary(report, dated=False)
+    assert "Report for the window 1h from 2026-11-18T10:06:40Z to 2026-11-18T11:06:40Z" in text
