@@ -27,6 +27,9 @@ _HEADER = re.compile(
     r"(?P<value>[^'\",}\n]+)",
     re.IGNORECASE,
 )
+# A credential scheme's token, and what a client library says about a header value it refused.
+_TOKEN = re.compile(r"(?P<name>\b(?:bearer|basic|token)\s+)(?P<value>[^\s'\",}]+)", re.IGNORECASE)
+_HEADER_VALUE = re.compile(r"(?P<name>header value[^:]*:\s*|Invalid header value\s*)(?P<value>.+)", re.IGNORECASE)
 
 
 def mask_userinfo(text: str) -> str:
@@ -61,7 +64,8 @@ class Redactor:
         if isinstance(value, str):
             if "@" in value:
                 value = mask_userinfo(value)
-            value = _HEADER.sub(lambda m: f"{m['name']}{REDACTED}", value)
+            for pattern in (_HEADER_VALUE, _HEADER, _TOKEN):
+                value = pattern.sub(lambda m: f"{m['name']}{REDACTED}", value)
             for secret in self.secrets:
                 if secret in value:
                     value = value.replace(secret, REDACTED)

@@ -195,7 +195,6 @@ class Daemon:
             waited = time.perf_counter()
             round_stats = self._await_delivery() if self.sink is not None else None
             last = results[-1]
-            self.last_at = last.at  # measured, and its delivery round awaited (bounded)
             last.submitted = round_stats
             if self.sink is not None:
                 last.durations["submit"] = time.perf_counter() - waited
@@ -205,6 +204,7 @@ class Daemon:
             if all(not r.query_errors for r in results) and delivered:
                 self.last_success = self.clock()
                 self.metrics.last_success.set(self.last_success)
+            self.last_at = last.at  # measured, and its delivery round awaited (bounded)
 
     def _measure(self, at: int) -> CycleResult | None:
         """Measure one instant (when this replica may) and queue its points; None when not measured."""

@@ -42,7 +42,11 @@ def test_query_sends_time_timeout_and_headers_and_parses_special_values() -> Non
     assert math.isnan(samples[1][1]) and samples[2][1] == math.inf
     sent = responses.calls[0].request
     params = parse_qs(urlparse(sent.url).query)
-    assert params == {"query": ["up"], "time": ["1700000000.000"], "timeout": ["7500ms"]}  # whole ms: Prometheus refuses "7.5s"
+    assert params == {
+        "query": ["up"],
+        "time": ["1700000000.000"],
+        "timeout": ["7500ms"],
+    }  # whole ms: Prometheus refuses "7.5s"
     assert sent.headers["X-Scope-OrgID"] == "team-a"
     assert c.requests_made == 1
 
