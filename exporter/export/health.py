@@ -88,8 +88,10 @@ class HealthServer:
         ready: Callable[[], tuple[bool, str]],
         registry: CollectorRegistry,
         routes: Mapping[str, Route] | None = None,
+        idle_seconds: float = IDLE_SECONDS,
     ) -> None:
         self.ready = ready
+        self.idle_seconds = idle_seconds
         self.registry = registry
         self.routes: dict[str, Route] = {
             "/healthz": lambda request: Reply(200, b"ok\n"),
@@ -123,7 +125,7 @@ class HealthServer:
 
         class Handler(BaseHTTPRequestHandler):
             disable_nagle_algorithm = True  # headers and body leave in two writes: no delayed-ACK stall
-            timeout = IDLE_SECONDS  # socket timeout: an idle or slow client is dropped, its thread freed
+            timeout = server.idle_seconds  # socket timeout: an idle or slow client is dropped, its thread freed
 
             def _serve(self) -> None:
                 path, _, query = self.path.partition("?")

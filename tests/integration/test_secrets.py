@@ -8,6 +8,7 @@ import argparse
 import base64
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -214,6 +215,10 @@ def test_planted_secrets_of_every_shape_never_appear_under_any_failure(
         ({}, ("report", "mtls", "--window", "99999999999999999999y"), 2),
         ({}, ("once", "--bogus"), 2),
     ]
+    busy = socket.socket()
+    busy.bind(("0.0.0.0", 0))
+    busy.listen()
+    cases.append(({"EXPORTER_HTTP_PORT": str(busy.getsockname()[1])}, ("run",), 2))
     for extra, args, code in cases:
         proc = run(env | {"EXPORTER_PROMETHEUS_URL": f"http://u:{SHORT_PASSWORD}@{host}"} | extra, *args)
         assert proc.returncode == code, (extra, args, proc.stderr[-2000:])
@@ -221,4 +226,5 @@ def test_planted_secrets_of_every_shape_never_appear_under_any_failure(
         if code == 2:
             assert len(proc.stderr.strip().splitlines()) == 1, (extra, args, proc.stderr)
         assert_no_planted(proc.stdout, proc.stderr)
+    busy.close()
     assert intake.points()  # the stripped key was accepted by the intake (the newline case submitted)
