@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     """Extra request headers, `Name=value` pairs separated by commas (e.g. X-Scope-OrgID=team-a)."""
     prometheus_timeout_seconds: float = Field(10.0, ge=0.001, le=3600)
     """Per-query timeout, sent to Prometheus too so it stops evaluating (1 ms to 1 h, in whole milliseconds)."""
-    prometheus_max_answer_bytes: int = Field(32 * 1024 * 1024, ge=1024, le=1024**3)
+    prometheus_max_answer_bytes: int = Field(6 * 1024 * 1024, ge=1024, le=1024**3)
     """Largest Prometheus answer read (bytes); above it the query fails clearly instead of exhausting memory."""
 
     # Datadog

@@ -15,7 +15,10 @@ from exporter.sink.datadog import DatadogAPI, DatadogSink
 
 def prometheus(settings: Settings) -> PrometheusClient:
     return PrometheusClient(
-        settings.prometheus_url, headers=settings.prometheus_headers, timeout=settings.prometheus_timeout_seconds
+        settings.prometheus_url,
+        headers=settings.prometheus_headers,
+        timeout=settings.prometheus_timeout_seconds,
+        max_answer_bytes=settings.prometheus_max_answer_bytes,
     )
 
 

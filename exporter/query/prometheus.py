@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -42,7 +43,7 @@ def _query_of(response: requests.Response) -> str:
     return params.get("query", ["?"])[0]
 
 
-DEFAULT_MAX_ANSWER_BYTES = 32 * 1024 * 1024
+DEFAULT_MAX_ANSWER_BYTES = 6 * 1024 * 1024  # keeps the daemon (four answers) inside 256Mi: docs/reliability.md
 
 
 def timeout_param(seconds: float) -> str:
@@ -76,6 +77,28 @@ def _read_bounded(response: requests.Response, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+_DECODE = threading.Lock()
+
+
+class _Samples(list[Sample]):
+    """An instant vector decoded in the response hook (each parsed item released as it is read)."""
+
+    @classmethod
+    def decode(cls, result: list[Any], *, query: str) -> _Samples:
+        samples = cls()
+        try:
+            while result:
+                item = result.pop()  # frees the item's dict and value list as the samples grow
+                metric = item["metric"]
+                if not isinstance(metric, dict):
+                    raise TypeError("metric is not an object")
+                samples.append((metric, to_float(item["value"][1])))
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            raise QueryError(f"not an instant vector: {e}", query=query, kind="malformed") from None
+        samples.reverse()
+        return samples
+
+
 def _bounded_hook(limit: int) -> Callable[..., None]:
     def hook(response: requests.Response, *args: Any, **kwargs: Any) -> None:
         if response._content_consumed:  # type: ignore[attr-defined]  # read already (a test's fake session)
@@ -84,15 +107,22 @@ def _bounded_hook(limit: int) -> Callable[..., None]:
         if response.status_code != 200:
             response._content, response._content_consumed = body, True  # type: ignore[attr-defined]
             return _check_response(response)
-        try:
-            doc = json.loads(body)
-        except ValueError as e:
-            raise QueryError(
-                f"malformed answer from Prometheus: {e}", query=_query_of(response), retryable=True, kind="malformed"
-            ) from None
-        del body
+        with _DECODE:  # one answer decoded at a time: the transient peak is one answer's, not four
+            try:
+                doc = json.loads(body)
+            except ValueError as e:
+                raise QueryError(
+                    f"malformed answer from Prometheus: {e}",
+                    query=_query_of(response),
+                    retryable=True,
+                    kind="malformed",
+                ) from None
+            del body
+            result = doc.get("data", {}).get("result") if isinstance(doc, dict) else None
+            if isinstance(result, list):  # an instant vector: decoded to samples as the parse is released
+                doc["data"]["result"] = _Samples.decode(result, query=_query_of(response))
         response._content, response._content_consumed = b"", True  # type: ignore[attr-defined]
-        response.__dict__["json"] = lambda **kw: doc  # prometheus-api-client reads the parsed document
+        response.__dict__["json"] = lambda **kw: doc  # prometheus-api-client reads the decoded document
         if isinstance(doc, dict):
             for warning in doc.get("warnings") or []:
                 log.warning("prometheus warning", warning=warning, query=_query_of(response))
@@ -220,6 +250,8 @@ class PrometheusClient:
             ) from e
         except (PrometheusApiClientException, requests.RequestException) as e:
             raise QueryError(f"Prometheus query failed: {e}", query=promql) from e
+        if isinstance(result, _Samples):
+            return result
         try:
             return [(dict(item["metric"]), to_float(item["value"][1])) for item in result]
         except (KeyError, IndexError, TypeError, ValueError) as e:

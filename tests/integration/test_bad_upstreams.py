@@ -44,6 +44,27 @@ def test_an_answer_over_the_size_limit_is_a_clear_error_not_retried() -> None:
         assert len(within.query("up", at=1)) == 20_000
 
 
+def test_a_300000_series_answer_is_refused_by_the_default_limit_after_reading_only_the_limit() -> None:
+    import tracemalloc
+
+    from exporter.config import Settings
+
+    big = vector([({NS: f"namespace-{i % 500}", SVC: f"service-name-{i}"}, "1.5") for i in range(300_000)])
+    limit = Settings().prometheus_max_answer_bytes
+    assert len(big) > limit
+    with ScriptedServer(lambda m, p, q: ok(big)) as server:
+        client = PrometheusClient(server.url, retry=FAST, max_answer_bytes=limit)
+        tracemalloc.start()
+        try:
+            with pytest.raises(QueryError) as info:
+                client.query("up", at=1)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert info.value.kind == "too_large"
+    assert peak < 3 * limit  # the chunks read up to the limit and their join: never the 40 MiB answer parsed
+
+
 def test_a_body_cut_short_is_malformed_and_retried() -> None:
     full = vector([({NS: "ns", SVC: "a"}, "1")])
     calls = {"n": 0}
