@@ -92,7 +92,7 @@ def measure(
         try:
             if isinstance(answer, QueryError):
                 raise answer
-            vectors[name] = vector_by(answer, by, query=queries[name])
+            vectors[name] = vector_by(answer, by, query=queries[name], set_aside_non_finite=True)
         except QueryError as e:
             vectors[name] = None
             errors[name] = e

@@ -273,8 +273,13 @@ class Vector(dict[tuple[str, ...], float]):
     non_finite: frozenset[tuple[str, ...]] = frozenset()
 
 
-def vector_by(samples: Sequence[Sample], labels: Sequence[str], *, query: str) -> Vector:
-    """Key each sample by the values of `labels`; NaN and ±Inf are set aside (never a value)."""
+def vector_by(
+    samples: Sequence[Sample], labels: Sequence[str], *, query: str, set_aside_non_finite: bool = False
+) -> Vector:
+    """Key each sample by the values of `labels`. A NaN or ±Inf sample is never a value: by default it
+    makes the answer a QueryError (kind `non_finite`: a ratio or verdict built on it would be wrong);
+    with `set_aside_non_finite` its key goes to `Vector.non_finite` instead, for callers that leave out
+    just the figures that need it (figures.measure)."""
     out = Vector()
     bad: set[tuple[str, ...]] = set()
     seen: set[tuple[str, ...]] = set()
@@ -289,6 +294,8 @@ def vector_by(samples: Sequence[Sample], labels: Sequence[str], *, query: str) -
             out[key] = value
         else:
             bad.add(key)
+    if bad and not set_aside_non_finite:
+        raise QueryError(f"{len(bad)} series with a NaN or infinite value", query=query, kind="non_finite")
     if bad:
         out.non_finite = frozenset(bad)
         log.warning("non-finite samples left out", series=len(bad), query=query[:200])

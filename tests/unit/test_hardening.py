@@ -241,10 +241,10 @@ def test_a_non_finite_numerator_is_no_figure_never_0_or_100_pct(bad: float) -> N
     key = {"destination_service_namespace": "shop", "destination_service_name": "cart"}
     other = {"destination_service_namespace": "shop", "destination_service_name": "api"}
     vectors = {
-        "requests": vector_by([(key, 10.0), (other, 4.0)], labels, query="q"),
-        "ok": vector_by([(key, bad), (other, 4.0)], labels, query="q"),
-        "mtls": vector_by([(key, 10.0), (other, bad)], labels, query="q"),
-        "p99": vector_by([(key, bad), (other, 12.0)], labels, query="q"),
+        "requests": vector_by([(key, 10.0), (other, 4.0)], labels, query="q", set_aside_non_finite=True),
+        "ok": vector_by([(key, bad), (other, 4.0)], labels, query="q", set_aside_non_finite=True),
+        "mtls": vector_by([(key, 10.0), (other, bad)], labels, query="q", set_aside_non_finite=True),
+        "p99": vector_by([(key, bad), (other, 12.0)], labels, query="q", set_aside_non_finite=True),
     }
     figures = figures_from(vectors)
     cart, api = figures[("shop", "cart")], figures[("shop", "api")]
@@ -252,3 +252,21 @@ def test_a_non_finite_numerator_is_no_figure_never_0_or_100_pct(bad: float) -> N
     assert cart.mtls_coverage_pct == 100.0
     assert api.success_rate_pct == 100.0 and api.mtls_coverage_pct is None and api.p99_latency_ms == 12.0
     assert non_finite_figures(vectors) == {"ok": 1, "mtls": 1, "p99": 1}
+
+
+def test_non_finite_samples_are_an_error_for_callers_that_cannot_set_them_aside() -> None:
+    from exporter.errors import QueryError
+
+    labels = ("destination_service_namespace",)
+    with pytest.raises(QueryError) as info:
+        vector_by([({"destination_service_namespace": "a"}, math.nan)], labels, query="q")
+    assert info.value.kind == "non_finite"  # e.g. the mTLS report: a NaN plaintext rate is never "0, ready"
+
+
+def test_the_start_up_settings_never_show_a_url_password_however_short() -> None:
+    from exporter.config import Settings
+
+    shown = json.dumps(
+        Settings(prometheus_url="http://u:Zq~@prometheus:9090", datadog_url="https://a:b@intake").effective()
+    )
+    assert "Zq~" not in shown and "a:b@" not in shown and "prometheus:9090" in shown

@@ -129,11 +129,12 @@ def test_warnings_are_logged_with_the_query() -> None:
     ]
 
 
-def test_vector_by_drops_nan_and_rejects_duplicate_series() -> None:
+def test_vector_by_sets_nan_aside_and_rejects_duplicate_series() -> None:
     samples = [({"n": "a", "s": "x"}, 1.0), ({"n": "b", "s": "x"}, float("nan"))]
-    assert vector_by(samples, ("n", "s"), query="q") == {("a", "x"): 1.0}
+    vector = vector_by(samples, ("n", "s"), query="q", set_aside_non_finite=True)
+    assert vector == {("a", "x"): 1.0} and vector.non_finite == {("b", "x")}
     with pytest.raises(QueryError, match="duplicate series"):
-        vector_by([*samples, ({"n": "b", "s": "x"}, 2.0)], ("n", "s"), query="q")
+        vector_by([*samples, ({"n": "b", "s": "x"}, 2.0)], ("n", "s"), query="q", set_aside_non_finite=True)
 
 
 def test_ok_body_shape_is_what_prometheus_sends() -> None:
