@@ -354,6 +354,8 @@ def test_readiness_turns_false_only_after_prometheus_stays_down(
         daemon.stop()
     assert readiness == [True, True, True, False, True]  # not ready once no success for > 3 intervals
     assert {ts for (_, _, ts) in held(intake)} == {T0, T0 + 5 * STEP}  # nothing, not zeros, while down
+    # the four instants Prometheus could not answer are counted, never skipped silently
+    assert metric(metrics_text(daemon), 'mesh_exporter_instants_missed_total{reason="not_measured"}') == 4
 
 
 # ------------------------------------------------------------------------------- shutdown and load
@@ -524,6 +526,32 @@ class Stuck:
 
     def send_event(self, event: dict[str, Any]) -> None:
         self.release.wait(120)
+
+
+def test_a_wrong_shape_kubernetes_answer_is_counted_and_the_last_good_list_kept(
+    prom_url: str, intake: FakeIntake, tmp_path: Path
+) -> None:
+    from exporter.kube.client import KubeClient, api_client
+    from exporter.kube.discovery import KubeDiscovery
+    from tests.support.scripted import ScriptedServer, ok
+
+    shape = {"page": {"items": [{"metadata": {"name": "cart", "namespace": "shop"}}]}}
+    with ScriptedServer(lambda m, p, q: ok(shape["page"])) as kube:
+        with FakeKubeAPI() as real:  # its kubeconfig, pointed at the misbehaving API
+            config = real.write_kubeconfig(tmp_path / "kubeconfig")
+            config.write_text(config.read_text().replace(real.url, kube.url))
+        daemon = make_daemon(prom_url, intake.url, config)
+        daemon.discovery = KubeDiscovery(KubeClient(api_client(str(config))), label_selector="migrated=true")
+        daemon.refresh_discovery()
+        good = list(daemon.services or [])
+        shape["page"] = {"items": "abc"}
+        daemon.refresh_discovery()
+        shape["page"] = {"items": [{"metadata": {"namespace": "shop"}}]}
+        daemon.refresh_discovery()
+    assert [s.name for s in good] == ["cart"] and daemon.services == good
+    text = metrics_text(daemon)
+    assert metric(text, "mesh_exporter_kube_malformed_answers_total") == 2
+    assert metric(text, 'exporter_errors_total{stage="discovery"}') == 2
 
 
 def test_a_stuck_delivery_never_blocks_exit_and_its_points_are_spooled(
