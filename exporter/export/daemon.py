@@ -274,7 +274,14 @@ class Daemon:
                 if self._worker_stop.is_set():
                     return
                 wanted = self._rounds_wanted
-            stats = self._deliver_round()
+            try:
+                stats = self._deliver_round()
+            except Exception as e:  # never lose the worker's points, never leave a cycle waiting
+                log.exception("delivery round crashed; points kept", error=str(e))
+                with self._delivery:
+                    held, self._in_flight = self._in_flight, None
+                self.backlog.add(held or [])
+                stats = SubmitStats(errors=[SubmitError(f"delivery crashed: {type(e).__name__}")])
             with self._delivery:
                 self._last_round, self._rounds_done = stats, wanted
                 self._delivery.notify_all()
