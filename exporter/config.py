@@ -12,13 +12,14 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
-from urllib.parse import urlparse
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from exporter.errors import ConfigError
+from exporter.logs import mask_userinfo
 from exporter.query import promql
 from exporter.selectors import LabelSelectorError, parse_label_selector
 
@@ -40,10 +41,34 @@ def _split(value: Any) -> Any:
     return value
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_CREDENTIAL_HEADER = re.compile(r"auth|key|token|secret|password|cookie|session", re.IGNORECASE)
+MAX_DURATION_SECONDS = 366 * 86400.0  # no duration setting means more than a year
+
+
+def _clean(value: str) -> str:
+    """A value that may be secret, normalised: surrounding whitespace (a newline from `echo key | base64`)
+    stripped; any other control character refused. The message never shows the value."""
+    value = value.strip()
+    if _CONTROL.search(value):
+        raise ValueError("contains a control character (value not shown: it may be secret)")
+    return value
+
+
 def _url(value: str, name: str) -> str:
-    parsed = urlparse(value)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ValueError(f"not an http(s) URL: {value!r}")
+    """An http(s) URL with a host and a valid port. Errors never echo the value: it may hold a password."""
+    value = _clean(value)
+    hint = "(value not shown: it may hold a password)"
+    try:
+        parsed = urlsplit(value)
+        port = parsed.port
+    except ValueError:
+        raise ValueError(f"the port must be a number from 1 to 65535 {hint}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"not an http(s) URL with a host, e.g. http://prometheus:9090 {hint}")
+    if port == 0 or (parsed.netloc.rsplit("@", 1)[-1].endswith(":") and port is None):
+        raise ValueError(f"the port must be a number from 1 to 65535 {hint}")
     return value.rstrip("/")
 
 
@@ -51,7 +76,7 @@ class Settings(BaseSettings):
     """Every setting of the exporter, with its default; see README for the table."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, case_sensitive=False, extra="forbid", populate_by_name=True
+        env_prefix=ENV_PREFIX, case_sensitive=False, extra="forbid", populate_by_name=True, allow_inf_nan=False
     )
 
     # Prometheus
@@ -59,8 +84,10 @@ class Settings(BaseSettings):
     """Prometheus-compatible query API (Prometheus, Thanos, Mimir)."""
     prometheus_headers: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     """Extra request headers, `Name=value` pairs separated by commas (e.g. X-Scope-OrgID=team-a)."""
-    prometheus_timeout_seconds: float = Field(10.0, gt=0)
-    """Per-query timeout, sent to Prometheus too so it stops evaluating."""
+    prometheus_timeout_seconds: float = Field(10.0, ge=0.001, le=3600)
+    """Per-query timeout, sent to Prometheus too so it stops evaluating (1 ms to 1 h, in whole milliseconds)."""
+    prometheus_max_answer_bytes: int = Field(6 * 1024 * 1024, ge=1024, le=1024**3)
+    """Largest Prometheus answer read (bytes); above it the query fails clearly instead of exhausting memory."""
 
     # Datadog
     dd_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("DD_API_KEY", "dd_api_key"))
@@ -84,10 +111,10 @@ class Settings(BaseSettings):
     namespaces: Annotated[list[str] | None, NoDecode] = None
     """Namespaces to watch; unset or `all` means every namespace."""
     kubeconfig: str | None = Field(None, validation_alias=AliasChoices("KUBECONFIG", "kubeconfig"))
-    discovery_interval_seconds: float = Field(60.0, gt=0)
+    discovery_interval_seconds: float = Field(60.0, gt=0, le=86400)
 
     # Cycle
-    interval_seconds: float = Field(30.0, gt=0)
+    interval_seconds: float = Field(30.0, gt=0, le=86400)
     rate_window: str = "5m"
     tags: Annotated[list[str], NoDecode] = Field(default_factory=list)
     http_port: int = Field(8000, ge=0, le=65535)
@@ -104,14 +131,14 @@ class Settings(BaseSettings):
     leader_election: bool = False
     lease_name: str = "mesh-exporter"
     lease_namespace: str = "istio-system"
-    lease_duration_seconds: float = Field(15.0, gt=0)
-    renew_deadline_seconds: float = Field(10.0, gt=0)
-    retry_period_seconds: float = Field(2.0, gt=0)
+    lease_duration_seconds: float = Field(15.0, gt=0, le=86400)
+    renew_deadline_seconds: float = Field(10.0, gt=0, le=86400)
+    retry_period_seconds: float = Field(2.0, gt=0, le=86400)
 
     # Reliability
     spool_dir: str | None = None
     """Directory where unsent points survive a restart; unset keeps them in memory only."""
-    backlog_max_points: int = Field(200_000, ge=0)
+    backlog_max_points: int = Field(200_000, ge=0, le=10_000_000)
     """Most unsent points kept for re-sending (besides Datadog's one-hour limit); oldest dropped first."""
 
     # Canary analysis endpoints (/v1/canary/analysis, /v1/flagger/check, /v1/flagger/gate)
@@ -133,6 +160,38 @@ class Settings(BaseSettings):
     def _prometheus_url(cls, v: str) -> str:
         return _url(v, "prometheus_url")
 
+    @field_validator("prometheus_timeout_seconds")
+    @classmethod
+    def _timeout(cls, v: float) -> float:
+        return round(v, 3)  # sent to Prometheus as whole milliseconds (see prometheus.timeout_param)
+
+    @field_validator("dd_api_key", "dd_app_key", mode="before")
+    @classmethod
+    def _secret(cls, v: Any) -> Any:
+        if isinstance(v, SecretStr):
+            v = v.get_secret_value()
+        if isinstance(v, str):
+            v = _clean(v)
+            return v or None
+        return v
+
+    @field_validator("lease_name")
+    @classmethod
+    def _lease_name(cls, v: str) -> str:
+        if len(v) > 253 or not _DNS_SUBDOMAIN.match(v):
+            raise ValueError(f"not a Kubernetes object name (lower-case DNS subdomain, at most 253): {v!r}")
+        return v
+
+    @field_validator("spool_dir")
+    @classmethod
+    def _spool_dir(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        path = Path(v)
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{v!r} exists and is not a directory")
+        return v
+
     @field_validator("datadog_url")
     @classmethod
     def _datadog_url(cls, v: str | None) -> str | None:
@@ -148,7 +207,10 @@ class Settings(BaseSettings):
             name, sep, value = pair.partition("=")
             if not sep or not _HEADER_NAME.match(name.strip()):
                 raise ValueError("expected Name=value pairs separated by commas")
-            headers[name.strip()] = value.strip()
+            try:
+                headers[name.strip()] = _clean(value)
+            except ValueError as e:
+                raise ValueError(f"header {name.strip()}: {e}") from None
         return headers
 
     @field_validator("dd_site")
@@ -186,7 +248,9 @@ class Settings(BaseSettings):
     @field_validator("rate_window", "report_window")
     @classmethod
     def _window(cls, v: str) -> str:
-        promql.duration_seconds(v)
+        seconds = promql.duration_seconds(v)
+        if not 0 < seconds <= MAX_DURATION_SECONDS:
+            raise ValueError(f"must be longer than 0s and at most 366d, got {v!r}")
         return v
 
     @field_validator("tags", mode="before")
@@ -274,18 +338,21 @@ class Settings(BaseSettings):
         """Every secret value the settings hold (for log redaction)."""
         tokens = (self.dd_api_key, self.dd_app_key, self.canary_api_token)
         values = [s.get_secret_value() for s in tokens if s is not None]
-        values += [v for k, v in self.prometheus_headers.items() if k.lower() in ("authorization", "x-api-key")]
+        values += [v for k, v in self.prometheus_headers.items() if _CREDENTIAL_HEADER.search(k)]
         values += [v.split(" ", 1)[1] for v in values if v.lower().startswith(("bearer ", "basic "))]
         for url in (self.prometheus_url, self.datadog_url):
-            password = urlparse(url).password if url else None
-            if password:
-                values.append(password)
+            parts = urlsplit(url) if url else None
+            if parts is not None and parts.password:
+                values.append(parts.password)
+                values.append(f"{parts.username}:{parts.password}")  # its base64 is masked too (logs.Redactor)
         return [v for v in values if v]
 
     def effective(self) -> dict[str, Any]:
         """The configuration as logged at start: secrets shown as set/unset only."""
         out = self.model_dump(exclude=set(self.secret_fields))
         out["prometheus_headers"] = sorted(self.prometheus_headers)
+        for name in ("prometheus_url", "datadog_url"):
+            out[name] = mask_userinfo(out[name]) if out[name] else out[name]
         for name in self.secret_fields:
             out[name] = "<set>" if getattr(self, name) is not None else "<unset>"
         return out
@@ -304,6 +371,8 @@ def _read_yaml(path: str) -> dict[str, Any]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(CONFIG_ENV, f"cannot read {path}: {e.strerror}") from e
+    except UnicodeDecodeError:
+        raise ConfigError(CONFIG_ENV, f"{path} is not UTF-8 text") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

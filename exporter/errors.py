@@ -28,11 +28,13 @@ class DiscoveryError(ExporterError):
 
 
 class KubeError(ExporterError):
-    """A Kubernetes API call failed; `status` is the HTTP status (0 for a connection failure)."""
+    """A Kubernetes API call failed; `status` is the HTTP status (0 for a connection failure); `kind` is
+    `malformed` for an answer of the wrong shape, `too_large` for a list over its budget."""
 
-    def __init__(self, message: str, *, status: int = 0, retryable: bool | None = None) -> None:
+    def __init__(self, message: str, *, status: int = 0, retryable: bool | None = None, kind: str = "error") -> None:
         super().__init__(message, retryable=retryable)
         self.status = status
+        self.kind = kind
 
 
 class QueryError(ExporterError):

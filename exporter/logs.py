@@ -1,10 +1,15 @@
 """Structured logging: structlog on stderr (JSON lines, or a human-readable console rendering on a
-terminal), stdlib logs routed through the same processors, and a redaction processor that removes every
-known secret value wherever it appears (tracebacks too)."""
+terminal), stdlib logs routed through the same processors, and the one redactor every printed line passes
+(logs, tracebacks, CLI output): it masks structurally (the userinfo of anything shaped like a URL, the
+value of credential headers) so even a one-character password is safe, and also every known secret value
+with its escaped, `repr` and base64 forms."""
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
+import re
 import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any
@@ -15,6 +20,31 @@ import structlog
 REDACTED = "<redacted>"
 
 
+# `scheme://user:password@host` or `user:password@host` (no scheme): the userinfo goes whole.
+_USERINFO = re.compile(r"(?P<pre>(?:[A-Za-z][A-Za-z0-9+.\-]*:)?//|\b)(?P<info>[^\s/@'\"<>]+:[^\s/@'\"<>]*)@(?=[^\s@])")
+# A credential header as it appears in a message: `Authorization: Bearer x`, `'DD-API-KEY': 'x'`.
+_HEADER = re.compile(
+    r"(?P<name>(?:authorization|proxy-authorization|dd-api-key|dd-application-key|x-api-key|cookie)['\"]?\s*[:=]\s*['\"]?)"
+    r"(?P<value>[^'\",}\n]+)",
+    re.IGNORECASE,
+)
+# A credential scheme's token, and what a client library says about a header value it refused.
+_TOKEN = re.compile(r"(?P<name>\b(?:bearer|basic|token)\s+)(?P<value>[^\s'\",}]+)", re.IGNORECASE)
+_HEADER_VALUE = re.compile(r"(?P<name>header value[^:]*:\s*|Invalid header value\s*)(?P<value>.+)", re.IGNORECASE)
+
+
+def mask_userinfo(text: str) -> str:
+    """`text` with the userinfo of every URL-shaped part replaced: never shows a password, however short."""
+    return _USERINFO.sub(lambda m: f"{m['pre']}{REDACTED}@", text)
+
+
+def _forms(secret: str) -> set[str]:
+    """The ways a secret can reach text: itself, escaped (JSON, repr), base64 (Basic auth)."""
+    forms = {secret, json.dumps(secret)[1:-1], repr(secret)[1:-1], secret.encode("unicode_escape").decode()}
+    forms.add(base64.b64encode(secret.encode()).decode())
+    return forms
+
+
 class Redactor:
     """structlog processor replacing secret values in every string of an event (nested values too)."""
 
@@ -22,9 +52,10 @@ class Redactor:
         self.secrets: list[str] = []
 
     def set(self, secrets: Iterable[str]) -> None:
-        # Longest first, so a secret that contains another is removed whole. Very short values would
-        # redact ordinary words; keys and tokens are never that short.
-        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        # Longest first, so a secret that contains another is removed whole. Values under 4 characters
+        # would redact ordinary words: those are protected by the structural masks alone.
+        forms = {f for s in secrets for f in _forms(s)}
+        self.secrets = sorted({s for s in forms if len(s) >= 4}, key=len, reverse=True)
 
     def add(self, *secrets: str) -> None:
         """Also redact these (e.g. a bearer token read from a kubeconfig)."""
@@ -32,6 +63,10 @@ class Redactor:
 
     def scrub(self, value: Any) -> Any:
         if isinstance(value, str):
+            if "@" in value:
+                value = mask_userinfo(value)
+            for pattern in (_HEADER_VALUE, _HEADER, _TOKEN):
+                value = pattern.sub(lambda m: f"{m['name']}{REDACTED}", value)
             for secret in self.secrets:
                 if secret in value:
                     value = value.replace(secret, REDACTED)
@@ -43,8 +78,6 @@ class Redactor:
         return value
 
     def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-        if not self.secrets:
-            return event
         return {k: self.scrub(v) for k, v in event.items()}
 
 
@@ -88,12 +121,14 @@ class RedactingStream:
 
 
 def display_url(url: str) -> str:
-    """`url` with any password replaced, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    """`url` without its userinfo, for messages."""
+    try:
+        parts = urlsplit(url)
+        if "@" not in parts.netloc:
+            return url
+        return urlunsplit(parts._replace(netloc=f"{REDACTED}@{parts.netloc.rsplit('@', 1)[1]}"))
+    except ValueError:
+        return mask_userinfo(url)
 
 
 def configure(*, level: str = "info", secrets: Iterable[str] = (), fmt: str = "json", colours: bool = False) -> bool:

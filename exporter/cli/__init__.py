@@ -2,32 +2,50 @@
 
 The only package that builds real clients from Settings (exporter.cli.clients); nothing imports it.
 Each command lives in its own module with `register(subparsers)`, whose parsers set
-`func=(args, settings) -> exit code`. Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration
-error (one line naming the field); `canary analyze` adds 3 for inconclusive and 4 for could not analyse.
+`func=(args, settings) -> exit code`. Exit codes (docs/exit-codes.md): 0 ok, 1 runtime failure, 2 usage
+or configuration error (one line naming the field or flag); `canary analyze` adds 3 for inconclusive and
+4 for "could not complete" (its 1 is a verdict). Every line printed passes the redactor from the first
+byte, and a last-resort handler turns any unexpected exception into one redacted line, never a traceback.
 """
 
 from __future__ import annotations
 
-import argparse
+import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
 
-import structlog
 
-from exporter import __version__, logs
-from exporter.cli import canary, datadog, once, report, rollout, run
-from exporter.cli.common import EXIT_FAILURE, EXIT_USAGE, colour_for
-from exporter.config import Settings, load
-from exporter.errors import ConfigError, ExporterError
+def _interrupted_early(signum: int, frame: object) -> None:
+    """SIGINT while the program is still loading: one line and the shell's 130, never a traceback."""
+    os.write(2, b"exporter: interrupted\n")
+    os._exit(130)
+
+
+if os.path.basename(sys.argv[0]) in ("exporter", "__main__.py"):  # the program itself, not an import in tests
+    signal.signal(signal.SIGINT, _interrupted_early)
+
+import argparse  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from typing import TextIO, cast  # noqa: E402
+
+import structlog  # noqa: E402
+
+from exporter import __version__, logs  # noqa: E402
+from exporter.cli import canary, datadog, once, report, rollout, run  # noqa: E402
+from exporter.cli.common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, OneLineParser, colour_for  # noqa: E402
+from exporter.config import Settings, load  # noqa: E402
+from exporter.errors import ConfigError, ExporterError  # noqa: E402
 
 log = structlog.get_logger("exporter.cli")
 
 Command = Callable[[argparse.Namespace, Settings], int]
 COMMANDS = (run, once, report, canary, rollout, datadog)
+# The exit code of "could not complete" where a command's 1 is a verdict (the default is EXIT_FAILURE).
+COULD_NOT_COMPLETE: dict[Callable[..., int], int] = {canary.cmd_analyze: 4}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="exporter",
         description="Export Istio service figures (request rate, success rate, mTLS coverage, p99 latency) "
         "from Prometheus to Datadog, for every Kubernetes Service with the configured label.",
@@ -43,21 +61,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        settings = load(args.config)
-    except ConfigError as e:
-        print(f"exporter: config error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    logs.configure(
-        level=settings.log_level, secrets=settings.secrets(), fmt=settings.log_format, colours=colour_for(sys.stderr)
-    )
+    colours = colour_for(cast(TextIO, sys.stderr))  # a RedactingStream answers isatty() for its stream
     if not isinstance(sys.stderr, logs.RedactingStream):  # every line this process prints is scrubbed
         sys.stdout, sys.stderr = logs.RedactingStream(sys.stdout), logs.RedactingStream(sys.stderr)
-    command: Command = args.func
+    failure = EXIT_FAILURE
+    if signal.getsignal(signal.SIGINT) is _interrupted_early:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        args = build_parser().parse_args(argv)
+        command: Command = args.func
+        failure = COULD_NOT_COMPLETE.get(command, EXIT_FAILURE)
+        settings = load(args.config)
+        logs.configure(
+            level=settings.log_level,
+            secrets=settings.secrets(),
+            fmt=settings.log_format,
+            colours=colours,
+        )
         return command(args, settings)
+    except SystemExit as e:  # argparse: --help, --version (0) and one-line usage errors (2)
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
     except ConfigError as e:
         print(f"exporter: config error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -65,5 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if logs.console:
             print(f"exporter: {logs.redactor.scrub(str(e))}", file=sys.stderr)
         else:
-            log.error("command failed", command=args.command, error=str(e))
-        return EXIT_FAILURE
+            log.error("command failed", command=" ".join(sys.argv[1:2]), error=str(e))
+        return failure  # 1, or the command's own 'could not complete' (canary analyze: 4)
+    except KeyboardInterrupt:
+        print("exporter: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # the last resort: one redacted line, never a traceback
+        first = (str(e).splitlines() or [""])[0][:300]
+        print(f"exporter: could not complete: {type(e).__name__}: {first}", file=sys.stderr)
+        return failure

@@ -24,7 +24,13 @@ def prometheus(
     limit = (
         settings.prometheus_timeout_seconds if timeout is None else min(timeout, settings.prometheus_timeout_seconds)
     )
-    return PrometheusClient(settings.prometheus_url, headers=settings.prometheus_headers, timeout=limit, retry=retry)
+    return PrometheusClient(
+        settings.prometheus_url,
+        headers=settings.prometheus_headers,
+        timeout=limit,
+        retry=retry,
+        max_answer_bytes=settings.prometheus_max_answer_bytes,
+    )
 
 
 def datadog(settings: Settings) -> DatadogSink:

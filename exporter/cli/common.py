@@ -7,31 +7,43 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from exporter.errors import ConfigError
 from exporter.query import promql
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # SIGINT, as shells report it
+MAX_TIME = 253402300799  # 9999-12-31T23:59:59Z: later instants are typos
+MAX_DURATION_SECONDS = 10 * 366 * 86400.0  # a window longer than ten years is a typo
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with usage errors as one line naming the flag (`exporter once: argument --at: ...`), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message.splitlines()[0] if message else 'bad usage'} (see --help)\n")
+
 
 _COLOURS = {"red": "\033[31m", "yellow": "\033[33m"}
 
 
 def parse_time(text: str) -> int:
-    """RFC 3339 or unix seconds → whole unix seconds (argparse type)."""
+    """RFC 3339 or unix seconds (1970 to 9999) → whole unix seconds (argparse type)."""
+    example = "(e.g. 2026-11-26T06:00:00Z or 1795500000)"
     try:
-        return math.floor(float(text))
+        seconds = float(text)
     except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(text.replace("z", "Z"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not RFC 3339 or unix seconds: {text!r} (e.g. 2026-11-26T06:00:00Z or 1795500000)"
-        ) from None
-    if parsed.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"RFC 3339 time needs an offset or Z: {text!r}")
-    return math.floor(parsed.timestamp())
+        try:
+            parsed = datetime.fromisoformat(text.replace("z", "Z"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not RFC 3339 or unix seconds: {text!r} {example}") from None
+        if parsed.tzinfo is None:
+            raise argparse.ArgumentTypeError(f"RFC 3339 time needs an offset or Z: {text!r}") from None
+        seconds = parsed.timestamp()
+    if not (math.isfinite(seconds) and 0 <= seconds <= MAX_TIME):
+        raise argparse.ArgumentTypeError(f"not a time between 1970 and 9999: {text!r} {example}")
+    return math.floor(seconds)
 
 
 def duration_flag(flag: str, text: str, *, allow_zero: bool = False) -> float:
@@ -42,6 +54,8 @@ def duration_flag(flag: str, text: str, *, allow_zero: bool = False) -> float:
         raise ConfigError(flag, str(e)) from None
     if seconds <= 0 and not allow_zero:
         raise ConfigError(flag, f"must be longer than 0, got {text!r}")
+    if seconds > MAX_DURATION_SECONDS:
+        raise ConfigError(flag, f"must be at most ten years, got {text!r}")
     return seconds
 
 

@@ -1,10 +1,17 @@
 """The long-running exporter: APScheduler jobs, HTTP health and self-metrics, graceful shutdown.
 
-Jobs: a cycle every interval (never overlapping: max_instances 1, coalesced, with a misfire grace)
-and a discovery refresh on its own interval that keeps the last good Service list when the
-Kubernetes API fails. HTTP: /healthz (the process lives), /readyz (a cycle succeeded within the
-last three intervals), /metrics (self-metrics from a private registry). SIGTERM/SIGINT stop
-scheduling and let a running cycle finish within a bounded grace; then the process exits 0.
+Measurement never waits on delivery. The cycle job measures every instant of the grid (the start of
+each interval): when a job ran late, the instants it missed are measured at their own instants on the
+next run (Prometheus evaluates the past), for as far back as Datadog accepts points (1 h); anything
+older is counted and logged, never silently skipped. Points go into the backlog; a delivery worker
+thread sends the backlog oldest first with the original timestamps. The cycle waits for that delivery
+at most half an interval, so a slow or failing Datadog never delays the next measurement.
+
+Jobs: a cycle every interval and a discovery refresh on its own interval that keeps the last good
+Service list when the Kubernetes API fails. HTTP: /healthz, /readyz (a cycle succeeded within the last
+three intervals), /metrics (self-metrics from a private registry). SIGTERM/SIGINT stop scheduling,
+let a running cycle finish within a bounded grace, then try one last delivery within a flush
+deadline (a stuck worker is abandoned: its points are put back and spooled); exit 0.
 """
 
 from __future__ import annotations
@@ -21,19 +28,21 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from exporter.config import Settings
 from exporter.errors import ExporterError, QueryError, SubmitError
-from exporter.export.cycle import run_cycle
+from exporter.export.cycle import CycleResult, deliver, log_cycle, measure_cycle
 from exporter.export.health import HealthServer, Route
 from exporter.export.selfmetrics import SelfMetrics, register_leadership
 from exporter.kube.discovery import KubeDiscovery
 from exporter.model import ServiceRef
 from exporter.query.prometheus import PrometheusClient
 from exporter.retry import RetryPolicy
-from exporter.sink.backlog import Backlog
-from exporter.sink.datadog import DatadogSink, global_tags
+from exporter.sink.backlog import MAX_AGE_SECONDS, Backlog
+from exporter.sink.datadog import DatadogSink, Point, SubmitStats, global_tags, points_for
 
 log = structlog.get_logger("exporter.export.daemon")
 
 READY_INTERVALS = 3
+GRACE_SECONDS = 15.0  # a running cycle may finish within this after SIGTERM
+FLUSH_SECONDS = 5.0  # then one last delivery within this: 20 s in all, inside a 30 s terminationGracePeriod
 
 
 class Leadership(Protocol):
@@ -71,7 +80,8 @@ class Daemon:
         prom: PrometheusClient,
         sink: DatadogSink | None,
         clock: Callable[[], float] = time.time,
-        grace_seconds: float = 20.0,
+        grace_seconds: float = GRACE_SECONDS,
+        flush_seconds: float = FLUSH_SECONDS,
         leader: Leadership | None = None,
         backlog: Backlog | None = None,
     ) -> None:
@@ -81,13 +91,17 @@ class Daemon:
         self.sink = sink
         self.clock = clock
         self.grace_seconds = grace_seconds
+        self.flush_seconds = flush_seconds
         self.leader = leader
-        self.last_at: int | None = None
+        self.last_at: int | None = None  # the last instant measured (set once its delivery was awaited)
+        self._cursor: int | None = None  # the last instant considered (measured, or left to another replica)
         self.metrics = SelfMetrics()
         if leader is not None:
             register_leadership(self.metrics.registry, leader.status)
         self.backlog = backlog if backlog is not None else Backlog(clock=clock)
         self.backlog.on_drop = lambda reason, n: self.metrics.points_dropped.labels(reason).inc(n)
+        if self.backlog.set_aside:
+            self.metrics.spool_set_aside.inc(self.backlog.set_aside)
         self.services: list[ServiceRef] | None = None
         self.discovered_at: float | None = None
         self.last_success: float | None = None
@@ -97,6 +111,13 @@ class Daemon:
         self.routes: dict[str, Route] = {}
         """Extra HTTP routes (e.g. the canary analysis endpoints), added before serve_http."""
         self.scheduler: BackgroundScheduler | None = None
+        # Delivery: a worker thread runs one round per request; cycles wait for their round, bounded.
+        self._delivery = threading.Condition()
+        self._rounds_wanted = self._rounds_done = 0
+        self._last_round: SubmitStats | None = None
+        self._in_flight: list[Point] | None = None  # taken from the backlog, not acknowledged yet
+        self._worker: threading.Thread | None = None
+        self._worker_stop = threading.Event()
         # Retry waits end at once on shutdown, so a cycle caught in an outage finishes within the grace.
         self.prom.retry = replace(self.prom.retry, sleep=self._pause(lambda: QueryError("shutting down", query="-")))
         if self.sink is not None:
@@ -118,6 +139,8 @@ class Daemon:
         except ExporterError as e:
             self.metrics.errors.labels("discovery").inc()
             self.metrics.upstream_up.labels("kubernetes").set(0)
+            if getattr(e.__cause__, "kind", None) == "malformed":
+                self.metrics.kube_malformed.inc()
             age = None if self.discovered_at is None else round(self.clock() - self.discovered_at, 1)
             log.error(
                 "discovery failed; keeping the last good service list",
@@ -137,69 +160,182 @@ class Daemon:
         interval = self.settings.interval_seconds
         return int(self.clock() // interval * interval)
 
+    def due(self) -> list[int]:
+        """The grid instants to measure now, oldest first: every one since the last considered, back
+        to the age Datadog still accepts; older ones are counted and logged as missed."""
+        interval = self.settings.interval_seconds
+        now_at = self.instant()
+        if self._cursor is None:
+            return [now_at]
+        first = self._cursor + interval
+        count = int((now_at - first) // interval) + 1 if now_at >= first else 0
+        instants = [int(first + k * interval) for k in range(count)]
+        oldest = self.clock() - MAX_AGE_SECONDS + interval
+        missed = [at for at in instants if at < oldest]
+        if missed:
+            self.metrics.instants_missed.labels("older_than_datadog_accepts").inc(len(missed))
+            log.error("instants missed: too old to send", instants=len(missed), first=missed[0], last=missed[-1])
+        return instants[len(missed) :]
+
     def cycle(self) -> None:
-        """One cycle at the current interval's instant; never raises (failures are logged and counted)."""
+        """Measure every due instant and queue its points; wait for delivery at most half an interval.
+        Never raises (failures are logged and counted)."""
         with self._cycle_lock:
             if self.stop_event.is_set():
                 return
-            at = self.instant()
-            if at == self.last_at:
+            due = self.due()
+            if not due:
                 return  # this interval's instant was already exported
-            if self.leader is not None and not self.leader.may_submit(at):
-                log.debug("not the leader; skipping cycle", evaluated_at=at, leadership=self.leader.status())
-                return
             if self.services is None:
                 self.refresh_discovery()
             if self.services is None:
                 log.warning("no service list yet; skipping cycle")
+                self.metrics.instants_missed.labels("no_service_list").inc(len(due))
+                self._cursor = due[-1]
                 return
-            started = time.perf_counter()
-            if self.discovered_at is not None:
-                self.metrics.discovery_age.set(self.clock() - self.discovered_at)
-            before = self.prom.requests_made
-            try:
-                result = run_cycle(
-                    self.services,
-                    prom=self.prom,
-                    at=at,
-                    window=self.settings.rate_window,
-                    namespaces=self.settings.namespaces,
-                    sink=self.sink,
-                    tags=global_tags(self.settings),
-                    metric_prefix=self.settings.metric_prefix,
-                    backlog=self.backlog,
-                )
-            except Exception as e:  # a bug must not kill the daemon; it is logged with its traceback
-                self.metrics.errors.labels("cycle").inc()
-                log.exception("cycle crashed", error=str(e))
+            results = [r for r in (self._measure(at) for at in due if not self.stop_event.is_set()) if r is not None]
+            if not results:
                 return
-            finally:
-                self.metrics.promql_requests.inc(self.prom.requests_made - before)
-            self.last_at = at
-            if self.leader is not None and result.submitted is not None:
-                self.leader.submitted(at)
-            self.metrics.cycle_seconds.observe(time.perf_counter() - started)
-            for stage, seconds in result.durations.items():
-                self.metrics.stage_seconds.labels(stage).set(seconds)
-            if result.query_errors:
-                self.metrics.errors.labels("query").inc(len(result.query_errors))
-                for error in result.query_errors.values():
-                    self.metrics.query_errors.labels(error.kind).inc()
-            self.metrics.upstream_up.labels("prometheus").set(0 if result.query_errors else 1)
-            self.metrics.backlog.set(len(self.backlog))
-            oldest = self.backlog.oldest()
-            self.metrics.backlog_oldest_age.set(0 if oldest is None else max(0.0, self.clock() - oldest))
-            if result.submitted is not None:
-                self.metrics.points.inc(result.submitted.points)
-                self.metrics.points_failed.inc(result.submitted.failed_points)
-                self.metrics.datadog_requests.inc(result.submitted.requests)
-                if result.submitted.requests:
-                    self.metrics.upstream_up.labels("datadog").set(0 if result.submitted.errors else 1)
-                if result.submitted.errors:
-                    self.metrics.errors.labels("submit").inc(len(result.submitted.errors))
-            if result.ok:
+            waited = time.perf_counter()
+            round_stats = self._await_delivery() if self.sink is not None else None
+            last = results[-1]
+            last.submitted = round_stats
+            if self.sink is not None:
+                last.durations["submit"] = time.perf_counter() - waited
+            log_cycle(last, services=len(self.services), backlog=self.backlog)
+            self.backlog_metrics()
+            delivered = round_stats is None or not round_stats.errors
+            if all(not r.query_errors for r in results) and delivered:
                 self.last_success = self.clock()
                 self.metrics.last_success.set(self.last_success)
+            self.last_at = last.at  # measured, and its delivery round awaited (bounded)
+
+    def _measure(self, at: int) -> CycleResult | None:
+        """Measure one instant (when this replica may) and queue its points; None when not measured."""
+        self._cursor = at
+        if self.leader is not None and not self.leader.may_submit(at):
+            log.debug("not the leader; skipping cycle", evaluated_at=at, leadership=self.leader.status())
+            return None
+        assert self.services is not None
+        started = time.perf_counter()
+        if self.discovered_at is not None:
+            self.metrics.discovery_age.set(self.clock() - self.discovered_at)
+        before = self.prom.requests_made
+        try:
+            window, namespaces = self.settings.rate_window, self.settings.namespaces
+            result = measure_cycle(self.services, prom=self.prom, at=at, window=window, namespaces=namespaces)
+        except Exception as e:  # a bug must not kill the daemon; it is logged with its traceback
+            self.metrics.errors.labels("cycle").inc()
+            self.metrics.instants_missed.labels("not_measured").inc()
+            log.exception("cycle crashed", error=str(e), evaluated_at=at)
+            return None
+        finally:
+            self.metrics.promql_requests.inc(self.prom.requests_made - before)
+        self.metrics.cycle_seconds.observe(time.perf_counter() - started)
+        for stage, seconds in result.durations.items():
+            self.metrics.stage_seconds.labels(stage).set(seconds)
+        if result.query_errors:
+            self.metrics.errors.labels("query").inc(len(result.query_errors))
+            for error in result.query_errors.values():
+                self.metrics.query_errors.labels(error.kind).inc()
+        for name, count in result.non_finite.items():
+            self.metrics.non_finite.labels(name).inc(count)
+        if not result.measured:
+            self.metrics.instants_missed.labels("not_measured").inc()
+            log.error("instant not measured: Prometheus did not answer the request totals", evaluated_at=at)
+        self.metrics.upstream_up.labels("prometheus").set(0 if result.query_errors else 1)
+        if self.sink is not None:
+            tags, prefix = global_tags(self.settings), self.settings.metric_prefix
+            self.backlog.add(points_for(result.figures, at=at, tags=tags, prefix=prefix))
+        if self.leader is not None:
+            self.leader.submitted(at)
+        return result
+
+    # Delivery ------------------------------------------------------------------------------------
+    def _await_delivery(self) -> SubmitStats | None:
+        """Ask the worker for a delivery round and wait for it at most half an interval."""
+        self._ensure_worker()
+        with self._delivery:
+            self._rounds_wanted += 1
+            wanted = self._rounds_wanted
+            self._delivery.notify_all()
+            done = self._delivery.wait_for(
+                lambda: self._rounds_done >= wanted or self.stop_event.is_set(),
+                timeout=self.settings.interval_seconds / 2,
+            )
+            if not done or self._rounds_done < wanted:
+                log.warning("delivery still running; measuring goes on", backlog=len(self.backlog))
+                return None
+            return self._last_round
+
+    def _ensure_worker(self) -> None:
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._deliver_forever, name="delivery", daemon=True)
+            self._worker.start()
+
+    def _deliver_forever(self) -> None:
+        while True:
+            with self._delivery:
+                self._delivery.wait_for(lambda: self._rounds_done < self._rounds_wanted or self._worker_stop.is_set())
+                if self._worker_stop.is_set():
+                    return
+                wanted = self._rounds_wanted
+            try:
+                stats = self._deliver_round()
+            except Exception as e:  # never lose the worker's points, never leave a cycle waiting
+                log.exception("delivery round crashed; points kept", error=str(e))
+                with self._delivery:
+                    held, self._in_flight = self._in_flight, None
+                self.backlog.add(held or [])
+                stats = SubmitStats(errors=[SubmitError(f"delivery crashed: {type(e).__name__}")])
+            with self._delivery:
+                self._last_round, self._rounds_done = stats, wanted
+                self._delivery.notify_all()
+
+    def _deliver_round(self) -> SubmitStats:
+        """One delivery of the whole backlog; every exception keeps the points; metrics recorded."""
+        assert self.sink is not None
+        pending = self.backlog.take()
+        with self._delivery:
+            self._in_flight = pending
+        started = time.perf_counter()
+        stats = deliver(self.sink, pending)  # never raises: failures come back in stats.failed
+        with self._delivery:
+            if self._in_flight is not pending:  # shutdown reclaimed these points already
+                return stats
+            self._in_flight = None
+        self.backlog.add(stats.failed)
+        self.metrics.stage_seconds.labels("submit").set(time.perf_counter() - started)
+        self.metrics.points.inc(stats.points)
+        self.metrics.points_failed.inc(stats.failed_points)
+        self.metrics.datadog_requests.inc(stats.requests)
+        if stats.rejected:
+            self.metrics.points_dropped.labels("too_large").inc(len(stats.rejected))
+        if stats.requests:
+            self.metrics.upstream_up.labels("datadog").set(0 if stats.errors else 1)
+        if stats.errors:
+            self.metrics.errors.labels("submit").inc(len(stats.errors))
+        self.backlog_metrics()
+        return stats
+
+    def backlog_metrics(self) -> None:
+        """The backlog's size and the age of its oldest point (0 when empty), for alerting."""
+        self.metrics.backlog.set(len(self.backlog))
+        oldest = self.backlog.oldest()
+        self.metrics.backlog_oldest_age.set(0 if oldest is None else max(0.0, self.clock() - oldest))
+
+    def _stop_worker(self) -> None:
+        """Stop the delivery worker; points it still holds (a stuck request) go back into the backlog."""
+        self._worker_stop.set()
+        with self._delivery:
+            self._delivery.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout=1.0)
+        with self._delivery:
+            held, self._in_flight = self._in_flight, None
+        if held:
+            log.warning("delivery was still running at shutdown; its points are kept", points=len(held))
+            self.backlog.add(held)
 
     # Health --------------------------------------------------------------------------------------
     def ready(self) -> bool:
@@ -247,6 +383,7 @@ class Daemon:
             self._cycle_lock.release()
         else:
             log.warning("a cycle was still running when the grace period ended", grace_s=self.grace_seconds)
+        self._stop_worker()
         self.flush_backlog()
         if self.leader is not None:
             self.leader.stop()
@@ -255,12 +392,22 @@ class Daemon:
         return finished
 
     def flush_backlog(self) -> None:
-        """At shutdown: one last attempt (no retries) to send the backlog; what remains is spooled."""
+        """At shutdown: one last attempt (no retries) to send the backlog within the flush deadline;
+        what remains is spooled. A request that does not return in time is abandoned (its thread is a
+        daemon) and all its points are kept."""
         points = self.backlog.take()
         if not points or self.sink is None:
             self.backlog.add(points)
             return
-        stats = DatadogSink(self.sink.transport, retry=RetryPolicy(attempts=1)).submit(points)
+        last = DatadogSink(self.sink.transport, retry=RetryPolicy(attempts=1))
+        box: list[SubmitStats] = []
+        flusher = threading.Thread(target=lambda: box.append(deliver(last, points)), name="flush", daemon=True)
+        flusher.start()
+        flusher.join(self.flush_seconds)
+        if not box:
+            log.error("shutdown: the last delivery did not finish in time; points kept", deadline_s=self.flush_seconds)
+            box.append(SubmitStats(failed=points))
+        stats = box[0]
         self.backlog.add(stats.failed)
         if stats.failed and self.backlog.spool is None:
             self.metrics.points_dropped.labels("shutdown").inc(len(stats.failed))
@@ -276,7 +423,7 @@ class Daemon:
             signal.signal(sig, lambda signum, frame: self.stop_event.set())
         self.start()
         self.stop_event.wait()
-        log.info("stopping: letting a running cycle finish", grace_s=self.grace_seconds)
+        log.info("stopping: letting a running cycle finish", grace_s=self.grace_seconds, flush_s=self.flush_seconds)
         self.stop()
         log.info("stopped")
         return 0

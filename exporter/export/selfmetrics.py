@@ -79,9 +79,33 @@ class SelfMetrics:
             "Age of the oldest point waiting to be re-sent (0 when the backlog is empty).",
             registry=r,
         )
+        self.instants_missed = Counter(
+            "mesh_exporter_instants_missed",
+            "Evaluation instants of the grid not measured, by reason (never skipped silently).",
+            ["reason"],
+            registry=r,
+        )
+        self.non_finite = Counter(
+            "mesh_exporter_non_finite_figures",
+            "Figures left out because a sample they need was NaN or Inf, by query.",
+            ["query"],
+            registry=r,
+        )
+        self.spool_set_aside = Counter(
+            "mesh_exporter_spool_entries_set_aside",
+            "Spooled points that failed validation at start (set aside in a file beside the spool).",
+            registry=r,
+        )
+        self.kube_malformed = Counter(
+            "mesh_exporter_kube_malformed_answers",
+            "Kubernetes API answers of the wrong shape (typed KubeError, the last good list kept).",
+            registry=r,
+        )
+        for reason in ("older_than_datadog_accepts", "not_measured", "no_service_list"):
+            self.instants_missed.labels(reason)
         for stage in ("discovery", "query", "submit", "cycle"):
             self.errors.labels(stage)
-        for reason in ("older_than_datadog_accepts", "backlog_full", "shutdown"):
+        for reason in ("older_than_datadog_accepts", "backlog_full", "shutdown", "too_large"):
             self.points_dropped.labels(reason)
 
 

@@ -3,13 +3,17 @@
 Requests are raw REST calls through the official client's ApiClient (its configuration, auth and TLS),
 answers are plain JSON: building the client's model objects costs more than the calls themselves. A
 failure leaves as a KubeError with the API's own message and whether a retry can help; a write whose
-answer was lost is never retried (the patch may have been applied).
+answer was lost is never retried (the patch may have been applied). An answer of the wrong shape is a
+KubeError with `kind="malformed"`. Paging is bounded: a page budget, an item budget, a `continue`
+token that repeats, and a deadline over the whole list each end it with a KubeError.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import time
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -19,7 +23,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from exporter import logs
-from exporter.errors import KubeError, retryable_status
+from exporter.errors import ConfigError, KubeError, retryable_status
 from exporter.retry import RetryPolicy, call
 
 JSON = dict[str, Any]
@@ -40,6 +44,9 @@ def api_client(kubeconfig: str | None = None) -> k8s.ApiClient:
                 k8s_config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except (k8s_config.ConfigException, OSError) as e:
         raise KubeError(f"no Kubernetes configuration: {e}") from e
+    except Exception as e:  # a kubeconfig the client cannot read at all (not a mapping, wrong types)
+        where = kubeconfig or os.environ.get("KUBECONFIG", "~/.kube/config")
+        raise ConfigError("KUBECONFIG", f"{where} is not a usable kubeconfig ({type(e).__name__})") from None
     configuration.retries = 0  # retries are ours (tenacity)
     for value in (configuration.api_key or {}).values():  # bearer tokens must never reach a log line
         logs.redactor.add(str(value).removeprefix("Bearer ").strip(), str(value))
@@ -61,12 +68,25 @@ class KubeClient:
     """Typed, retried REST calls on one ApiClient. `request` is one attempt; the others retry per `retry`."""
 
     def __init__(
-        self, api: k8s.ApiClient, *, timeout: float = 15.0, retry: RetryPolicy | None = None, page_size: int = 500
+        self,
+        api: k8s.ApiClient,
+        *,
+        timeout: float = 15.0,
+        retry: RetryPolicy | None = None,
+        page_size: int = 500,
+        max_pages: int = 200,
+        max_items: int = 50_000,
+        list_deadline: float = 60.0,
+        clock: Any = time.monotonic,
     ) -> None:
         self.api = api
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.page_size = page_size
+        self.max_pages = max_pages
+        self.max_items = max_items
+        self.list_deadline = list_deadline
+        self.clock = clock
         self.requests_made = 0
 
     def request(
@@ -101,9 +121,10 @@ class KubeClient:
         try:
             answer = json.loads(response.data)
         except ValueError as e:
-            raise KubeError(f"{what}: malformed answer: {e}", retryable=True) from None
+            raise KubeError(f"{what}: malformed answer: {e}", retryable=True, kind="malformed") from None
         if not isinstance(answer, dict):
-            raise KubeError(f"{what}: malformed answer: a JSON {type(answer).__name__}, not an object")
+            kind = type(answer).__name__
+            raise KubeError(f"{what}: malformed answer: a JSON {kind}, not an object", kind="malformed")
         return answer
 
     def get(self, path: str, *, what: str, query: Query = ()) -> JSON:
@@ -118,21 +139,32 @@ class KubeClient:
         )
 
     def list(self, path: str, *, what: str, query: Query = ()) -> list[JSON]:
-        """Every item of a list, page by page (`limit`/`continue`)."""
+        """Every item of a list, page by page (`limit`/`continue`), within the page, item and time budgets."""
         items: list[JSON] = []
         token: str | None = None
-        while True:
+        seen: set[str] = set()
+        deadline = self.clock() + self.list_deadline
+        for _ in range(self.max_pages):
             page_query = [*query, ("limit", self.page_size)] + ([("continue", token)] if token else [])
             page = self.get(path, what=what, query=page_query)
             found = page.get("items")
             if found is None:
                 found = []
             if not isinstance(found, list) or not all(isinstance(item, dict) for item in found):
-                raise KubeError(f"{what}: malformed answer: items is not a list of objects")
+                raise KubeError(f"{what}: malformed answer: items is not a list of objects", kind="malformed")
             items += found
-            token = (page.get("metadata") or {}).get("continue") or None
+            if len(items) > self.max_items:
+                raise KubeError(f"{what}: more than {self.max_items} items; narrow the selector", kind="too_large")
+            meta = page.get("metadata") or {}
+            token = meta.get("continue") if isinstance(meta, dict) else None
             if not token:
                 return items
+            if not isinstance(token, str) or token in seen:
+                raise KubeError(f"{what}: malformed answer: the continue token repeats", kind="malformed")
+            seen.add(token)
+            if self.clock() > deadline:
+                raise KubeError(f"{what}: listing took longer than {self.list_deadline:g}s", retryable=True)
+        raise KubeError(f"{what}: more than {self.max_pages} pages; the API keeps paging", kind="malformed")
 
 
 def name_of(item: JSON, *, what: str) -> tuple[str, str]:
@@ -141,5 +173,7 @@ def name_of(item: JSON, *, what: str) -> tuple[str, str]:
     namespace = meta.get("namespace") if isinstance(meta, dict) else None
     name = meta.get("name") if isinstance(meta, dict) else None
     if not isinstance(name, str) or not name or not isinstance(namespace, str) or not namespace:
-        raise KubeError(f"{what}: malformed answer: an item without metadata.namespace and metadata.name")
+        raise KubeError(
+            f"{what}: malformed answer: an item without metadata.namespace and metadata.name", kind="malformed"
+        )
     return namespace, name

@@ -47,5 +47,5 @@ class KubeDiscovery:
                 items = self.kube.list(path, what=what, query=[("labelSelector", self.label_selector)])
                 found.update(service_ref(item, what=what) for item in items)
             except KubeError as e:
-                raise DiscoveryError(str(e), retryable=e.retryable) from None
+                raise DiscoveryError(str(e), retryable=e.retryable) from e  # the cause says its kind
         return sorted(found)

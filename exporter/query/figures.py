@@ -3,6 +3,8 @@
 A measurement runs the four grouped queries of `promql.figure_queries` concurrently and takes the
 ratios here, so that a group with traffic always gets every figure it has data for (0 % is a
 figure) and a group without traffic gets none. A failed query costs only the figures that need it.
+A sample that is not finite (NaN, ±Inf) never makes a figure: a group whose numerator or p99 is not
+finite gets no such figure (never 0 % or 100 %), and is counted in `Measurement.non_finite`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from exporter.errors import QueryError
 from exporter.model import Figures, ServiceRef
 from exporter.query import promql
 from exporter.query.prometheus import PrometheusClient, vector_by
+from exporter.query.prometheus import Vector as Decoded
 
 Key = tuple[str, ...]
 Vector = Mapping[Key, float]
@@ -25,10 +28,16 @@ class Measurement:
 
     figures: dict[Key, Figures]
     errors: dict[str, QueryError] = field(default_factory=dict)
+    non_finite: dict[str, int] = field(default_factory=dict)
+    """Figures left out because a sample they need was NaN or ±Inf, by query name."""
+
+
+def _bad(vector: Vector | None, key: Key) -> bool:
+    return isinstance(vector, Decoded) and key in vector.non_finite
 
 
 def _pct(part: Vector | None, key: Key, total: float) -> float | None:
-    if part is None:
+    if part is None or _bad(part, key):
         return None
     return min(100.0, 100.0 * part.get(key, 0.0) / total)  # no numerator series: 0 %, not nothing
 
@@ -51,6 +60,20 @@ def figures_from(vectors: Mapping[str, Vector | None]) -> dict[Key, Figures]:
     return out
 
 
+def non_finite_figures(vectors: Mapping[str, Vector | None]) -> dict[str, int]:
+    """How many figures of groups with traffic `figures_from` left out for a non-finite sample, by query."""
+    totals = vectors.get("requests")
+    counts: dict[str, int] = {}
+    if isinstance(totals, Decoded) and totals.non_finite:
+        counts["requests"] = len(totals.non_finite)
+    for key, total in (totals or {}).items():
+        if total > 0:
+            for name in ("ok", "mtls", "p99"):
+                if _bad(vectors.get(name), key):
+                    counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
 def measure(
     client: PrometheusClient,
     *,
@@ -69,11 +92,11 @@ def measure(
         try:
             if isinstance(answer, QueryError):
                 raise answer
-            vectors[name] = vector_by(answer, by, query=queries[name])
+            vectors[name] = vector_by(answer, by, query=queries[name], set_aside_non_finite=True)
         except QueryError as e:
             vectors[name] = None
             errors[name] = e
-    return Measurement(figures_from(vectors), errors)
+    return Measurement(figures_from(vectors), errors, non_finite_figures(vectors))
 
 
 def service_figures(
@@ -83,8 +106,9 @@ def service_figures(
     at: float,
     window: str,
     namespaces: Sequence[str] | None = None,
-) -> tuple[dict[ServiceRef, Figures], dict[str, QueryError]]:
-    """Figures for each of `services` (Figures() with all None when it had no traffic)."""
+) -> tuple[dict[ServiceRef, Figures], Measurement]:
+    """Figures for each of `services` (Figures() with all None when it had no traffic), and the
+    measurement they came from (its errors and non-finite counts)."""
     matchers = [promql.one_of("destination_service_namespace", namespaces)] if namespaces else []
     m = measure(client, at=at, window=window, matchers=matchers)
-    return {s: m.figures.get((s.namespace, s.name), Figures()) for s in services}, m.errors
+    return {s: m.figures.get((s.namespace, s.name), Figures()) for s in services}, m

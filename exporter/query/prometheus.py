@@ -1,15 +1,19 @@
 """Runs PromQL through prometheus-api-client: timeouts, extra headers, retries, typed errors, vectors.
 
 Every failure leaves as a `QueryError` carrying the query: HTTP errors (with Prometheus's own error
-text), timeouts, refused connections, malformed JSON, ambiguous (duplicate) vectors. `warnings` in a
-response are logged. Non-200 answers are turned into errors by a response hook on the injected
-`requests.Session`, so prometheus-api-client never swallows Prometheus's error text.
+text), timeouts, refused connections, malformed or cut JSON (retried), answers over the size limit,
+ambiguous (duplicate) vectors. `warnings` in a response are logged. A response hook on the injected
+`requests.Session` reads every answer itself, at most `max_answer_bytes`, and parses it once (the raw
+bytes are released before the vector is built); non-200 answers become errors there, so
+prometheus-api-client never swallows Prometheus's error text. Samples that are not finite never
+become a figure: `vector_by` sets them aside in `Vector.non_finite`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -39,8 +43,96 @@ def _query_of(response: requests.Response) -> str:
     return params.get("query", ["?"])[0]
 
 
+DEFAULT_MAX_ANSWER_BYTES = 6 * 1024 * 1024  # keeps the daemon (four answers) inside 256Mi: docs/reliability.md
+
+
+def timeout_param(seconds: float) -> str:
+    """A timeout as Prometheus's duration grammar accepts it: whole milliseconds (`2500ms`, never `2.5s`)."""
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+def _read_bounded(response: requests.Response, limit: int) -> bytes:
+    """The body, decoded, at most `limit` bytes; QueryError when larger or cut short."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for chunk in response.raw.stream(256 * 1024, decode_content=True):
+            size += len(chunk)
+            if size > limit:
+                response.close()
+                raise QueryError(
+                    f"answer larger than EXPORTER_PROMETHEUS_MAX_ANSWER_BYTES={limit}; narrow "
+                    "EXPORTER_NAMESPACES or the label selector, or raise the limit with the memory limit",
+                    query=_query_of(response),
+                    kind="too_large",
+                )
+            chunks.append(chunk)
+    except (urllib3.exceptions.HTTPError, OSError) as e:  # cut short: IncompleteRead, ProtocolError, reset
+        raise QueryError(
+            f"malformed answer from Prometheus: body cut short ({type(e).__name__})",
+            query=_query_of(response),
+            retryable=True,
+            kind="malformed",
+        ) from None
+    return b"".join(chunks)
+
+
+_DECODE = threading.Lock()
+
+
+class _Samples(list[Sample]):
+    """An instant vector decoded in the response hook (each parsed item released as it is read)."""
+
+    @classmethod
+    def decode(cls, result: list[Any], *, query: str) -> _Samples:
+        samples = cls()
+        try:
+            while result:
+                item = result.pop()  # frees the item's dict and value list as the samples grow
+                metric = item["metric"]
+                if not isinstance(metric, dict):
+                    raise TypeError("metric is not an object")
+                samples.append((metric, to_float(item["value"][1])))
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            raise QueryError(f"not an instant vector: {e}", query=query, kind="malformed") from None
+        samples.reverse()
+        return samples
+
+
+def _bounded_hook(limit: int) -> Callable[..., None]:
+    def hook(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        if response._content_consumed:  # type: ignore[attr-defined]  # read already (a test's fake session)
+            return _check_response(response)
+        body = _read_bounded(response, limit)
+        if response.status_code != 200:
+            response._content, response._content_consumed = body, True  # type: ignore[attr-defined]
+            return _check_response(response)
+        with _DECODE:  # one answer decoded at a time: the transient peak is one answer's, not four
+            try:
+                doc = json.loads(body)
+            except ValueError as e:
+                raise QueryError(
+                    f"malformed answer from Prometheus: {e}",
+                    query=_query_of(response),
+                    retryable=True,
+                    kind="malformed",
+                ) from None
+            del body
+            result = doc.get("data", {}).get("result") if isinstance(doc, dict) else None
+            if isinstance(result, list):  # an instant vector: decoded to samples as the parse is released
+                doc["data"]["result"] = _Samples.decode(result, query=_query_of(response))
+        response._content, response._content_consumed = b"", True  # type: ignore[attr-defined]
+        response.__dict__["json"] = lambda **kw: doc  # prometheus-api-client reads the decoded document
+        if isinstance(doc, dict):
+            for warning in doc.get("warnings") or []:
+                log.warning("prometheus warning", warning=warning, query=_query_of(response))
+        return None
+
+    return hook
+
+
 def _check_response(response: requests.Response, *args: Any, **kwargs: Any) -> None:
-    """requests response hook: non-200 → QueryError with Prometheus's error text; warnings → log."""
+    """Non-200 → QueryError with Prometheus's error text; warnings → log."""
     if response.status_code != 200:
         try:
             body = response.json()
@@ -88,6 +180,7 @@ class PrometheusClient:
         retry: RetryPolicy | None = None,
         session: requests.Session | None = None,
         parallel: int = 4,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
@@ -95,7 +188,7 @@ class PrometheusClient:
         self.requests_made = 0
         self._pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="promql")
         self._session = session or requests.Session()
-        self._session.hooks["response"].append(_check_response)
+        self._session.hooks["response"].append(_bounded_hook(max_answer_bytes))
         self._conn = PrometheusConnect(
             url=self.url,
             headers=dict(headers or {}),
@@ -140,9 +233,11 @@ class PrometheusClient:
         return call(once, what=f"GET {display_url(self.url)}/api/v1/label/{label}/values", policy=self.retry)
 
     def _query_once(self, promql: str, at: float) -> list[Sample]:
-        params = {"time": f"{at:.3f}", "timeout": f"{self.timeout:g}s"}
+        params = {"time": f"{at:.3f}", "timeout": timeout_param(self.timeout)}
         log.debug("promql", url=display_url(self.url), query=promql, at=at)
         result = self._mapped(promql, lambda: self._conn.custom_query(promql, params=params))
+        if isinstance(result, _Samples):
+            return result
         try:
             return [(dict(item["metric"]), to_float(item["value"][1])) for item in result]
         except (KeyError, IndexError, TypeError, ValueError) as e:
@@ -172,6 +267,10 @@ class PrometheusClient:
             raise QueryError(
                 f"malformed answer from Prometheus: {e}", query=promql, retryable=True, kind="malformed"
             ) from e
+        except requests.exceptions.ChunkedEncodingError as e:
+            raise QueryError(
+                "malformed answer from Prometheus: body cut short", query=promql, retryable=True, kind="malformed"
+            ) from e
         except (PrometheusApiClientException, requests.RequestException) as e:
             raise QueryError(f"Prometheus query failed: {e}", query=promql) from e
 
@@ -182,9 +281,22 @@ def _root(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def vector_by(samples: Sequence[Sample], labels: Sequence[str], *, query: str) -> dict[tuple[str, ...], float]:
-    """Key each sample by the values of `labels`; NaN and ±Inf are dropped (they mean no data)."""
-    out: dict[tuple[str, ...], float] = {}
+class Vector(dict[tuple[str, ...], float]):
+    """Finite values by group key; `non_finite` holds the keys whose sample was NaN or ±Inf, so that a
+    ratio with such a numerator is left out rather than read as 0 (see figures.figures_from)."""
+
+    non_finite: frozenset[tuple[str, ...]] = frozenset()
+
+
+def vector_by(
+    samples: Sequence[Sample], labels: Sequence[str], *, query: str, set_aside_non_finite: bool = False
+) -> Vector:
+    """Key each sample by the values of `labels`. A NaN or ±Inf sample is never a value: by default it
+    makes the answer a QueryError (kind `non_finite`: a ratio or verdict built on it would be wrong);
+    with `set_aside_non_finite` its key goes to `Vector.non_finite` instead, for callers that leave out
+    just the figures that need it (figures.measure)."""
+    out = Vector()
+    bad: set[tuple[str, ...]] = set()
     seen: set[tuple[str, ...]] = set()
     for metric, value in samples:
         key = tuple(metric.get(label, "") for label in labels)
@@ -195,4 +307,11 @@ def vector_by(samples: Sequence[Sample], labels: Sequence[str], *, query: str) -
         seen.add(key)
         if math.isfinite(value):
             out[key] = value
+        else:
+            bad.add(key)
+    if bad and not set_aside_non_finite:
+        raise QueryError(f"{len(bad)} series with a NaN or infinite value", query=query, kind="non_finite")
+    if bad:
+        out.non_finite = frozenset(bad)
+        log.warning("non-finite samples left out", series=len(bad), query=query[:200])
     return out

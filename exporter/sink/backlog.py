@@ -3,13 +3,17 @@
 Bounded by age (Datadog drops points more than an hour old, so older ones are dropped here first,
 counted and logged) and by count (oldest dropped first). With a spool directory the backlog is also
 written to disk after every change (atomically: temporary file, fsync, rename), so a restart during
-a Datadog outage loses nothing; a spool file that cannot be read is set aside with a warning.
+a Datadog outage loses nothing; a spool file that cannot be read is set aside with a warning, and
+every entry is validated on load (a metric name Datadog accepts, a finite value, a whole timestamp no later than
+a minute from now, a list of string tags): bad entries are written aside and counted, never sent.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -25,6 +29,26 @@ MAX_AGE_SECONDS = 3600.0  # Datadog's intake ignores points more than one hour i
 DEFAULT_MAX_POINTS = 200_000
 SPOOL_NAME = "backlog.json"
 _FORMAT = 1
+_FUTURE_SLACK = 60.0  # a spooled point from later than this is a broken clock or a forged file
+
+
+def _point(entry: object, *, latest: float) -> Point | None:
+    """A spool entry as a Point, or None when it is not one this exporter could have written."""
+    if not isinstance(entry, list) or len(entry) != 4:
+        return None
+    metric, value, ts, tags = entry
+    if not isinstance(metric, str) or not _METRIC_NAME.match(metric):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not math.isfinite(value) or isinstance(ts, bool) or not isinstance(ts, int) or not 0 < ts <= latest:
+        return None
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        return None
+    return Point(metric, float(value), ts, tuple(tags))
+
+
+_METRIC_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.]{0,199}$")  # Datadog's metric name grammar
 
 
 class Spool:
@@ -33,19 +57,42 @@ class Spool:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.path = directory / SPOOL_NAME
+        self.set_aside = 0
+        """Entries of the last load that failed validation (written to backlog.json.invalid-<time>)."""
 
-    def load(self) -> list[Point]:
-        """Points saved by a previous run; a corrupt file is renamed aside (never a crash)."""
+    def load(self, *, now: float | None = None) -> list[Point]:
+        """Points saved by a previous run, each validated; a corrupt file is renamed aside and invalid
+        entries are written aside (never a crash, never sent)."""
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return []
+        except OSError as e:
+            log.error("cannot read the spool; starting with an empty backlog", path=str(self.path), error=e.strerror)
+            return []
         try:
-            doc = json.loads(raw)
-            if doc.get("format") != _FORMAT:
-                raise ValueError(f"unknown spool format {doc.get('format')!r}")
-            return [Point(str(m), float(v), int(t), tuple(str(x) for x in tags)) for m, v, t, tags in doc["points"]]
-        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            doc = json.loads(raw, parse_constant=lambda name: math.nan)
+            if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
+                raise ValueError("unknown spool format")
+            entries = doc["points"]
+            if not isinstance(entries, list):
+                raise ValueError("points is not a list")
+            latest = (time.time() if now is None else now) + _FUTURE_SLACK
+            points: list[Point] = []
+            bad: list[object] = []
+            for entry in entries:
+                point = _point(entry, latest=latest)
+                if point is None:
+                    bad.append(entry)
+                else:
+                    points.append(point)
+            if bad:
+                self.set_aside = len(bad)
+                aside = self.path.with_name(f"{SPOOL_NAME}.invalid-{int(time.time())}")
+                aside.write_text(json.dumps(bad, default=str, allow_nan=True), encoding="utf-8")
+                log.warning("invalid spool entries set aside", entries=len(bad), kept=len(points), moved_to=str(aside))
+            return points
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
             aside = self.path.with_name(f"{SPOOL_NAME}.corrupt-{int(time.time())}")
             os.replace(self.path, aside)
             log.warning("spool file unreadable; set aside", path=str(self.path), moved_to=str(aside), error=str(e))
@@ -84,8 +131,10 @@ class Backlog:
         self.on_drop = on_drop
         self._points: list[Point] = []
         self._lock = threading.Lock()
+        self.set_aside = 0
         if spool is not None:
-            loaded = spool.load()
+            loaded = spool.load(now=clock())
+            self.set_aside = spool.set_aside
             if loaded:
                 log.info("backlog restored from spool", points=len(loaded), path=str(spool.path))
             self.add(loaded)

@@ -2,7 +2,10 @@
 
 Points of a cycle go in as few requests as Datadog's payload limits allow (5 MiB decompressed,
 500 KB compressed, deflate): batches are cut on an exact upper bound of their JSON size, and a batch
-the API still refuses as too large (413) is split in two and retried. Retries (408, 429, 5xx,
+the API still refuses as too large (413) is split in two and retried, within a request budget per
+submission (a 413 that never clears cannot turn into thousands of requests); a single point still
+refused as too large is set aside (`SubmitStats.rejected`), never retried forever. Any exception from
+the transport keeps the points (they are returned as failed). Retries (408, 429, 5xx,
 connection errors) wait what Datadog's X-RateLimit-Reset asks. Other 4xx are final and logged with
 the API's error text. The HTTP client is datadog-api-client, behind the small `SeriesTransport`
 protocol so that tests and benchmarks can count what is sent.
@@ -231,6 +234,8 @@ class SubmitStats:
     bytes: int = 0  # upper bound of the JSON sent (before compression)
     failed: list[Point] = field(default_factory=list)  # not accepted: for the backlog
     errors: list[SubmitError] = field(default_factory=list)
+    rejected: list[Point] = field(default_factory=list)  # a single point refused as too large: set aside
+    budget: int = 0  # requests this submission may still make
 
     @property
     def failed_points(self) -> int:
@@ -241,11 +246,18 @@ class DatadogSink:
     """Submits points in as few requests as the payload limits allow; never drops silently."""
 
     def __init__(
-        self, transport: SeriesTransport, *, retry: RetryPolicy | None = None, max_bytes: int = MAX_BATCH_BYTES
+        self,
+        transport: SeriesTransport,
+        *,
+        retry: RetryPolicy | None = None,
+        max_bytes: int = MAX_BATCH_BYTES,
+        split_budget: int = 16,
     ) -> None:
         self.transport = transport
         self.retry = retry or RetryPolicy(attempts=4, base_wait=1.0, max_wait=30.0)
         self.max_bytes = max_bytes
+        self.split_budget = split_budget
+        """Extra requests a submission may spend splitting batches refused with 413 (beyond retries)."""
 
     def submit(self, points: Sequence[Point]) -> SubmitStats:
         """Send every point; what could not be sent after retries is returned in `failed` with its error.
@@ -254,8 +266,8 @@ class DatadogSink:
         remaining batches are not tried this time: they join the failed points at once, so an outage
         costs one batch's retries per cycle, not one per batch.
         """
-        stats = SubmitStats()
         pending = batches(points, max_bytes=self.max_bytes)
+        stats = SubmitStats(budget=len(pending) * self.retry.attempts + self.split_budget)
         for index, batch in enumerate(pending):
             error = self._send(batch, stats)
             if error is None:
@@ -276,16 +288,28 @@ class DatadogSink:
 
     def _send(self, batch: list[Point], stats: SubmitStats) -> SubmitError | None:
         """Send one batch (halving it on 413); failed points go to stats.failed; returns the error."""
+        if stats.requests >= stats.budget:
+            stats.failed += batch
+            return SubmitError("request budget of this submission spent; the rest waits", retryable=True)
         series = [p.series() for p in batch]
 
         def attempt() -> None:
             stats.requests += 1
-            self.transport.send_series(series)
+            try:
+                self.transport.send_series(series)
+            except SubmitError:
+                raise
+            except Exception as e:  # whatever the transport raises, the points are kept
+                raise SubmitError(f"POST /api/v2/series -> {type(e).__name__}: {e}", retryable=True) from None
 
         try:
             call(attempt, what="POST /api/v2/series", policy=self.retry)
         except SubmitError as e:
-            if e.status == 413 and len(batch) > 1:  # too large after all: halve and send each half
+            if e.status == 413 and len(batch) == 1:
+                stats.rejected += batch  # one point too large can never be sent: set aside, counted
+                log.error("a single point is refused as too large; set aside", metric=batch[0].metric)
+                return e
+            if e.status == 413:  # too large after all: halve and send each half
                 log.warning("payload too large; splitting batch", points=len(batch))
                 half = len(batch) // 2
                 first = self._send(batch[:half], stats)

@@ -79,9 +79,14 @@ class Driver:
             before()
         at = (self.daemon.last_at or T0) + STEP
         self.traveller.shift(STEP)
-        assert self.daemon.scheduler is not None
-        self.daemon.scheduler.wakeup()
-        wait_for(lambda: self.daemon.last_at == at, f"the cycle at {at}")
+        scheduler = self.daemon.scheduler
+        assert scheduler is not None
+
+        def ran() -> bool:
+            scheduler.wakeup()  # again until it runs: a wakeup while the last job is finishing is skipped
+            return self.daemon.last_at == at
+
+        wait_for(ran, f"the cycle at {at}")
         return at
 
 
@@ -351,6 +356,8 @@ def test_readiness_turns_false_only_after_prometheus_stays_down(
         daemon.stop()
     assert readiness == [True, True, True, False, True]  # not ready once no success for > 3 intervals
     assert {ts for (_, _, ts) in held(intake)} == {T0, T0 + 5 * STEP}  # nothing, not zeros, while down
+    # the four instants Prometheus could not answer are counted, never skipped silently
+    assert metric(metrics_text(daemon), 'mesh_exporter_instants_missed_total{reason="not_measured"}') == 4
 
 
 # ------------------------------------------------------------------------------- shutdown and load
@@ -464,3 +471,109 @@ def test_without_a_spool_a_shutdown_during_an_outage_counts_and_logs_what_is_los
     assert metric(metrics_text(daemon), 'mesh_exporter_points_dropped_total{reason="shutdown"}') == 2 * PER_INSTANT
     lost = [e for e in logs if e["event"].startswith("shutdown: unsent points lost")]
     assert lost and lost[0]["points"] == 2 * PER_INSTANT and lost[0]["log_level"] == "error"
+
+
+# ------------------------------------------------------------------- measurement never waits on delivery
+def test_a_slow_intake_costs_no_instant_every_one_is_measured_and_delivered_oldest_first(
+    prom_url: str, intake: FakeIntake, kubeconfig: Path
+) -> None:
+    """Interval 1 s; the intake first answers slower than the client timeout (2 s: retried, duplicates),
+    then slower than the interval, then normally. Every instant of the grid is measured and held."""
+    phase = {"delay": 2.5}
+    intake.set_fault(lambda request: Reply(202, delay_s=phase["delay"]) if phase["delay"] else None)
+    daemon = make_daemon(prom_url, intake.url, kubeconfig)
+    daemon.settings = daemon.settings.model_copy(update={"interval_seconds": 1.0})
+    measured: list[tuple[int, float]] = []
+    original = daemon._measure
+
+    def recording(at: int) -> Any:
+        measured.append((at, time.time()))
+        return original(at)
+
+    daemon._measure = recording  # type: ignore[method-assign]
+    try:
+        daemon.start()
+        wait_for(lambda: len(measured) >= 6, "six instants during the timeouts", timeout=60)
+        phase["delay"] = 1.5
+        wait_for(lambda: len(measured) >= 10, "four instants while slower than the interval", timeout=60)
+        phase["delay"] = 0.0
+        wait_for(lambda: len(daemon.backlog) == 0 and len(measured) >= 12, "the backlog to drain", timeout=60)
+    finally:
+        daemon.stop()
+    instants = [at for at, _ in measured]
+    first, last = instants[0], instants[-1]
+    assert instants == list(range(first, last + 1))  # every instant of the grid, in order, none twice
+    late = [when - at for at, when in measured]
+    # measured when due (a late job catches up at once), never held up by the 2.5 s deliveries
+    assert sorted(late)[len(late) // 2] < 1.0
+    # the grid was 1 s but the intake took 1.5-7.5 s per round: each instant still held once, original timestamp
+    assert {ts for (_, _, ts) in held(intake)} == set(range(first, last + 1))
+    assert len(held(intake)) == PER_INSTANT * len(instants)
+    text = metrics_text(daemon)
+    assert metric(text, 'mesh_exporter_instants_missed_total{reason="older_than_datadog_accepts"}') == 0
+    first_seen = list(dict.fromkeys(p.timestamp for p in intake.points()))
+    assert first_seen == sorted(first_seen)  # delivered oldest first
+
+
+class Stuck:
+    """A transport whose request never returns (a hung connection without a timeout)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls = 0
+
+    def send_series(self, series: list[dict[str, Any]]) -> None:
+        self.calls += 1
+        self.release.wait(120)
+
+    def send_event(self, event: dict[str, Any]) -> None:
+        self.release.wait(120)
+
+
+def test_a_wrong_shape_kubernetes_answer_is_counted_and_the_last_good_list_kept(
+    prom_url: str, intake: FakeIntake, tmp_path: Path
+) -> None:
+    from exporter.kube.client import KubeClient, api_client
+    from exporter.kube.discovery import KubeDiscovery
+    from tests.support.scripted import ScriptedServer, ok
+
+    shape = {"page": {"items": [{"metadata": {"name": "cart", "namespace": "shop"}}]}}
+    with ScriptedServer(lambda m, p, q: ok(shape["page"])) as kube:
+        with FakeKubeAPI() as real:  # its kubeconfig, pointed at the misbehaving API
+            config = real.write_kubeconfig(tmp_path / "kubeconfig")
+            config.write_text(config.read_text().replace(real.url, kube.url))
+        daemon = make_daemon(prom_url, intake.url, config)
+        daemon.discovery = KubeDiscovery(KubeClient(api_client(str(config))), label_selector="migrated=true")
+        daemon.refresh_discovery()
+        good = list(daemon.services or [])
+        shape["page"] = {"items": "abc"}
+        daemon.refresh_discovery()
+        shape["page"] = {"items": [{"metadata": {"namespace": "shop"}}]}
+        daemon.refresh_discovery()
+    assert [s.name for s in good] == ["cart"] and daemon.services == good
+    text = metrics_text(daemon)
+    assert metric(text, "mesh_exporter_kube_malformed_answers_total") == 2
+    assert metric(text, 'exporter_errors_total{stage="discovery"}') == 2
+
+
+def test_a_stuck_delivery_never_blocks_exit_and_its_points_are_spooled(
+    prom_url: str, intake: FakeIntake, kubeconfig: Path, tmp_path: Path
+) -> None:
+    from exporter.sink.datadog import DatadogSink
+
+    daemon = make_daemon(prom_url, intake.url, kubeconfig, spool=tmp_path)
+    stuck = Stuck()
+    daemon.sink = DatadogSink(stuck)
+    daemon.grace_seconds, daemon.flush_seconds = 1.0, 1.0
+    try:
+        with time_machine.travel(T0, tick=False) as traveller:
+            Driver(daemon, traveller).start()  # the cycle waited half an interval at most, then measured on
+            wait_for(lambda: stuck.calls == 1, "the stuck request")
+            started = time.monotonic()
+            daemon.stop()
+            took = time.monotonic() - started
+    finally:
+        stuck.release.set()
+    assert took < 4.0  # grace 1 s + worker join 1 s + flush deadline 1 s, never the hung request's 120 s
+    spooled = json.loads((tmp_path / "backlog.json").read_text())["points"]
+    assert {p[2] for p in spooled} == {T0} and len(spooled) == PER_INSTANT

@@ -5,8 +5,10 @@ password in the Prometheus URL; all output, /metrics and the spool are searched 
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -164,3 +166,65 @@ def test_the_daemon_its_metrics_and_its_spool(
     assert_clean(stderr, metrics, spool)
     for request in intake.requests:  # the intake's own records show keys redacted
         assert_clean(str(dict(request.headers)))
+
+
+SHORT_PASSWORD = "Zq~"  # under the 4 characters value-matching needs: only the structural masks protect it
+NEWLINE_KEY = "dd-newline-key-6c1f0e9d"  # as `echo key | base64` puts it into a Secret: with a newline
+CRLF_TOKEN = "crlf-header-secret-77aa"
+PLANTED = (SHORT_PASSWORD, NEWLINE_KEY, CRLF_TOKEN, API_KEY, PROM_PASSWORD)
+
+
+def assert_no_planted(*texts: str) -> None:
+    for text in texts:
+        for secret in PLANTED:
+            assert secret not in text, secret
+        assert base64.b64encode(f"u:{SHORT_PASSWORD}".encode()).decode() not in text
+
+
+def test_planted_secrets_of_every_shape_never_appear_under_any_failure(
+    demo_prom: DemoProm, kube: tuple[FakeKubeAPI, Path], intake: FakeIntake, tmp_path: Path
+) -> None:
+    env = secret_env(demo_prom, kube[1], intake)
+    host = demo_prom.url.removeprefix("http://")
+    at = str(int(demo_prom.at))
+    spool_file = tmp_path / "a-file"
+    spool_file.write_text("x")
+    not_a_mapping = tmp_path / "kubeconfig-list"
+    not_a_mapping.write_text("- a\n- b\n")
+    cases: list[tuple[dict[str, str], tuple[str, ...], int]] = [
+        # malformed URLs carrying credentials: exit 2, the value never echoed
+        ({"EXPORTER_PROMETHEUS_URL": f"u:{PROM_PASSWORD}@prometheus:9090"}, ("once",), 2),
+        ({"EXPORTER_PROMETHEUS_URL": f"ftp://u:{PROM_PASSWORD}@prometheus:9090"}, ("once",), 2),
+        ({"EXPORTER_PROMETHEUS_URL": f"http//u:{SHORT_PASSWORD}@prometheus:9090"}, ("once",), 2),
+        ({"EXPORTER_DATADOG_URL": f"u:{SHORT_PASSWORD}@intake"}, ("once",), 2),
+        ({"EXPORTER_PROMETHEUS_URL": f"http://u:{SHORT_PASSWORD}@{host.split(':')[0]}:70000"}, ("once",), 2),
+        # a key with a newline works (stripped); one with CR/LF inside is refused, never shown
+        ({"DD_API_KEY": f"{API_KEY}\n"}, ("once", "--at", at, "--submit"), 0),
+        ({"DD_API_KEY": f" {NEWLINE_KEY}\n"}, ("once", "--at", at, "--submit"), 1),  # the intake refuses it: 403
+        ({"DD_API_KEY": f"{NEWLINE_KEY}\r\nX-Evil: 1"}, ("once",), 2),
+        ({"EXPORTER_PROMETHEUS_HEADERS": f"Authorization=Bearer {CRLF_TOKEN}\r\nX: y"}, ("once",), 2),
+        # a short URL password, working and failing, at debug level
+        ({"EXPORTER_PROMETHEUS_URL": f"http://u:{SHORT_PASSWORD}@{host}"}, ("once", "--at", at), 0),
+        ({"EXPORTER_PROMETHEUS_URL": f"http://u:{SHORT_PASSWORD}@127.0.0.1:9"}, ("once",), 1),
+        ({"EXPORTER_PROMETHEUS_URL": f"http://u:{SHORT_PASSWORD}@{host}"}, ("report", "mtls", "--at", at), 0),
+        # crashes that used to be tracebacks
+        ({"EXPORTER_INTERVAL_SECONDS": "inf"}, ("once",), 2),
+        ({"EXPORTER_SPOOL_DIR": str(spool_file)}, ("run",), 2),
+        ({"KUBECONFIG": str(not_a_mapping)}, ("once",), 2),
+        ({}, ("once", "--at", "inf"), 2),
+        ({}, ("report", "mtls", "--window", "99999999999999999999y"), 2),
+        ({}, ("once", "--bogus"), 2),
+    ]
+    busy = socket.socket()
+    busy.bind(("0.0.0.0", 0))
+    busy.listen()
+    cases.append(({"EXPORTER_HTTP_PORT": str(busy.getsockname()[1])}, ("run",), 2))
+    for extra, args, code in cases:
+        proc = run(env | {"EXPORTER_PROMETHEUS_URL": f"http://u:{SHORT_PASSWORD}@{host}"} | extra, *args)
+        assert proc.returncode == code, (extra, args, proc.stderr[-2000:])
+        assert "Traceback" not in proc.stderr, (extra, args, proc.stderr[-2000:])
+        if code == 2:
+            assert len(proc.stderr.strip().splitlines()) == 1, (extra, args, proc.stderr)
+        assert_no_planted(proc.stdout, proc.stderr)
+    busy.close()
+    assert intake.points()  # the stripped key was accepted by the intake (the newline case submitted)

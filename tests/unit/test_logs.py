@@ -1,5 +1,6 @@
 """Log redaction: secret values never leave the process through structlog or stdlib logging."""
 
+import base64
 import json
 import logging
 
@@ -27,3 +28,50 @@ def test_secrets_are_redacted_in_events_nested_values_and_tracebacks(capsys: pyt
     assert "RuntimeError: request failed with key=<redacted>" in events[1]["exception"]
     assert events[2]["event"] == "sending <redacted>" and events[2]["logger"] == "urllib3"
     assert events[0]["event"] == "a table"  # short values untouched
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not an http(s) URL: 'u:Zq~@prometheus:9090'",
+        "ftp://u:Zq~@prometheus:9090/x",
+        "http//u:Zq~@prometheus:9090",
+        "GET https://user:Zq~@thanos.example:443/api/v1/query failed",
+        "{'url': 'http://u:Zq~@h'}",
+    ],
+)
+def test_url_userinfo_is_masked_structurally_however_short(text: str) -> None:
+    logs.redactor.set([])  # nothing known: the structure alone must hide it
+    masked = logs.redactor.scrub(text)
+    assert "Zq~" not in masked and logs.REDACTED in masked
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Invalid header value b'Bearer ab\\r\\nX'",
+        "headers={'Authorization': 'Bearer ab', 'Accept': 'json'}",
+        "DD-API-KEY: ab",
+        '"dd-api-key": "ab"',
+    ],
+)
+def test_credential_header_values_are_masked_structurally(text: str) -> None:
+    logs.redactor.set([])
+    masked = logs.redactor.scrub(text)
+    assert "ab" not in masked.replace("Invalid header value", "").replace("Accept", "").replace("json", "")
+
+
+def test_known_secrets_are_masked_in_their_escaped_repr_and_base64_forms() -> None:
+    secret = 'key"with\\odd\tchars-0123'
+    userinfo = "exporter:Zq~pw"
+    logs.redactor.set([secret, userinfo])
+    texts = [
+        json.dumps({"error": secret}),
+        repr(secret),
+        "Authorization: Basic " + base64.b64encode(userinfo.encode()).decode(),
+        "upstream said: " + base64.b64encode(userinfo.encode()).decode(),
+    ]
+    for text in texts:
+        masked = logs.redactor.scrub(text)
+        assert "0123" not in masked and base64.b64encode(userinfo.encode()).decode() not in masked, masked
+    logs.redactor.set([])

@@ -42,7 +42,11 @@ def test_query_sends_time_timeout_and_headers_and_parses_special_values() -> Non
     assert math.isnan(samples[1][1]) and samples[2][1] == math.inf
     sent = responses.calls[0].request
     params = parse_qs(urlparse(sent.url).query)
-    assert params == {"query": ["up"], "time": ["1700000000.000"], "timeout": ["7.5s"]}
+    assert params == {
+        "query": ["up"],
+        "time": ["1700000000.000"],
+        "timeout": ["7500ms"],
+    }  # whole ms: Prometheus refuses "7.5s"
     assert sent.headers["X-Scope-OrgID"] == "team-a"
     assert c.requests_made == 1
 
@@ -125,11 +129,12 @@ def test_warnings_are_logged_with_the_query() -> None:
     ]
 
 
-def test_vector_by_drops_nan_and_rejects_duplicate_series() -> None:
+def test_vector_by_sets_nan_aside_and_rejects_duplicate_series() -> None:
     samples = [({"n": "a", "s": "x"}, 1.0), ({"n": "b", "s": "x"}, float("nan"))]
-    assert vector_by(samples, ("n", "s"), query="q") == {("a", "x"): 1.0}
+    vector = vector_by(samples, ("n", "s"), query="q", set_aside_non_finite=True)
+    assert vector == {("a", "x"): 1.0} and vector.non_finite == {("b", "x")}
     with pytest.raises(QueryError, match="duplicate series"):
-        vector_by([*samples, ({"n": "b", "s": "x"}, 2.0)], ("n", "s"), query="q")
+        vector_by([*samples, ({"n": "b", "s": "x"}, 2.0)], ("n", "s"), query="q", set_aside_non_finite=True)
 
 
 def test_ok_body_shape_is_what_prometheus_sends() -> None:

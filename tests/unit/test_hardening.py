@@ -1,0 +1,272 @@
+"""Bad input caught where it enters: settings, flags, spool entries, Kubernetes answers, Datadog
+delivery surprises, non-finite samples. Each case of issue 11 that needs no upstream lives here."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.cli import main
+from exporter.config import load
+from exporter.errors import ConfigError, SubmitError
+from exporter.export.cycle import deliver
+from exporter.query.figures import figures_from, non_finite_figures
+from exporter.query.prometheus import timeout_param, vector_by
+from exporter.retry import RetryPolicy
+from exporter.sink.backlog import Backlog, Spool
+from exporter.sink.datadog import DatadogSink, Point
+
+NOW = 1_800_000_000.0
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith(("EXPORTER_", "DD_")) or name == "KUBECONFIG":
+            monkeypatch.delenv(name)
+
+
+# ----------------------------------------------------------------------------------------- settings
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("EXPORTER_PROMETHEUS_URL", "user:pw@prometheus:9090"),
+        ("EXPORTER_PROMETHEUS_URL", "ftp://user:pw@prometheus:9090"),
+        ("EXPORTER_PROMETHEUS_URL", "http//user:pw@prometheus:9090"),
+        ("EXPORTER_DATADOG_URL", "user:pw@intake:443"),
+        ("EXPORTER_PROMETHEUS_URL", "http://user:pw@prometheus:0"),
+        ("EXPORTER_PROMETHEUS_URL", "http://user:pw@prometheus:70000"),
+        ("EXPORTER_PROMETHEUS_URL", "http://user:pw@prometheus:abc"),
+        ("EXPORTER_PROMETHEUS_URL", "http://user:pw@:9090"),
+    ],
+)
+def test_a_bad_url_is_refused_without_echoing_its_password(
+    name: str, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        load()
+    assert str(info.value).startswith(f"{name}: ")
+    assert "pw" not in str(info.value) and "user" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("EXPORTER_INTERVAL_SECONDS", "inf"),
+        ("EXPORTER_INTERVAL_SECONDS", "nan"),
+        ("EXPORTER_INTERVAL_SECONDS", "1e308"),
+        ("EXPORTER_DISCOVERY_INTERVAL_SECONDS", "inf"),
+        ("EXPORTER_LEASE_DURATION_SECONDS", "1e308"),
+        ("EXPORTER_PROMETHEUS_TIMEOUT_SECONDS", "1e-5"),
+        ("EXPORTER_PROMETHEUS_TIMEOUT_SECONDS", "1000000"),
+        ("EXPORTER_PROMETHEUS_TIMEOUT_SECONDS", "inf"),
+        ("EXPORTER_RATE_WINDOW", "0s"),
+        ("EXPORTER_REPORT_WINDOW", "99999999999999999999y"),
+        ("EXPORTER_LEASE_NAME", "Not_A_Name"),
+        ("EXPORTER_BACKLOG_MAX_POINTS", "1e400"),
+        ("EXPORTER_PROMETHEUS_MAX_ANSWER_BYTES", "10"),
+    ],
+)
+def test_out_of_range_settings_are_refused_naming_the_variable(
+    name: str, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        load()
+    assert str(info.value).startswith(f"{name}: ")
+
+
+def test_a_fractional_timeout_is_sent_as_whole_milliseconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXPORTER_PROMETHEUS_TIMEOUT_SECONDS", "2.5")
+    assert timeout_param(load().prometheus_timeout_seconds) == "2500ms"
+    assert timeout_param(0.001) == "1ms" and timeout_param(3600) == "3600000ms"
+
+
+def test_secrets_are_stripped_and_control_characters_refused_without_the_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DD_API_KEY", "  key-with-newline-0123\n")
+    settings = load()
+    assert settings.dd_api_key is not None and settings.dd_api_key.get_secret_value() == "key-with-newline-0123"
+    monkeypatch.setenv("DD_API_KEY", "key-with\r\ninjected-0123")
+    with pytest.raises(ConfigError) as info:
+        load()
+    assert str(info.value).startswith("DD_API_KEY: ") and "injected" not in str(info.value)
+    monkeypatch.delenv("DD_API_KEY")
+    monkeypatch.setenv("EXPORTER_PROMETHEUS_HEADERS", "Authorization=Bearer tok\rX-Evil: 1")
+    with pytest.raises(ConfigError) as info:
+        load()
+    assert str(info.value).startswith("EXPORTER_PROMETHEUS_HEADERS: ") and "tok" not in str(info.value)
+
+
+def test_a_spool_dir_that_is_a_file_and_a_non_utf8_config_are_config_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    afile = tmp_path / "f"
+    afile.write_text("x")
+    monkeypatch.setenv("EXPORTER_SPOOL_DIR", str(afile))
+    with pytest.raises(ConfigError, match=r"^EXPORTER_SPOOL_DIR: "):
+        load()
+    monkeypatch.delenv("EXPORTER_SPOOL_DIR")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_bytes(b"interval_seconds: \xff\xfe\n")
+    with pytest.raises(ConfigError, match=r"^EXPORTER_CONFIG: .* not UTF-8"):
+        load(str(cfg))
+
+
+# -------------------------------------------------------------------------------------------- CLI
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["once", "--at", "inf"], "--at"),
+        (["once", "--at", "nan"], "--at"),
+        (["once", "--at", "1e300"], "--at"),
+        (["once", "--output", "yaml"], "--output"),
+        (["report", "mtls", "--bogus"], "--bogus"),
+        (["no-such-command"], "COMMAND"),
+    ],
+)
+def test_usage_errors_are_one_line_naming_the_flag(
+    argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and flag in err[0] and "Traceback" not in err[0]
+
+
+def test_a_huge_window_flag_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", "mtls", "--window", "99999999999999999999y"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--window" in err[0]
+
+
+# ---------------------------------------------------------------------------------------- the spool
+def test_spool_entries_are_validated_on_load_and_bad_ones_set_aside(tmp_path: Path) -> None:
+    good = ["istio.service.request_rate", 1.5, int(NOW) - 60, ["service:a"]]
+    bad = [
+        ["istio.service.request_rate", "NaN", int(NOW) - 60, ["service:a"]],
+        ["istio.service.request_rate", 1.0, int(NOW) + 31 * 365 * 86400, ["service:a"]],
+        ["istio.service.request_rate", 1.0, int(NOW) - 60, "service:a"],
+        ["bad metric!", 1.0, int(NOW) - 60, []],
+        ["istio.service.request_rate", True, int(NOW) - 60, []],
+        "not a point",
+    ]
+    text = json.dumps({"format": 1, "points": [good, *bad]}).replace('"NaN"', "NaN")
+    text = text.replace('"not a point"', '"not a point", ["istio.service.request_rate", Infinity, 1, []]')
+    (tmp_path / "backlog.json").write_text(text)
+    backlog = Backlog(clock=lambda: NOW, spool=Spool(tmp_path))
+    assert backlog.take() == [Point("istio.service.request_rate", 1.5, int(NOW) - 60, ("service:a",))]
+    assert backlog.set_aside == len(bad) + 1
+    aside = list(tmp_path.glob("backlog.json.invalid-*"))
+    assert len(aside) == 1 and len(json.loads(aside[0].read_text())) == len(bad) + 1
+
+
+# ---------------------------------------------------------------------------------------- delivery
+class Exploding:
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+        self.calls = 0
+
+    def send_series(self, series: list[dict[str, Any]]) -> None:
+        self.calls += 1
+        raise self.exc
+
+    def send_event(self, event: dict[str, Any]) -> None:
+        raise self.exc
+
+
+def pts(n: int, ts: int = int(NOW) - 60) -> list[Point]:
+    return [Point("istio.service.request_rate", float(i), ts, (f"service:s{i}",)) for i in range(n)]
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("boom"), ValueError("Invalid header value"), KeyError("x")])
+def test_any_exception_in_delivery_keeps_the_whole_queue(exc: Exception) -> None:
+    backlog = Backlog(clock=lambda: NOW)
+    backlog.add(pts(5))
+    sink = DatadogSink(Exploding(exc), retry=RetryPolicy(attempts=2, base_wait=0, sleep=lambda s: None))
+    stats = deliver(sink, pts(3, ts=int(NOW)), backlog)
+    assert stats.errors and len(backlog) == 8
+
+
+def test_delivery_keeps_the_queue_even_when_submit_itself_raises() -> None:
+    class Broken(DatadogSink):
+        def submit(self, points: Any) -> Any:
+            raise AttributeError("a bug")
+
+    backlog = Backlog(clock=lambda: NOW)
+    backlog.add(pts(4))
+    stats = deliver(Broken(Exploding(RuntimeError())), pts(2, ts=int(NOW)), backlog)
+    assert len(backlog) == 6 and isinstance(stats.errors[0], SubmitError)
+
+
+class TooLarge:
+    """A Datadog that answers 413 to everything: the worst case for splitting."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def send_series(self, series: list[dict[str, Any]]) -> None:
+        self.calls += 1
+        raise SubmitError("413", status=413)
+
+    def send_event(self, event: dict[str, Any]) -> None: ...
+
+
+def test_a_413_that_never_clears_costs_a_bounded_number_of_requests() -> None:
+    transport = TooLarge()
+    sink = DatadogSink(transport, retry=RetryPolicy(attempts=4, base_wait=0, sleep=lambda s: None))
+    stats = sink.submit(pts(2000))
+    assert transport.calls == stats.requests <= 1 * 4 + sink.split_budget
+    # a point refused alone is irreducible and set aside (counted by the daemon); the rest waits for the next cycle
+    assert len(stats.failed) + len(stats.rejected) == 2000 and len(stats.rejected) < sink.split_budget
+
+
+def test_a_single_point_refused_as_too_large_is_set_aside() -> None:
+    transport = TooLarge()
+    sink = DatadogSink(transport, retry=RetryPolicy(attempts=1, base_wait=0, sleep=lambda s: None))
+    stats = sink.submit(pts(1))
+    assert stats.rejected == pts(1) and not stats.failed and transport.calls == 1
+
+
+# ------------------------------------------------------------------------------- non-finite samples
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_numerator_is_no_figure_never_0_or_100_pct(bad: float) -> None:
+    labels = ("destination_service_namespace", "destination_service_name")
+    key = {"destination_service_namespace": "shop", "destination_service_name": "cart"}
+    other = {"destination_service_namespace": "shop", "destination_service_name": "api"}
+    vectors = {
+        "requests": vector_by([(key, 10.0), (other, 4.0)], labels, query="q", set_aside_non_finite=True),
+        "ok": vector_by([(key, bad), (other, 4.0)], labels, query="q", set_aside_non_finite=True),
+        "mtls": vector_by([(key, 10.0), (other, bad)], labels, query="q", set_aside_non_finite=True),
+        "p99": vector_by([(key, bad), (other, 12.0)], labels, query="q", set_aside_non_finite=True),
+    }
+    figures = figures_from(vectors)
+    cart, api = figures[("shop", "cart")], figures[("shop", "api")]
+    assert cart.request_rate == 10.0 and cart.success_rate_pct is None and cart.p99_latency_ms is None
+    assert cart.mtls_coverage_pct == 100.0
+    assert api.success_rate_pct == 100.0 and api.mtls_coverage_pct is None and api.p99_latency_ms == 12.0
+    assert non_finite_figures(vectors) == {"ok": 1, "mtls": 1, "p99": 1}
+
+
+def test_non_finite_samples_are_an_error_for_callers_that_cannot_set_them_aside() -> None:
+    from exporter.errors import QueryError
+
+    labels = ("destination_service_namespace",)
+    with pytest.raises(QueryError) as info:
+        vector_by([({"destination_service_namespace": "a"}, math.nan)], labels, query="q")
+    assert info.value.kind == "non_finite"  # e.g. the mTLS report: a NaN plaintext rate is never "0, ready"
+
+
+def test_the_start_up_settings_never_show_a_url_password_however_short() -> None:
+    from exporter.config import Settings
+
+    shown = json.dumps(
+        Settings(prometheus_url="http://u:Zq~@prometheus:9090", datadog_url="https://a:b@intake").effective()
+    )
+    assert "Zq~" not in shown and "a:b@" not in shown and "prometheus:9090" in shown
