@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from exporter import __version__, logs
-from exporter.cli import canary, once, report, rollout, run
+from exporter.cli import canary, once, report, rollout, rules, run
 from exporter.cli.common import EXIT_FAILURE, EXIT_USAGE
 from exporter.config import Settings, load
 from exporter.errors import ConfigError, ExporterError
@@ -23,7 +23,7 @@ from exporter.errors import ConfigError, ExporterError
 log = structlog.get_logger("exporter.cli")
 
 Command = Callable[[argparse.Namespace, Settings], int]
-COMMANDS = (run, once, report, canary, rollout)
+COMMANDS = (run, once, rules, report, canary, rollout)
 
 
 def build_parser() -> argparse.ArgumentParser:

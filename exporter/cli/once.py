@@ -73,6 +73,7 @@ def cmd_once(args: argparse.Namespace, settings: Settings) -> int:
         namespaces=settings.namespaces,
         sink=sink,
         tags=settings.tags,
+        source=settings.figure_source,
     )
     if args.output == "json":
         sys.stdout.write(render_json(result))

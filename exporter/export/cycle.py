@@ -13,7 +13,7 @@ import structlog
 
 from exporter.errors import QueryError
 from exporter.model import Figures, ServiceRef
-from exporter.query.figures import service_figures
+from exporter.query.figures import Source, service_figures
 from exporter.query.prometheus import PrometheusClient
 from exporter.sink.backlog import Backlog
 from exporter.sink.datadog import DatadogSink, SubmitStats, points_for
@@ -45,6 +45,7 @@ def run_cycle(
     sink: DatadogSink | None = None,
     tags: Sequence[str] = (),
     backlog: Backlog | None = None,
+    source: Source = "raw",
 ) -> CycleResult:
     """Measure `services` at `at` (whole unix seconds) and submit their points when a sink is given.
 
@@ -53,7 +54,7 @@ def run_cycle(
     """
     started = time.perf_counter()
     before = prom.requests_made
-    figures, errors = service_figures(prom, services, at=at, window=window, namespaces=namespaces)
+    figures, errors = service_figures(prom, services, at=at, window=window, namespaces=namespaces, source=source)
     result = CycleResult(at, figures, errors, promql_requests=prom.requests_made - before)
     result.durations["query"] = time.perf_counter() - started
     for name, error in errors.items():

@@ -163,6 +163,7 @@ class Daemon:
                     sink=self.sink,
                     tags=self.settings.tags,
                     backlog=self.backlog,
+                    source=self.settings.figure_source,
                 )
             except Exception as e:  # a bug must not kill the daemon; it is logged with its traceback
                 self.metrics.errors.labels("cycle").inc()

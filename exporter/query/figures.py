@@ -7,16 +7,24 @@ figure) and a group without traffic gets none. A failed query costs only the fig
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
+
+import structlog
 
 from exporter.errors import QueryError
 from exporter.model import Figures, ServiceRef
 from exporter.query import promql
 from exporter.query.prometheus import PrometheusClient, vector_by
 
+log = structlog.get_logger("exporter.query.figures")
+
 Key = tuple[str, ...]
 Vector = Mapping[Key, float]
+Source = Literal["raw", "recorded", "auto"]
+SOURCES: tuple[Source, ...] = ("raw", "recorded", "auto")
 
 
 @dataclass(frozen=True)
@@ -25,6 +33,8 @@ class Measurement:
 
     figures: dict[Key, Figures]
     errors: dict[str, QueryError] = field(default_factory=dict)
+    source: Literal["raw", "recorded"] = "raw"
+    """Whether the figures came from raw Istio series or from the recorded series of `exporter rules`."""
 
 
 def _pct(part: Vector | None, key: Key, total: float) -> float | None:
@@ -63,6 +73,13 @@ def measure(
 ) -> Measurement:
     """Figures for every group of `by` labels with destination-reported traffic in `window` before `at`."""
     queries = promql.figure_queries(by, window=window, matchers=matchers, offset=offset, q=q)
+    figures, errors, _ = _run(client, queries, at=at, by=by)
+    return Measurement(figures, errors)
+
+
+def _run(
+    client: PrometheusClient, queries: Mapping[str, str], *, at: float, by: Sequence[str]
+) -> tuple[dict[Key, Figures], dict[str, QueryError], dict[str, Vector | None]]:
     vectors: dict[str, Vector | None] = {}
     errors: dict[str, QueryError] = {}
     for name, answer in client.query_all(queries, at=at).items():
@@ -73,7 +90,52 @@ def measure(
         except QueryError as e:
             vectors[name] = None
             errors[name] = e
-    return Measurement(figures_from(vectors), errors)
+    return figures_from(vectors), errors, vectors
+
+
+_auto_lock = threading.Lock()
+_auto_last: dict[str, str] = {}  # window → the source `auto` chose last, so each switch is logged once
+
+
+def _auto_chose(window: str, chosen: str) -> None:
+    with _auto_lock:
+        previous = _auto_last.get(window)
+        _auto_last[window] = chosen
+    if previous != chosen:
+        log.info(
+            "figure source",
+            source=chosen,
+            previous=previous,
+            window=window,
+            recorded_series=promql.recorded_name("requests", window=window),
+        )
+
+
+def measure_services(
+    client: PrometheusClient,
+    *,
+    at: float,
+    window: str,
+    matchers: Sequence[promql.Matcher] = (),
+    source: Source = "raw",
+) -> Measurement:
+    """Figures per (namespace, service), from raw Istio series or from the recorded series.
+
+    `auto` reads the recorded series and falls back to the raw queries, for every service at once,
+    when the recorded request-rate series are absent (rules not installed, or not evaluated yet); a
+    failed recorded query is an error like any other, not a reason to double the load on Prometheus.
+    """
+    by = promql.SERVICE_LABELS
+    if source == "raw":
+        return measure(client, at=at, window=window, matchers=matchers)
+    queries = promql.recorded_figure_queries(by, window=window, matchers=matchers)
+    figures, errors, vectors = _run(client, queries, at=at, by=by)
+    if source == "auto":
+        absent = "requests" not in errors and not vectors.get("requests")
+        _auto_chose(window, "raw" if absent else "recorded")
+        if absent:
+            return measure(client, at=at, window=window, matchers=matchers)
+    return Measurement(figures, errors, source="recorded")
 
 
 def service_figures(
@@ -83,8 +145,9 @@ def service_figures(
     at: float,
     window: str,
     namespaces: Sequence[str] | None = None,
+    source: Source = "raw",
 ) -> tuple[dict[ServiceRef, Figures], dict[str, QueryError]]:
     """Figures for each of `services` (Figures() with all None when it had no traffic)."""
     matchers = [promql.one_of("destination_service_namespace", namespaces)] if namespaces else []
-    m = measure(client, at=at, window=window, matchers=matchers)
+    m = measure_services(client, at=at, window=window, matchers=matchers, source=source)
     return {s: m.figures.get((s.namespace, s.name), Figures()) for s in services}, m.errors
