@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
-from sandbox.prom import PrometheusServer
+from sandbox.prom import PrometheusServer, _free_port
 
 
 def check_rules(rule_file: Path) -> str:
@@ -34,3 +36,21 @@ def backfill_rules(server: PrometheusServer, rule_file: Path, *, start: float, e
             moved += 1
     assert moved, f"promtool wrote no block under {blocks}"
     return PrometheusServer(server.tsdb_dir).start()
+
+
+def vmalert_replay(url: str, rule_file: Path, *, start: float, end: float, workdir: Path) -> None:
+    """VictoriaMetrics' own ruler (vmalert in replay mode) evaluates the rules over [start, end] on the
+    server at `url` and writes the recorded series back into it; then they are made searchable."""
+    command = [
+        "vmalert", f"-rule={rule_file}", f"-datasource.url={url}", f"-remoteWrite.url={url}",
+        f"-replay.timeFrom={_rfc3339(start)}", f"-replay.timeTo={_rfc3339(end)}", "-replay.disableProgressBar",
+        "-replay.rulesDelay=0s", f"-httpListenAddr=127.0.0.1:{_free_port()}",
+    ]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=workdir)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(f"{url}/internal/force_flush", timeout=60):
+        pass
+
+
+def _rfc3339(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
