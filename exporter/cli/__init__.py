@@ -11,18 +11,20 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-import structlog
-
-from exporter import __version__, logs
+from exporter import __version__
 from exporter.cli import canary, once, report, rollout, rules, run
 from exporter.cli.common import EXIT_FAILURE, EXIT_USAGE
-from exporter.config import Settings, load
-from exporter.errors import ConfigError, ExporterError
 
-log = structlog.get_logger("exporter.cli")
+if TYPE_CHECKING:
+    from exporter.config import Settings
 
-Command = Callable[[argparse.Namespace, Settings], int]
+# Start-up is a feature: this module and the command modules import only what building the parser needs
+# (`--version` and `--help` load no client library); each command imports its clients when it runs
+# (tests/unit/test_startup.py keeps it so).
+
+Command = Callable[[argparse.Namespace, "Settings"], int]
 COMMANDS = (run, once, rules, report, canary, rollout)
 
 
@@ -45,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    import structlog
+
+    from exporter import logs
+    from exporter.config import load
+    from exporter.errors import ConfigError, ExporterError
+
+    log = structlog.get_logger("exporter.cli")
     try:
         settings = load(args.config)
     except ConfigError as e:

@@ -6,13 +6,15 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporter.cli import clients
 from exporter.cli.common import EXIT_FAILURE, EXIT_OK, colour_for, number, parse_time, table
-from exporter.config import Settings
-from exporter.export.cycle import CycleResult, run_cycle
 from exporter.model import Figures, ServiceRef
+
+if TYPE_CHECKING:
+    from exporter.config import Settings
+    from exporter.export.cycle import CycleResult
 
 _COLUMNS = (
     ("NAMESPACE", None, 0),
@@ -62,6 +64,8 @@ def render_json(result: CycleResult) -> str:
 
 
 def cmd_once(args: argparse.Namespace, settings: Settings) -> int:
+    from exporter.export.cycle import run_cycle
+
     sink = clients.datadog(settings) if args.submit else None
     at = args.at if args.at is not None else int(time.time())
     services = clients.discovery(settings).list_services()

@@ -10,18 +10,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import pairwise
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from exporter.canary.analysis import Verdict
 from exporter.canary.measure import run_analysis
 from exporter.cli import clients
 from exporter.cli.canary import add_analysis_flags, thresholds_from
 from exporter.cli.common import duration_flag
-from exporter.config import Settings
 from exporter.errors import ConfigError
-from exporter.kube.istio import Kube
 from exporter.model import ServiceRef
-from exporter.rollout.engine import PROMOTED, Analyzer, Plan, Rollout, SignalWaiter, Targets
+
+if TYPE_CHECKING:  # the engine and the Kubernetes client load when a rollout runs (start-up time)
+    from exporter.canary.analysis import Verdict
+    from exporter.config import Settings
+    from exporter.rollout.engine import Analyzer, Plan, SignalWaiter, Targets
 
 _HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+\-.^_`|~]+$")
 
@@ -50,6 +51,8 @@ def parse_header(text: str | None) -> tuple[str, str] | None:
 
 
 def plan_from(args: argparse.Namespace, settings: Settings) -> Plan:
+    from exporter.rollout.engine import Plan
+
     interval = duration_flag("--step-interval", args.step_interval)
     ready_timeout = duration_flag("--ready-timeout", args.ready_timeout, allow_zero=True)
     window = args.window or args.step_interval
@@ -121,6 +124,9 @@ def stop_on_signals(waiter: SignalWaiter) -> Iterator[None]:
 
 
 def cmd_rollout(args: argparse.Namespace, settings: Settings) -> int:
+    from exporter.kube.istio import Kube
+    from exporter.rollout.engine import PROMOTED, Rollout, SignalWaiter
+
     plan = plan_from(args, settings)
     has_key = settings.dd_api_key is not None and bool(settings.dd_api_key.get_secret_value())
     events = clients.datadog(settings) if has_key and not args.dry_run else None

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporter.cli import clients
-from exporter.config import Settings
-from exporter.kube import lease
-from exporter.kube.client import KubeClient
+
+if TYPE_CHECKING:
+    from exporter.config import Settings
+    from exporter.kube import lease
+    from exporter.kube.client import KubeClient
 
 
 def leadership(settings: Settings, kube: KubeClient) -> lease.LeaseLeadership | None:
     """The replica's campaign per the settings; None when EXPORTER_LEADER_ELECTION is off."""
     if not settings.leader_election:
         return None
+    from exporter.kube import lease
+
     return lease.LeaseLeadership(
         kube,
         name=settings.lease_name,

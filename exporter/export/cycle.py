@@ -8,15 +8,18 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import structlog
 
 from exporter.errors import QueryError
 from exporter.model import Figures, ServiceRef
 from exporter.query.figures import Source, service_figures
-from exporter.query.prometheus import PrometheusClient
-from exporter.sink.backlog import Backlog
-from exporter.sink.datadog import DatadogSink, SubmitStats, points_for
+
+if TYPE_CHECKING:  # Datadog's client loads only when a cycle submits (`exporter once` without --submit)
+    from exporter.query.prometheus import PrometheusClient
+    from exporter.sink.backlog import Backlog
+    from exporter.sink.datadog import DatadogSink, SubmitStats
 
 log = structlog.get_logger("exporter.export.cycle")
 
@@ -60,6 +63,8 @@ def run_cycle(
     for name, error in errors.items():
         log.error("query failed", figure_query=name, error=str(error), status=error.status)
     if sink is not None:
+        from exporter.sink.datadog import points_for
+
         submit_started = time.perf_counter()
         pending = backlog.take() if backlog is not None else []
         result.submitted = sink.submit([*pending, *points_for(figures, at=at, tags=tags)])

@@ -10,16 +10,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
-
-import structlog
+from typing import TYPE_CHECKING, Literal
 
 from exporter.errors import QueryError
 from exporter.model import Figures, ServiceRef
 from exporter.query import promql
-from exporter.query.prometheus import PrometheusClient, vector_by
+from exporter.query.prometheus import vector_by
 
-log = structlog.get_logger("exporter.query.figures")
+if TYPE_CHECKING:
+    from exporter.query.prometheus import PrometheusClient
 
 Key = tuple[str, ...]
 Vector = Mapping[Key, float]
@@ -102,7 +101,9 @@ def _auto_chose(window: str, chosen: str) -> None:
         previous = _auto_last.get(window)
         _auto_last[window] = chosen
     if previous != chosen:
-        log.info(
+        import structlog
+
+        structlog.get_logger("exporter.query.figures").info(
             "figure source",
             source=chosen,
             previous=previous,

@@ -11,22 +11,22 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Hashable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, urlparse
 
-import requests
-import structlog
-import urllib3
-from prometheus_api_client import PrometheusConnect
-from prometheus_api_client.exceptions import PrometheusApiClientException
-from urllib3.util import Retry
-
 from exporter.errors import QueryError, retryable_status
-from exporter.logs import display_url
-from exporter.retry import RetryPolicy, call
 
-log = structlog.get_logger("exporter.query.prometheus")
+if TYPE_CHECKING:  # the HTTP libraries load with the first client (start-up: `vector_by` needs none of them)
+    import requests
+
+    from exporter.retry import RetryPolicy
+
+
+def _log() -> Any:
+    import structlog
+
+    return structlog.get_logger("exporter.query.prometheus")
+
 
 Sample = tuple[dict[str, str], float]
 K = TypeVar("K", bound=Hashable)
@@ -61,7 +61,7 @@ def _check_response(response: requests.Response, *args: Any, **kwargs: Any) -> N
         except ValueError:
             return  # reported as malformed JSON by the caller
         for warning in warnings:
-            log.warning("prometheus warning", warning=warning, query=_query_of(response))
+            _log().warning("prometheus warning", warning=warning, query=_query_of(response))
 
 
 def _retry_after(value: str | None) -> float:
@@ -89,6 +89,14 @@ class PrometheusClient:
         session: requests.Session | None = None,
         parallel: int = 4,
     ) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        import requests
+        from prometheus_api_client import PrometheusConnect
+        from urllib3.util import Retry
+
+        from exporter.retry import RetryPolicy
+
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
@@ -124,14 +132,23 @@ class PrometheusClient:
 
     def query(self, promql: str, *, at: float) -> list[Sample]:
         """Evaluate `promql` at unix time `at`; a list of (labels, value) for an instant vector."""
+        from exporter.logs import display_url
+        from exporter.retry import call
+
         return call(
             lambda: self._query_once(promql, at), what=f"GET {display_url(self.url)}/api/v1/query", policy=self.retry
         )
 
     def _query_once(self, promql: str, at: float) -> list[Sample]:
+        import requests
+        import urllib3
+        from prometheus_api_client.exceptions import PrometheusApiClientException
+
+        from exporter.logs import display_url
+
         self.requests_made += 1
         params = {"time": f"{at:.3f}", "timeout": f"{self.timeout:g}s"}
-        log.debug("promql", url=display_url(self.url), query=promql, at=at)
+        _log().debug("promql", url=display_url(self.url), query=promql, at=at)
         try:
             result = self._conn.custom_query(promql, params=params)
         except QueryError:
