@@ -71,6 +71,7 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP) prometheus
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.rules --sizes 2000,10000
 
 bench-quick: $(BENCH_STAMP) prometheus
 	$(BIN)/python -m bench.run --sizes 527 --results bench/out/RESULTS-quick.md --chart bench/out/cycle-time-quick.png \

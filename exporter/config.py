@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -116,6 +116,8 @@ class Settings(BaseSettings):
     # Cycle
     interval_seconds: float = Field(30.0, gt=0, le=86400)
     rate_window: str = "5m"
+    figure_source: Literal["raw", "recorded", "auto"] = "raw"
+    """raw Istio series, the recorded series of `exporter rules`, or auto (recorded when present)."""
     tags: Annotated[list[str], NoDecode] = Field(default_factory=list)
     http_port: int = Field(8000, ge=0, le=65535)
     log_level: str = "info"

@@ -15,8 +15,6 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import structlog
-
 REDACTED = "<redacted>"
 
 
@@ -137,6 +135,8 @@ def configure(*, level: str = "info", secrets: Iterable[str] = (), fmt: str = "j
     `fmt`: `json`, `console`, or `auto` (console when stderr is a terminal, JSON otherwise); `colours`
     only for the console renderer (the caller honours NO_COLOR).
     """
+    import structlog  # here, not at import: the CLI wraps its streams before it knows its command
+
     global console
     console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     redactor.set(secrets)

@@ -26,20 +26,22 @@ if os.path.basename(sys.argv[0]) in ("exporter", "__main__.py"):  # the program 
 
 import argparse  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
-from typing import TextIO, cast  # noqa: E402
-
-import structlog  # noqa: E402
+from typing import TYPE_CHECKING, TextIO, cast  # noqa: E402
 
 from exporter import __version__, logs  # noqa: E402
-from exporter.cli import canary, datadog, once, report, rollout, run  # noqa: E402
+from exporter.cli import canary, datadog, once, report, rollout, rules, run  # noqa: E402
 from exporter.cli.common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, OneLineParser, colour_for  # noqa: E402
-from exporter.config import Settings, load  # noqa: E402
 from exporter.errors import ConfigError, ExporterError  # noqa: E402
 
-log = structlog.get_logger("exporter.cli")
+if TYPE_CHECKING:
+    from exporter.config import Settings
 
-Command = Callable[[argparse.Namespace, Settings], int]
-COMMANDS = (run, once, report, canary, rollout, datadog)
+# Start-up is a feature: this module and the command modules import only what building the parser needs
+# (`--version` and `--help` load no client library); each command imports its clients when it runs
+# (tests/unit/test_startup.py keeps it so). exporter.logs is light: the redactor guards even usage errors.
+
+Command = Callable[[argparse.Namespace, "Settings"], int]
+COMMANDS = (run, once, rules, report, canary, rollout, datadog)
 # The exit code of "could not complete" where a command's 1 is a verdict (the default is EXIT_FAILURE).
 COULD_NOT_COMPLETE: dict[Callable[..., int], int] = {canary.cmd_analyze: 4}
 
@@ -71,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         command: Command = args.func
         failure = COULD_NOT_COMPLETE.get(command, EXIT_FAILURE)
+        from exporter.config import load  # pydantic-settings: only once a command runs
+
         settings = load(args.config)
         logs.configure(
             level=settings.log_level,
@@ -88,7 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if logs.console:
             print(f"exporter: {logs.redactor.scrub(str(e))}", file=sys.stderr)
         else:
-            log.error("command failed", command=" ".join(sys.argv[1:2]), error=str(e))
+            import structlog
+
+            structlog.get_logger("exporter.cli").error("command failed", command=" ".join(sys.argv[1:2]), error=str(e))
         return failure  # 1, or the command's own 'could not complete' (canary analyze: 4)
     except KeyboardInterrupt:
         print("exporter: interrupted", file=sys.stderr)

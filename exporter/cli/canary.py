@@ -12,17 +12,19 @@ import math
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporter.canary import service
 from exporter.canary.analysis import FAIL, INCONCLUSIVE, PASS, Thresholds
 from exporter.canary.measure import DEFAULT_VERSION_LABEL, analyse
 from exporter.cli import clients
 from exporter.cli.common import number, parse_time, table
-from exporter.config import Settings
 from exporter.errors import ConfigError, QueryError
 from exporter.logs import redactor
 from exporter.query import promql
+
+if TYPE_CHECKING:
+    from exporter.config import Settings
 
 EXIT_BY_VERDICT = {PASS: 0, FAIL: 1, INCONCLUSIVE: 3}
 EXIT_NOT_ANALYSED = 4

@@ -10,16 +10,19 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporter.cli import clients
 from exporter.cli.common import EXIT_OK, table
-from exporter.config import Settings
-from exporter.sink.datadog_setup import DEFINITIONS, apply, load_definitions
+
+if TYPE_CHECKING:
+    from exporter.config import Settings
 
 
 def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
-    definitions = load_definitions(args.definitions, prefix=settings.metric_prefix)
+    from exporter.sink.datadog_setup import DEFINITIONS, apply, load_definitions  # datadog-api-client: only here
+
+    definitions = load_definitions(args.definitions or DEFINITIONS, prefix=settings.metric_prefix)
     if args.dry_run:
         sys.stdout.write(json.dumps(definitions.as_json(), indent=2, sort_keys=True) + "\n")
         return EXIT_OK
@@ -48,7 +51,6 @@ def register(subparsers: Any) -> None:
         "--from",
         dest="definitions",
         type=Path,
-        default=DEFINITIONS,
         metavar="DIR",
         help="directory holding dashboard.json and monitors.json (default: the repository's deploy/datadog)",
     )

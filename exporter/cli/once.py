@@ -6,14 +6,15 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporter.cli import clients
 from exporter.cli.common import EXIT_FAILURE, EXIT_OK, colour_for, number, parse_time, table
-from exporter.config import Settings
-from exporter.export.cycle import CycleResult, run_cycle
 from exporter.model import Figures, ServiceRef
-from exporter.sink.datadog import global_tags
+
+if TYPE_CHECKING:
+    from exporter.config import Settings
+    from exporter.export.cycle import CycleResult
 
 _COLUMNS = (
     ("NAMESPACE", None, 0),
@@ -63,7 +64,14 @@ def render_json(result: CycleResult) -> str:
 
 
 def cmd_once(args: argparse.Namespace, settings: Settings) -> int:
+    from exporter.export.cycle import run_cycle
+
     sink = clients.datadog(settings) if args.submit else None
+    tags: tuple[str, ...] = ()
+    if sink is not None:  # Datadog's client (and the tag builder beside it) load only to submit
+        from exporter.sink.datadog import global_tags
+
+        tags = tuple(global_tags(settings))
     at = args.at if args.at is not None else int(time.time())
     services = clients.discovery(settings).list_services()
     result = run_cycle(
@@ -73,8 +81,9 @@ def cmd_once(args: argparse.Namespace, settings: Settings) -> int:
         window=settings.rate_window,
         namespaces=settings.namespaces,
         sink=sink,
-        tags=global_tags(settings),
+        tags=tags,
         metric_prefix=settings.metric_prefix,
+        source=settings.figure_source,
     )
     if args.output == "json":
         sys.stdout.write(render_json(result))

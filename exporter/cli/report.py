@@ -10,25 +10,25 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporter.cli import clients
 from exporter.cli.common import duration_flag, parse_time
-from exporter.config import Settings
 from exporter.errors import ConfigError, ExporterError
-from exporter.kube.client import KubeClient
-from exporter.kube.policies import list_peer_authentications
 from exporter.mtls import gate, render
-from exporter.mtls.build import build_report, measure_traffic
-from exporter.mtls.model import Report
 from exporter.mtls.policy import Policy, PolicyError, resolve
-from exporter.mtls.publish import MESH_METRIC, PLAINTEXT_METRIC, log_summary, points, submit
 from exporter.query import promql
-from exporter.query.prometheus import PrometheusClient
-from exporter.sink.datadog import global_tags
+
+if TYPE_CHECKING:  # the clients (Kubernetes, Prometheus, Datadog) load when the report runs (start-up time)
+    from exporter.config import Settings
+    from exporter.kube.client import KubeClient
+    from exporter.mtls.model import Report
+    from exporter.query.prometheus import PrometheusClient
 
 
 def policies(kube: KubeClient) -> list[Policy]:
+    from exporter.kube.policies import list_peer_authentications
+
     try:
         return [Policy.from_object(item) for item in list_peer_authentications(kube)]
     except PolicyError as e:
@@ -44,6 +44,8 @@ def generate(
     kube: KubeClient | None = None,
 ) -> Report:
     """The report at `at` over `window`, from the clients the settings describe (or the ones given)."""
+    from exporter.mtls.build import build_report, measure_traffic
+
     prom = prom or clients.prometheus(settings)
     kube = kube or clients.kubernetes(settings)
     services = clients.discovery(settings, kube).list_services()
@@ -68,6 +70,9 @@ EXIT_GATE = 3
 
 
 def cmd_mtls(args: argparse.Namespace, settings: Settings) -> int:
+    from exporter.mtls.publish import log_summary, points, submit
+    from exporter.sink.datadog import global_tags
+
     if args.window:
         duration_flag("--window", args.window)
     try:
@@ -117,7 +122,7 @@ def register(subparsers: Any) -> None:
     mtls.add_argument(
         "--submit",
         action="store_true",
-        help=f"also send {MESH_METRIC} and {PLAINTEXT_METRIC} gauges and a summary event to Datadog",
+        help="also send the coverage and plaintext-rate gauges and a summary event to Datadog",
     )
     mtls.add_argument(
         "--fail-on",

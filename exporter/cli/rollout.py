@@ -16,21 +16,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import pairwise
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from exporter.canary.analysis import Verdict
 from exporter.canary.measure import run_analysis
 from exporter.cli import clients
 from exporter.cli.canary import add_analysis_flags, thresholds_from
 from exporter.cli.common import duration_flag
-from exporter.config import Settings
 from exporter.errors import ConfigError, ExporterError
-from exporter.kube.istio import Kube
 from exporter.model import ServiceRef
-from exporter.retry import RetryPolicy
-from exporter.rollout.engine import ANALYSIS, PROMOTED, Analyzer, Rollout, SignalWaiter, Stopped
-from exporter.rollout.plan import Plan, Targets
-from exporter.sink.datadog import global_tags
+
+if TYPE_CHECKING:  # the engine and the Kubernetes client load when a rollout runs (start-up time)
+    from exporter.canary.analysis import Verdict
+    from exporter.config import Settings
+    from exporter.rollout.engine import Analyzer, Rollout, SignalWaiter
+    from exporter.rollout.plan import Plan, Targets
 
 EXIT_PROMOTED, EXIT_ERROR, EXIT_USAGE, EXIT_ANALYSIS = 0, 1, 2, 3
 
@@ -61,6 +60,9 @@ def parse_header(text: str | None) -> tuple[str, str] | None:
 
 
 def plan_from(args: argparse.Namespace, settings: Settings) -> Plan:
+    from exporter.rollout.plan import Plan
+    from exporter.sink.datadog import global_tags
+
     interval = duration_flag("--step-interval", args.step_interval)
     ready_timeout = duration_flag("--ready-timeout", args.ready_timeout, allow_zero=True)
     window = args.window or args.step_interval
@@ -114,6 +116,8 @@ def plan_from(args: argparse.Namespace, settings: Settings) -> Plan:
 def analyzer_for(plan: Plan, settings: Settings, waiter: SignalWaiter | None = None) -> Analyzer:
     """The analysis through a Prometheus client bounded by the analysis deadline: each query times out by
     then, and no retry starts after a stop, so an abandoned analysis ends within one query timeout."""
+    from exporter.retry import RetryPolicy
+    from exporter.rollout.engine import Stopped
 
     def sleep(seconds: float) -> None:
         if waiter is not None and waiter.wait(seconds):
@@ -155,6 +159,8 @@ def stop_on_signals(waiter: SignalWaiter) -> Iterator[None]:
 
 def exit_code(rollout: Rollout, *, failed: bool) -> int:
     """0 promoted, 3 rolled back because the canary failed its analysis, 1 any other ending."""
+    from exporter.rollout.engine import ANALYSIS, PROMOTED
+
     if failed:
         return EXIT_ERROR
     if rollout.outcome == PROMOTED:
@@ -163,6 +169,9 @@ def exit_code(rollout: Rollout, *, failed: bool) -> int:
 
 
 def cmd_rollout(args: argparse.Namespace, settings: Settings) -> int:
+    from exporter.kube.istio import Kube
+    from exporter.rollout.engine import Rollout, SignalWaiter
+
     plan = plan_from(args, settings)
     has_key = settings.dd_api_key is not None and bool(settings.dd_api_key.get_secret_value())
     events = clients.datadog(settings) if has_key and not args.dry_run else None

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exporter.cli import clients
-from exporter.config import Settings
 from exporter.errors import QueryError
-from exporter.kube import lease
-from exporter.kube.client import KubeClient
+
+if TYPE_CHECKING:
+    from exporter.config import Settings
+    from exporter.kube import lease
+    from exporter.kube.client import KubeClient
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -24,6 +26,8 @@ def leadership(settings: Settings, kube: KubeClient) -> lease.LeaseLeadership | 
     """The replica's campaign per the settings; None when EXPORTER_LEADER_ELECTION is off."""
     if not settings.leader_election:
         return None
+    from exporter.kube import lease
+
     return lease.LeaseLeadership(
         kube,
         name=settings.lease_name,

@@ -10,15 +10,18 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import structlog
 
 from exporter.errors import QueryError, SubmitError
 from exporter.model import DEFAULT_METRIC_PREFIX, Figures, ServiceRef
-from exporter.query.figures import service_figures
-from exporter.query.prometheus import PrometheusClient
-from exporter.sink.backlog import Backlog
-from exporter.sink.datadog import DatadogSink, Point, SubmitStats, points_for
+from exporter.query.figures import Source, service_figures
+
+if TYPE_CHECKING:  # Datadog's client loads only when a cycle submits (`exporter once` without --submit)
+    from exporter.query.prometheus import PrometheusClient
+    from exporter.sink.backlog import Backlog
+    from exporter.sink.datadog import DatadogSink, Point, SubmitStats
 
 log = structlog.get_logger("exporter.export.cycle")
 
@@ -50,11 +53,12 @@ def measure_cycle(
     at: int,
     window: str,
     namespaces: Sequence[str] | None = None,
+    source: Source = "raw",
 ) -> CycleResult:
     """Figures of `services` at `at` (whole unix seconds); query failures are logged and returned."""
     started = time.perf_counter()
     before = prom.requests_made
-    figures, m = service_figures(prom, services, at=at, window=window, namespaces=namespaces)
+    figures, m = service_figures(prom, services, at=at, window=window, namespaces=namespaces, source=source)
     result = CycleResult(at, figures, m.errors, promql_requests=prom.requests_made - before, non_finite=m.non_finite)
     result.durations["query"] = time.perf_counter() - started
     for name, error in m.errors.items():
@@ -71,6 +75,8 @@ def deliver(sink: DatadogSink, points: Sequence[Point], backlog: Backlog | None 
     try:
         stats = sink.submit(pending)
     except Exception as e:  # a bug or a library surprise must not cost the queue
+        from exporter.sink.datadog import SubmitStats
+
         log.exception("delivery failed unexpectedly; points kept", points=len(pending), error=str(e))
         stats = SubmitStats(failed=list(pending), errors=[SubmitError(f"unexpected {type(e).__name__}: {e}")])
     if backlog is not None:
@@ -89,10 +95,13 @@ def run_cycle(
     tags: Sequence[str] = (),
     backlog: Backlog | None = None,
     metric_prefix: str = DEFAULT_METRIC_PREFIX,
+    source: Source = "raw",
 ) -> CycleResult:
     """Measure `services` at `at` and submit their points when a sink is given (both halves in a row)."""
-    result = measure_cycle(services, prom=prom, at=at, window=window, namespaces=namespaces)
+    result = measure_cycle(services, prom=prom, at=at, window=window, namespaces=namespaces, source=source)
     if sink is not None:
+        from exporter.sink.datadog import points_for
+
         submit_started = time.perf_counter()
         result.submitted = deliver(sink, points_for(result.figures, at=at, tags=tags, prefix=metric_prefix), backlog)
         result.durations["submit"] = time.perf_counter() - submit_started

@@ -223,7 +223,10 @@ class Daemon:
         before = self.prom.requests_made
         try:
             window, namespaces = self.settings.rate_window, self.settings.namespaces
-            result = measure_cycle(self.services, prom=self.prom, at=at, window=window, namespaces=namespaces)
+            source = self.settings.figure_source
+            result = measure_cycle(
+                self.services, prom=self.prom, at=at, window=window, namespaces=namespaces, source=source
+            )
         except Exception as e:  # a bug must not kill the daemon; it is logged with its traceback
             self.metrics.errors.labels("cycle").inc()
             self.metrics.instants_missed.labels("not_measured").inc()

@@ -9,17 +9,24 @@ finite gets no such figure (never 0 % or 100 %), and is counted in `Measurement.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
 from exporter.errors import QueryError
 from exporter.model import Figures, ServiceRef
 from exporter.query import promql
-from exporter.query.prometheus import PrometheusClient, vector_by
 from exporter.query.prometheus import Vector as Decoded
+from exporter.query.prometheus import vector_by
+
+if TYPE_CHECKING:
+    from exporter.query.prometheus import PrometheusClient
 
 Key = tuple[str, ...]
 Vector = Mapping[Key, float]
+Source = Literal["raw", "recorded", "auto"]
+SOURCES: tuple[Source, ...] = ("raw", "recorded", "auto")
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,8 @@ class Measurement:
     errors: dict[str, QueryError] = field(default_factory=dict)
     non_finite: dict[str, int] = field(default_factory=dict)
     """Figures left out because a sample they need was NaN or ±Inf, by query name."""
+    source: Literal["raw", "recorded"] = "raw"
+    """Whether the figures came from raw Istio series or from the recorded series of `exporter rules`."""
 
 
 def _bad(vector: Vector | None, key: Key) -> bool:
@@ -86,6 +95,13 @@ def measure(
 ) -> Measurement:
     """Figures for every group of `by` labels with destination-reported traffic in `window` before `at`."""
     queries = promql.figure_queries(by, window=window, matchers=matchers, offset=offset, q=q)
+    vectors, errors = _run(client, queries, at=at, by=by)
+    return Measurement(figures_from(vectors), errors, non_finite_figures(vectors))
+
+
+def _run(
+    client: PrometheusClient, queries: Mapping[str, str], *, at: float, by: Sequence[str]
+) -> tuple[dict[str, Vector | None], dict[str, QueryError]]:
     vectors: dict[str, Vector | None] = {}
     errors: dict[str, QueryError] = {}
     for name, answer in client.query_all(queries, at=at).items():
@@ -96,7 +112,54 @@ def measure(
         except QueryError as e:
             vectors[name] = None
             errors[name] = e
-    return Measurement(figures_from(vectors), errors, non_finite_figures(vectors))
+    return vectors, errors
+
+
+_auto_lock = threading.Lock()
+_auto_last: dict[str, str] = {}  # window → the source `auto` chose last, so each switch is logged once
+
+
+def _auto_chose(window: str, chosen: str) -> None:
+    with _auto_lock:
+        previous = _auto_last.get(window)
+        _auto_last[window] = chosen
+    if previous != chosen:
+        import structlog
+
+        structlog.get_logger("exporter.query.figures").info(
+            "figure source",
+            source=chosen,
+            previous=previous,
+            window=window,
+            recorded_series=promql.recorded_name("requests", window=window),
+        )
+
+
+def measure_services(
+    client: PrometheusClient,
+    *,
+    at: float,
+    window: str,
+    matchers: Sequence[promql.Matcher] = (),
+    source: Source = "raw",
+) -> Measurement:
+    """Figures per (namespace, service), from raw Istio series or from the recorded series.
+
+    `auto` reads the recorded series and falls back to the raw queries, for every service at once,
+    when the recorded request-rate series are absent (rules not installed, or not evaluated yet); a
+    failed recorded query is an error like any other, not a reason to double the load on Prometheus.
+    """
+    by = promql.SERVICE_LABELS
+    if source == "raw":
+        return measure(client, at=at, window=window, matchers=matchers)
+    queries = promql.recorded_figure_queries(by, window=window, matchers=matchers)
+    vectors, errors = _run(client, queries, at=at, by=by)
+    if source == "auto":
+        absent = "requests" not in errors and not vectors.get("requests")
+        _auto_chose(window, "raw" if absent else "recorded")
+        if absent:
+            return measure(client, at=at, window=window, matchers=matchers)
+    return Measurement(figures_from(vectors), errors, non_finite_figures(vectors), source="recorded")
 
 
 def service_figures(
@@ -106,9 +169,10 @@ def service_figures(
     at: float,
     window: str,
     namespaces: Sequence[str] | None = None,
+    source: Source = "raw",
 ) -> tuple[dict[ServiceRef, Figures], Measurement]:
     """Figures for each of `services` (Figures() with all None when it had no traffic), and the
     measurement they came from (its errors and non-finite counts)."""
     matchers = [promql.one_of("destination_service_namespace", namespaces)] if namespaces else []
-    m = measure(client, at=at, window=window, matchers=matchers)
+    m = measure_services(client, at=at, window=window, matchers=matchers, source=source)
     return {s: m.figures.get((s.namespace, s.name), Figures()) for s in services}, m

@@ -16,21 +16,23 @@ import math
 import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, urlparse
-
-import requests
-import structlog
-import urllib3
-from prometheus_api_client import PrometheusConnect
-from prometheus_api_client.exceptions import PrometheusApiClientException
-from urllib3.util import Retry
 
 from exporter.errors import QueryError, retryable_status
 from exporter.logs import display_url
-from exporter.retry import RetryPolicy, call
 
-log = structlog.get_logger("exporter.query.prometheus")
+if TYPE_CHECKING:  # the HTTP libraries load with the first client (start-up: `vector_by` needs none of them)
+    import requests
+
+    from exporter.retry import RetryPolicy
+
+
+def _log() -> Any:
+    import structlog
+
+    return structlog.get_logger("exporter.query.prometheus")
+
 
 Sample = tuple[dict[str, str], float]
 K = TypeVar("K", bound=Hashable)
@@ -53,6 +55,8 @@ def timeout_param(seconds: float) -> str:
 
 def _read_bounded(response: requests.Response, limit: int) -> bytes:
     """The body, decoded, at most `limit` bytes; QueryError when larger or cut short."""
+    import urllib3
+
     chunks: list[bytes] = []
     size = 0
     try:
@@ -125,7 +129,7 @@ def _bounded_hook(limit: int) -> Callable[..., None]:
         response.__dict__["json"] = lambda **kw: doc  # prometheus-api-client reads the decoded document
         if isinstance(doc, dict):
             for warning in doc.get("warnings") or []:
-                log.warning("prometheus warning", warning=warning, query=_query_of(response))
+                _log().warning("prometheus warning", warning=warning, query=_query_of(response))
         return None
 
     return hook
@@ -153,7 +157,7 @@ def _check_response(response: requests.Response, *args: Any, **kwargs: Any) -> N
         except ValueError:
             return  # reported as malformed JSON by the caller
         for warning in warnings:
-            log.warning("prometheus warning", warning=warning, query=_query_of(response))
+            _log().warning("prometheus warning", warning=warning, query=_query_of(response))
 
 
 def _retry_after(value: str | None) -> float:
@@ -182,6 +186,12 @@ class PrometheusClient:
         parallel: int = 4,
         max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> None:
+        import requests
+        from prometheus_api_client import PrometheusConnect
+        from urllib3.util import Retry
+
+        from exporter.retry import RetryPolicy
+
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
@@ -217,6 +227,8 @@ class PrometheusClient:
 
     def query(self, promql: str, *, at: float) -> list[Sample]:
         """Evaluate `promql` at unix time `at`; a list of (labels, value) for an instant vector."""
+        from exporter.retry import call
+
         return call(
             lambda: self._query_once(promql, at), what=f"GET {display_url(self.url)}/api/v1/query", policy=self.retry
         )
@@ -224,6 +236,8 @@ class PrometheusClient:
     def label_values(self, label: str, *, match: str, start: float, end: float) -> list[str]:
         """Values of `label` on the series matching the selector `match` between `start` and `end`
         (GET /api/v1/label/<label>/values: the index only, no samples read)."""
+        from exporter.retry import call
+
         params = {"match[]": match, "start": f"{start:.3f}", "end": f"{end:.3f}"}
 
         def once() -> list[str]:
@@ -234,7 +248,7 @@ class PrometheusClient:
 
     def _query_once(self, promql: str, at: float) -> list[Sample]:
         params = {"time": f"{at:.3f}", "timeout": timeout_param(self.timeout)}
-        log.debug("promql", url=display_url(self.url), query=promql, at=at)
+        _log().debug("promql", url=display_url(self.url), query=promql, at=at)
         result = self._mapped(promql, lambda: self._conn.custom_query(promql, params=params))
         if isinstance(result, _Samples):
             return result
@@ -247,6 +261,10 @@ class PrometheusClient:
 
     def _mapped(self, promql: str, request: Callable[[], Any]) -> Any:
         """One request to the API with every failure mapped to a QueryError naming `promql`."""
+        import requests
+        import urllib3
+        from prometheus_api_client.exceptions import PrometheusApiClientException
+
         self.requests_made += 1
         try:
             return request()
@@ -313,5 +331,5 @@ def vector_by(
         raise QueryError(f"{len(bad)} series with a NaN or infinite value", query=query, kind="non_finite")
     if bad:
         out.non_finite = frozenset(bad)
-        log.warning("non-finite samples left out", series=len(bad), query=query[:200])
+        _log().warning("non-finite samples left out", series=len(bad), query=query[:200])
     return out

@@ -140,8 +140,12 @@ def quantile(
     offset: str | None = None,
 ) -> str:
     """The q-quantile of request duration (ms) per group, from Istio's histogram buckets."""
-    buckets = rate_sum((*by, "le"), window=window, matchers=matchers, offset=offset, metric=DURATION_BUCKET)
-    return histogram_quantile(q, buckets)
+    return histogram_quantile(q, bucket_rates(by, window=window, matchers=matchers, offset=offset))
+
+
+def bucket_rates(by: Sequence[str], *, window: str, matchers: Sequence[Matcher] = (), offset: str | None = None) -> str:
+    """Per-`le` bucket rates of request duration per group: what `quantile` takes the quantile of."""
+    return rate_sum((*by, "le"), window=window, matchers=matchers, offset=offset, metric=DURATION_BUCKET)
 
 
 def figure_queries(
@@ -203,3 +207,67 @@ def unverified_query(
     source = (Matcher("reporter", "source"), *matchers)
     sent = f"sum by ({_by((*by, *callers))}) (rate({_range(REQUESTS, source, window, offset)}))"
     return f"{sent} unless on ({_by(by)}) ({rate_sum(by, window=window, matchers=matchers, offset=offset)} > 0)"
+
+
+# Recording rules ---------------------------------------------------------------------------------
+# The rule group pre-aggregates, per (destination_service_namespace, destination_service_name), the
+# very expressions `figure_queries` sends raw, so a figure read from the recorded series equals the raw
+# figure at the rule's evaluation instant. Names follow Prometheus's level:metric:operations convention
+# and carry the window, so groups for several windows can coexist.
+
+RECORDED_RATES: tuple[str, ...] = ("requests", "ok", "mtls", "buckets")
+_RECORDED_METRIC = {
+    "requests": "destination_service:istio_requests:rate{window}",
+    "ok": "destination_service:istio_requests_non_5xx:rate{window}",
+    "mtls": "destination_service:istio_requests_mutual_tls:rate{window}",
+    "buckets": "destination_service_le:istio_request_duration_milliseconds_bucket:rate{window}",
+}
+
+
+def recorded_name(rate: str, *, window: str) -> str:
+    """The recorded series of `rate` (one of RECORDED_RATES) over `window`, e.g.
+    destination_service:istio_requests:rate5m."""
+    duration_seconds(window)
+    return _RECORDED_METRIC[rate].format(window=window)
+
+
+def recording_rules(*, window: str) -> dict[str, str]:
+    """Recorded name → expression: the raw figure queries' own rate expressions, per service."""
+    raw = figure_queries(SERVICE_LABELS, window=window)
+    exprs = {
+        "requests": raw["requests"],
+        "ok": raw["ok"],
+        "mtls": raw["mtls"],
+        "buckets": bucket_rates(SERVICE_LABELS, window=window),
+    }
+    return {recorded_name(rate, window=window): exprs[rate] for rate in RECORDED_RATES}
+
+
+def rule_group(*, window: str, interval: str | None = None) -> dict[str, object]:
+    """One Prometheus rule group (the `groups:` item of a rule file or a PrometheusRule's spec)."""
+    group: dict[str, object] = {"name": f"mesh-exporter-{window}"}
+    if interval is not None:
+        duration_seconds(interval)
+        group["interval"] = interval
+    group["rules"] = [{"record": name, "expr": expr} for name, expr in recording_rules(window=window).items()]
+    return group
+
+
+def recorded_figure_queries(
+    by: Sequence[str] = SERVICE_LABELS, *, window: str, matchers: Sequence[Matcher] = (), q: float = 0.99
+) -> dict[str, str]:
+    """The four figure queries of `figure_queries`, read from the recorded series instead of raw Istio
+    series. `by` must be a subset of SERVICE_LABELS (the recorded series carry nothing else)."""
+    if not set(by) <= set(SERVICE_LABELS):
+        raise ValueError(f"recorded series carry only {SERVICE_LABELS}, not {tuple(by)}")
+
+    def summed(rate: str, labels: Sequence[str]) -> str:
+        name = recorded_name(rate, window=window)
+        return f"sum by ({_by(labels)}) ({selector(name, matchers) if matchers else name})"
+
+    return {
+        "requests": summed("requests", by),
+        "ok": summed("ok", by),
+        "mtls": summed("mtls", by),
+        "p99": histogram_quantile(q, summed("buckets", (*by, "le"))),
+    }
