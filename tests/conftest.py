@@ -12,7 +12,7 @@ import pytest
 from sandbox.kubeapi import FakeKubeAPI
 from sandbox.meshsim import REPORTERS, Phase, demo_mesh, kube_service_manifests
 from sandbox.prom import PrometheusServer
-from tests.support.prom import DEMO_STEP, DemoProm, PrometheusFactory, start_prometheus
+from tests.support.prom import DEMO_AHEAD, DEMO_STEP, DemoProm, PrometheusFactory, start_prometheus
 
 
 @pytest.fixture(scope="session")
@@ -36,10 +36,13 @@ def make_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Promet
 
 @pytest.fixture(scope="session")
 def demo_prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoProm]:
-    """A Prometheus serving sandbox.meshsim.demo_mesh (both reporters), 40 minutes up to `at`."""
+    """A Prometheus serving sandbox.meshsim.demo_mesh (both reporters), 40 minutes up to `at` and the last
+    phase going on for DEMO_AHEAD seconds after it: tests that pass `--at` see the mesh end at `at`, and a
+    daemon measuring "now" still finds a full window however long the session has run (past `at` + 5 min
+    the series would be stale and a daemon would find nothing to send)."""
     at = math.floor(time.time() / DEMO_STEP) * DEMO_STEP
     phases = demo_mesh(at)
-    server = start_prometheus(tmp_path_factory, phases, end=at, step=DEMO_STEP)
+    server = start_prometheus(tmp_path_factory, phases, end=at + DEMO_AHEAD, step=DEMO_STEP)
     try:
         yield DemoProm(url=server.url, phases=phases, at=at, step=DEMO_STEP)
     finally:

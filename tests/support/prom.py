@@ -13,6 +13,7 @@ from sandbox.meshsim import REPORTERS, Phase, Service
 from sandbox.prom import PrometheusNotInstalled, PrometheusServer, build_tsdb
 
 DEMO_STEP = 30.0
+DEMO_AHEAD = 1800.0  # longer than a whole test session on a loaded machine
 
 
 def _require_prometheus() -> None:
