@@ -47,17 +47,25 @@ class Redactor:
     """structlog processor replacing secret values in every string of an event (nested values too)."""
 
     def __init__(self) -> None:
+        self._known: set[str] = set()
         self.secrets: list[str] = []
+        """Every form of every known secret, longest first."""
 
     def set(self, secrets: Iterable[str]) -> None:
-        # Longest first, so a secret that contains another is removed whole. Values under 4 characters
-        # would redact ordinary words: those are protected by the structural masks alone.
-        forms = {f for s in secrets for f in _forms(s)}
-        self.secrets = sorted({s for s in forms if len(s) >= 4}, key=len, reverse=True)
+        self._known = set(secrets)
+        self._forms()
 
     def add(self, *secrets: str) -> None:
         """Also redact these (e.g. a bearer token read from a kubeconfig)."""
-        self.set([*self.secrets, *secrets])
+        self._known.update(secrets)
+        self._forms()
+
+    def _forms(self) -> None:
+        # Longest first, so a secret that contains another is removed whole. Values under 4 characters
+        # would redact ordinary words: those are protected by the structural masks alone. Forms are built
+        # from the secrets themselves, never from earlier forms (which would grow without bound).
+        forms = {f for s in self._known for f in _forms(s)}
+        self.secrets = sorted({s for s in forms if len(s) >= 4}, key=len, reverse=True)
 
     def scrub(self, value: Any) -> Any:
         if isinstance(value, str):

@@ -75,3 +75,12 @@ def test_known_secrets_are_masked_in_their_escaped_repr_and_base64_forms() -> No
         masked = logs.redactor.scrub(text)
         assert "0123" not in masked and base64.b64encode(userinfo.encode()).decode() not in masked, masked
     logs.redactor.set([])
+
+
+def test_adding_secrets_again_and_again_keeps_the_forms_bounded() -> None:
+    redactor = logs.Redactor()
+    redactor.set(["first-secret-value"])
+    for _ in range(50):  # every Kubernetes client built in a process adds its token again
+        redactor.add("kube-token-abcdef")
+    assert len(redactor.secrets) <= 2 * 5  # five forms of each secret at most
+    assert redactor.scrub("x first-secret-value y kube-token-abcdef") == "x <redacted> y <redacted>"
