@@ -16,6 +16,7 @@ deadline (a stuck worker is abandoned: its points are put back and spooled); exi
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -168,14 +169,23 @@ class Daemon:
         if self._cursor is None:
             return [now_at]
         first = self._cursor + interval
-        count = int((now_at - first) // interval) + 1 if now_at >= first else 0
-        instants = [int(first + k * interval) for k in range(count)]
+        if now_at < first:
+            return []
+        # Never materialise more than an hour of instants: a clock that jumps years ahead costs a count.
         oldest = self.clock() - MAX_AGE_SECONDS + interval
-        missed = [at for at in instants if at < oldest]
-        if missed:
-            self.metrics.instants_missed.labels("older_than_datadog_accepts").inc(len(missed))
-            log.error("instants missed: too old to send", instants=len(missed), first=missed[0], last=missed[-1])
-        return instants[len(missed) :]
+        skip = max(0, math.ceil((oldest - first) / interval))
+        if skip:
+            missed = min(skip, int((now_at - first) // interval) + 1)
+            self.metrics.instants_missed.labels("older_than_datadog_accepts").inc(missed)
+            log.error(
+                "instants missed: too old to send",
+                instants=missed,
+                first=int(first),
+                after=int(first + (missed - 1) * interval),
+            )
+            first += skip * interval
+        count = int((now_at - first) // interval) + 1 if now_at >= first else 0
+        return [int(first + k * interval) for k in range(count)]
 
     def cycle(self) -> None:
         """Measure every due instant and queue its points; wait for delivery at most half an interval.

@@ -270,3 +270,29 @@ def test_the_start_up_settings_never_show_a_url_password_however_short() -> None
         Settings(prometheus_url="http://u:Zq~@prometheus:9090", datadog_url="https://a:b@intake").effective()
     )
     assert "Zq~" not in shown and "a:b@" not in shown and "prometheus:9090" in shown
+
+
+def test_a_clock_that_jumps_years_ahead_costs_a_count_not_a_list_of_every_instant() -> None:
+    from prometheus_client import generate_latest
+
+    from exporter.config import Settings
+    from exporter.export.daemon import Daemon
+    from exporter.query.prometheus import PrometheusClient
+
+    now = [NOW]
+    daemon = Daemon(
+        Settings(),
+        discovery=None,
+        prom=PrometheusClient("http://127.0.0.1:9"),
+        sink=None,
+        clock=lambda: now[0],  # type: ignore[arg-type]
+    )
+    daemon._cursor = int(NOW)
+    now[0] = NOW + 10 * 366 * 86400  # ten years: about ten million 30 s instants
+    due = daemon.due()
+    assert len(due) <= 3600 // 30 and due == sorted(due) and due[-1] == daemon.instant()
+    text = generate_latest(daemon.metrics.registry).decode()
+    missed = next(
+        line for line in text.splitlines() if line.startswith('mesh_exporter_instants_missed_total{reason="older_than')
+    )
+    assert float(missed.rsplit(" ", 1)[1]) + len(due) == (daemon.instant() - int(NOW)) // 30
