@@ -94,7 +94,8 @@ def measure_subsets(
     for name, answer in client.query_all(queries, at=at).items():
         if isinstance(answer, QueryError):
             raise answer
-        vectors[name] = vector_by(answer, by[name], query=queries[name])
+        # a version without requests in the window has a NaN p99 (no data, not an error); counts must be finite
+        vectors[name] = vector_by(answer, by[name], query=queries[name], set_aside_non_finite=name == "p99")
     out: dict[str, Subset] = {}
     for version in versions:
         requests = round(vectors["requests"].get((version,), 0.0))

@@ -122,7 +122,8 @@ def _bounded_hook(limit: int) -> Callable[..., None]:
                     kind="malformed",
                 ) from None
             del body
-            result = doc.get("data", {}).get("result") if isinstance(doc, dict) else None
+            data = doc.get("data") if isinstance(doc, dict) else None
+            result = data.get("result") if isinstance(data, dict) else None  # label values: data is a list
             if isinstance(result, list):  # an instant vector: decoded to samples as the parse is released
                 doc["data"]["result"] = _Samples.decode(result, query=_query_of(response))
         response._content, response._content_consumed = b"", True  # type: ignore[attr-defined]

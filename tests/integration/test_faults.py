@@ -553,7 +553,7 @@ def test_a_wrong_shape_kubernetes_answer_is_counted_and_the_last_good_list_kept(
     assert [s.name for s in good] == ["cart"] and daemon.services == good
     text = metrics_text(daemon)
     assert metric(text, "mesh_exporter_kube_malformed_answers_total") == 2
-    assert metric(text, 'exporter_errors_total{stage="discovery"}') == 2
+    assert metric(text, 'mesh_exporter_errors_total{stage="discovery"}') == 2
 
 
 def test_a_stuck_delivery_never_blocks_exit_and_its_points_are_spooled(
