@@ -114,6 +114,20 @@ class AnalysisRequest:
     label: str
     thresholds: Thresholds
 
+    def run(self, client: PrometheusClient, *, at: float) -> Analysis:
+        """The analysis at `at` (QueryError when Prometheus fails): the CLI and the endpoints alike."""
+        return analyse(
+            client,
+            self.scope,
+            name=self.name,
+            canary=self.canary,
+            stable=self.stable,
+            at=at,
+            window=self.window,
+            label=self.label,
+            thresholds=self.thresholds,
+        )
+
 
 def _common(values: Mapping[str, Any], scope: Scope, name: str) -> AnalysisRequest:
     canary = check_version("canary", str(values.get("canary", "")))
@@ -227,17 +241,7 @@ class CanaryService:
         if not mine:
             return future.result()
         try:
-            result = analyse(
-                self.client,
-                request.scope,
-                name=request.name,
-                canary=request.canary,
-                stable=request.stable,
-                at=at,
-                window=request.window,
-                label=request.label,
-                thresholds=request.thresholds,
-            )
+            result = request.run(self.client, at=at)
         except BaseException as e:  # failures are not cached: the next poll asks Prometheus again
             with self._lock:
                 if self._cache.get(key) is future:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from exporter.canary import service
 from exporter.canary.analysis import FAIL, INCONCLUSIVE, PASS, Thresholds
-from exporter.canary.measure import DEFAULT_VERSION_LABEL, analyse
+from exporter.canary.measure import DEFAULT_VERSION_LABEL
 from exporter.cli import clients
 from exporter.cli.common import number, parse_time, table
 from exporter.errors import ConfigError, QueryError
@@ -103,17 +103,7 @@ def cmd_analyze(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError(_flag(e.field), e.message) from None
     at = args.at if args.at is not None else math.floor(time.time())
     try:
-        analysis = analyse(
-            clients.prometheus(settings),
-            request.scope,
-            name=request.name,
-            canary=request.canary,
-            stable=request.stable,
-            at=at,
-            window=request.window,
-            label=request.label,
-            thresholds=request.thresholds,
-        )
+        analysis = request.run(clients.prometheus(settings), at=at)
     except QueryError as e:
         print(f"exporter: could not analyse (no verdict): {redactor.scrub(str(e))}", file=sys.stderr)
         return EXIT_NOT_ANALYSED
