@@ -143,11 +143,23 @@ def build_tsdb(
     return written
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def end_process(process: subprocess.Popen[bytes] | None) -> None:
+    """Terminate a server process, killing it when it has not exited within 10 s."""
+    if process is None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 class PrometheusServer:
@@ -189,7 +201,7 @@ class PrometheusServer:
         attempts = 5 if self._requested_port == 0 else 1
         try:
             for attempt in range(1, attempts + 1):
-                port = self._requested_port or _free_port()
+                port = self._requested_port or free_port()
                 if self._launch(binary, config, port):
                     return self
                 tail = self._log_tail()
@@ -241,13 +253,7 @@ class PrometheusServer:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        end_process(process)
         self._port = None
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 from sandbox.meshsim import REPORTERS, Phase, write_openmetrics
-from sandbox.prom import _free_port
+from sandbox.prom import end_process, free_port
 
 __all__ = ["FLAGS", "VictoriaMetricsNotInstalled", "VictoriaMetricsServer"]
 
@@ -79,7 +79,7 @@ class VictoriaMetricsServer:
             raise VictoriaMetricsNotInstalled()
         self._workdir = Path(tempfile.mkdtemp(prefix="sandbox-victoria-"))
         for _ in range(5):
-            self._port = _free_port()
+            self._port = free_port()
             command = [
                 binary,
                 f"-storageDataPath={self._workdir / 'data'}",
@@ -129,13 +129,7 @@ class VictoriaMetricsServer:
 
     def _kill(self) -> None:
         process, self._process = self._process, None
-        if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        end_process(process)
 
     def stop(self) -> None:
         self._kill()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from exporter.config import Settings
 from exporter.export.daemon import Daemon
 from sandbox.intake import FakeIntake
 from sandbox.kubeapi import FakeKubeAPI
-from tests.support.procs import API_KEY, exporter_env
+from tests.support.procs import API_KEY, exporter_env, free_port
 from tests.support.prom import DemoProm
 
 
@@ -100,12 +99,6 @@ def test_cycles_health_metrics_and_discovery_outage(
         assert requests.get(f"{base}/readyz", timeout=5).status_code == 503
     finally:
         daemon.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_run_exits_0_on_sigterm_after_submitting(
