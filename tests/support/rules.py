@@ -9,7 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from sandbox.prom import PrometheusServer, _free_port
+from sandbox.prom import PrometheusServer, free_port
 
 
 def check_rules(rule_file: Path) -> str:
@@ -44,7 +44,7 @@ def vmalert_replay(url: str, rule_file: Path, *, start: float, end: float, workd
     command = [
         "vmalert", f"-rule={rule_file}", f"-datasource.url={url}", f"-remoteWrite.url={url}",
         f"-replay.timeFrom={_rfc3339(start)}", f"-replay.timeTo={_rfc3339(end)}", "-replay.disableProgressBar",
-        "-replay.rulesDelay=0s", f"-httpListenAddr=127.0.0.1:{_free_port()}",
+        "-replay.rulesDelay=0s", f"-httpListenAddr=127.0.0.1:{free_port()}",
     ]  # fmt: skip
     out = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=workdir)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
