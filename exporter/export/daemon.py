@@ -435,7 +435,10 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, frame: self.stop_event.set())
         self.start()
-        self.stop_event.wait()
+        # Python runs signal handlers in the main thread only, and a wait without a timeout is not woken
+        # when the kernel hands the signal to another thread: waiting in slices lets the handler run.
+        while not self.stop_event.wait(0.5):
+            pass
         log.info("stopping: letting a running cycle finish", grace_s=self.grace_seconds, flush_s=self.flush_seconds)
         self.stop()
         log.info("stopped")
