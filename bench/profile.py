@@ -58,8 +58,9 @@ def main(argv: list[str]) -> int:
         config = settings.load(None)
         client, sink, discovery = clients.prometheus(config), clients.datadog(config), clients.discovery(config)
 
+        services = discovery.list_services()  # the daemon's discovery job: outside the cycle
+
         def cycle() -> None:
-            services = discovery.list_services()
             run_cycle(services, prom=client, at=mesh.END, window=config.rate_window, sink=sink, tags=config.tags)
 
         cycle()

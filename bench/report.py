@@ -58,7 +58,8 @@ def ratios(size: Results, network: str) -> dict[str, float | None]:
     d = size[network]
     floor, warm, cold = (d[k]["wall"]["median"] for k in ("floor", "warm", "cold"))
     return {
-        "warm_over_floor": ratio(warm, floor),
+        # against the floor runs that alternated with the warm cycles in the same process (same load)
+        "warm_over_floor": ratio(warm, d["warm"]["paired_floor"]["median"]),
         "cold_minus_floor": cold - floor,
         "baseline_over_warm": ratio(d["baseline"]["wall"]["median"], warm),
     }
@@ -67,10 +68,11 @@ def ratios(size: Results, network: str) -> dict[str, float | None]:
 def _table(size: Results) -> list[str]:
     n = size["services"]
     lines = [f"## {n:,} services", ""]
+    listed = size["loopback"]["warm"]["discover"]
     lines.append(
         f"{size['samples']:,} samples in Prometheus; {size['loopback']['warm']['with_traffic']:,} services with "
-        f"traffic; each warm cycle lists {n:,} Services in {size['loopback']['warm']['kube_requests']} "
-        "Kubernetes API page(s)."
+        f"traffic; listing the {n:,} Services (the daemon's discovery job, outside the cycle) took "
+        f"{listed['kube_requests']} Kubernetes API page(s), {_s(listed['wall'])}."
     )
     for network in ("loopback", "delayed"):
         d = size[network]
@@ -87,10 +89,11 @@ def _table(size: Results) -> list[str]:
         startup = d["cold"].get("startup")
         lines += [
             "",
-            f"exporter ÷ floor (warm): **{_x(r['warm_over_floor'])}**; cold − floor: **{_s(r['cold_minus_floor'])}**; "
-            f"baseline ÷ exporter (warm): **{_x(r['baseline_over_warm'])}**. Warm cycle, median by stage: discover "
-            f"{_s(w['discover']['median'])}, query {_s(w['query']['median'])} (4 requests + decoding), submit "
-            f"{_s(w['submit']['median'])} ({w['points']:,} points)."
+            f"exporter ÷ floor (warm, against the alternating floor runs: {_s(w['paired_floor']['median'])}): "
+            f"**{_x(r['warm_over_floor'])}**; cold − floor: **{_s(r['cold_minus_floor'])}**; "
+            f"baseline ÷ exporter (warm): **{_x(r['baseline_over_warm'])}**. Warm cycle, median by stage: query "
+            f"{_s(w['query']['median'])} (4 requests + decoding, most points sent meanwhile), then the last "
+            f"hand-over {_s(w['submit']['median'])} ({w['points']:,} points in all)."
             + f" A process's first cycle: {_s(w['first_cycle']['wall'])} ({_s(w['first_cycle']['cpu'])} CPU)."
             + (f" Start-up alone (`exporter --version`): {_s(startup['wall']['median'])}." if startup else ""),
         ]
@@ -109,6 +112,13 @@ def targets(results: Results) -> list[tuple[str, bool, str]]:
     measured = f"worst floor + {_s(cold[0])} ({cold[1]:,}, {cold[2]})"
     out.append(("cold `exporter once` ≤ floor + 1 s", cold[0] <= 1.0, measured))
     if 527 in sizes:
+        worst = max(ratios(sizes[527], n)["cold_minus_floor"] or 0.0 for n in nets)
+        out.append(("527: cold `exporter once` ≤ floor + 0.35 s", worst <= 0.35, f"floor + {_s(worst)}"))
+    startups = [s["loopback"]["cold"].get("startup") for s in sizes.values()]
+    if any(startups):
+        slowest = max(x["wall"]["median"] for x in startups if x)
+        out.append(("`exporter --version` ≤ 0.25 s", slowest <= 0.25, _s(slowest)))
+    if 527 in sizes:
         b = ratios(sizes[527], "delayed")["baseline_over_warm"] or 0.0
         out.append(("527 services with delays: warm ≥ 10 × faster than the baseline", b >= 10, f"{b:.1f}×"))
     if 10_000 in sizes:
@@ -125,19 +135,23 @@ def targets(results: Results) -> list[tuple[str, bool, str]]:
                 )
             )
             out.append((f"10,000 ({n}): warm cycle < 10 s", warm["wall"]["median"] < 10, _s(warm["wall"]["median"])))
+        worst = max(ratios(big, n)["warm_over_floor"] or math.inf for n in nets)
+        out.append(("10,000: warm cycle ≤ 1.15 × floor (median of alternating runs)", worst <= 1.15, f"{worst:.2f}×"))
+        cpu = max(big[n]["warm"]["cpu"]["median"] for n in nets)
+        out.append(("10,000: exporter CPU per warm cycle ≤ 0.5 s", cpu <= 0.5, _s(cpu)))
         rss = max(max(big[n]["warm"]["peak_rss_mb"], big[n]["cold"]["peak_rss_mb"]["median"]) for n in nets)
         out.append(("10,000: peak RSS < 200 MB", rss < 200, f"{rss:.0f} MB (warm process, or median cold process)"))
         if 527 in sizes:
             small, large = sizes[527]["loopback"]["warm"]["promql_requests"], big["loopback"]["warm"]["promql_requests"]
             out.append(("10,000: as many PromQL requests per cycle as at 527", small == large, f"{large} vs {small}"))
         w = big["loopback"]["warm"]
-        needed = math.ceil(w["datadog_decoded_bytes"] / MAX_BATCH_BYTES)
+        needed = math.ceil(w["datadog_decoded_bytes"] / MAX_BATCH_BYTES) + 1  # two hand-overs a cycle
         out.append(
             (
-                "10,000: Datadog requests only as many as the payload limit needs",
-                w["datadog_requests"] == needed,
+                "10,000: Datadog requests only as many as the payload limit and the two hand-overs need",
+                w["datadog_requests"] <= needed,
                 f"{w['datadog_requests']} request(s) for {w['datadog_decoded_bytes'] / 1e6:.2f} MB of JSON "
-                f"(limit {MAX_BATCH_BYTES / 1e6:.0f} MB a request: {needed} needed)",
+                f"(limit {MAX_BATCH_BYTES / 1e6:.0f} MB a request, in two hand-overs: at most {needed})",
             )
         )
     return out
@@ -163,9 +177,12 @@ METHOD = """\
   keep-alive connections (`http.client`, four threads), answers read but not decoded: what any exporter built
   on these queries must pay at least. One warm-up, then {runs} runs.
 - **exporter, warm**: one process builds its clients from the settings as the daemon does
-  (`clients.prometheus/datadog/discovery`), then runs cycles of discovery (`list_services`, pages of 500) and
-  `cycle.run_cycle(..., sink=...)`; the first cycle is discarded, {runs} are measured. CPU is the process's CPU
-  time (all threads) over the cycle; peak RSS is the process's high-water mark (VmHWM) after every cycle.
+  (`clients.prometheus/datadog/discovery`), lists the Services once (pages of 500; the daemon's discovery job,
+  which keeps the list between its runs), then runs pipelined cycles, `cycle.run_cycle(..., sink=...)`: the
+  daemon's `measure_cycle` and delivery worker. The first cycle is discarded; each of the {runs} measured cycles
+  follows one floor run in the same process, and *warm ÷ floor* divides the two medians, so that the load
+  the machine had at the time weighs on both. CPU is the process's CPU time (all threads) over the cycle;
+  peak RSS is the process's high-water mark (VmHWM) after every cycle.
 - **exporter once --submit (cold)**: {runs} processes `exporter once --at T --submit --output json`, timed
   from spawn to exit; CPU and peak RSS from `wait4` (through a small launcher, so that the figure is the
   exporter's own and not inherited from the benchmark's process). Start-up alone is `exporter --version`.

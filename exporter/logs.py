@@ -95,7 +95,9 @@ class _Stderr:
     """A structlog logger writing each line to the current sys.stderr (which tests may swap)."""
 
     def msg(self, message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
+        # One write per line: print() writes the newline apart, and lines of two threads would interleave.
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()
 
     log = debug = info = warn = warning = error = critical = exception = fatal = msg
 

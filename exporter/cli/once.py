@@ -64,6 +64,8 @@ def render_json(result: CycleResult) -> str:
 
 
 def cmd_once(args: argparse.Namespace, settings: Settings) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
     from exporter.export.cycle import run_cycle
 
     sink = clients.datadog(settings) if args.submit else None
@@ -73,18 +75,22 @@ def cmd_once(args: argparse.Namespace, settings: Settings) -> int:
 
         tags = tuple(global_tags(settings))
     at = args.at if args.at is not None else int(time.time())
-    services = clients.discovery(settings).list_services()
-    result = run_cycle(
-        services,
-        prom=clients.prometheus(settings),
-        at=at,
-        window=settings.rate_window,
-        namespaces=settings.namespaces,
-        sink=sink,
-        tags=tags,
-        metric_prefix=settings.metric_prefix,
-        source=settings.figure_source,
-    )
+    prom = clients.prometheus(settings)
+    discovery = clients.discovery(settings)  # before any query: a bad kubeconfig is one line, exit 2
+    # The Services are listed while Prometheus evaluates the queries.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="discovery") as pool:
+        listing = pool.submit(discovery.list_services)
+        result = run_cycle(
+            listing.result,
+            prom=prom,
+            at=at,
+            window=settings.rate_window,
+            namespaces=settings.namespaces,
+            sink=sink,
+            tags=tags,
+            metric_prefix=settings.metric_prefix,
+            source=settings.figure_source,
+        )
     if args.output == "json":
         sys.stdout.write(render_json(result))
     else:

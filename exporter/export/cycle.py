@@ -1,22 +1,24 @@
-"""One export cycle, in two halves the daemon runs apart: `measure_cycle` (figures for the discovered
-services at one instant) and `deliver` (the backlog and new points to Datadog, never losing them).
+"""One export cycle: `measure_cycle` (figures of the discovered services at one instant, their points
+handed on as soon as their queries answer: most of them while the p99 query still runs) and
+`run_cycle` (the same, delivered to Datadog).
 
-Clients are passed in; the daemon, `exporter once` and the benchmarks all run these same functions
-(`run_cycle` is both halves in a row, for `once` and the benchmarks).
+Clients are passed in; the daemon, `exporter once` and the benchmarks all run these same functions.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import structlog
 
-from exporter.errors import QueryError, SubmitError
+from exporter.errors import QueryError
 from exporter.model import DEFAULT_METRIC_PREFIX, Figures, ServiceRef
-from exporter.query.figures import Source, service_figures
+from exporter.query import promql
+from exporter.query.figures import Key, Source, measure_services
 
 if TYPE_CHECKING:  # Datadog's client loads only when a cycle submits (`exporter once` without --submit)
     from exporter.query.prometheus import PrometheusClient
@@ -24,6 +26,9 @@ if TYPE_CHECKING:  # Datadog's client loads only when a cycle submits (`exporter
     from exporter.sink.datadog import DatadogSink, Point, SubmitStats
 
 log = structlog.get_logger("exporter.export.cycle")
+
+Services = Sequence[ServiceRef] | Callable[[], Sequence[ServiceRef]]
+"""The Services to measure, or a call that lists them, made once the queries are on their way."""
 
 
 @dataclass
@@ -46,19 +51,52 @@ class CycleResult:
         return "requests" not in self.query_errors
 
 
+class _Listed:
+    """The measured Services by group key, listed on first use (after the queries were sent)."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._by_key: dict[Key, ServiceRef] | None = None
+
+    def by_key(self) -> dict[Key, ServiceRef]:
+        if self._by_key is None:
+            services = self._services() if callable(self._services) else self._services
+            self._by_key = {(s.namespace, s.name): s for s in services}
+        return self._by_key
+
+
 def measure_cycle(
-    services: Sequence[ServiceRef],
+    services: Services,
     *,
     prom: PrometheusClient,
     at: int,
     window: str,
     namespaces: Sequence[str] | None = None,
     source: Source = "raw",
+    on_points: Callable[[list[Point]], None] | None = None,
+    tags: Sequence[str] = (),
+    metric_prefix: str = DEFAULT_METRIC_PREFIX,
 ) -> CycleResult:
-    """Figures of `services` at `at` (whole unix seconds); query failures are logged and returned."""
+    """Figures of `services` at `at` (whole unix seconds); query failures are logged and returned. With
+    `on_points`, each figure's gauge points (tagged with `tags`) go there as soon as it is measured."""
     started = time.perf_counter()
     before = prom.requests_made
-    figures, m = service_figures(prom, services, at=at, window=window, namespaces=namespaces, source=source)
+    listed = _Listed(services)
+    on_figures = None
+    if on_points is not None:
+        from exporter.sink.datadog import figure_points
+
+        def on_figures(values: dict[str, dict[Key, float]]) -> None:
+            refs = listed.by_key()
+            points: list[Point] = []
+            for figure, by_key in values.items():
+                mine = {refs[key]: value for key, value in by_key.items() if key in refs}
+                points += figure_points(figure, mine, at=at, tags=tags, prefix=metric_prefix)
+            on_points(points)
+
+    matchers = [promql.one_of("destination_service_namespace", namespaces)] if namespaces else []
+    m = measure_services(prom, at=at, window=window, matchers=matchers, source=source, on_figures=on_figures)
+    figures = {s: m.figures.get(key, Figures()) for key, s in listed.by_key().items()}
     result = CycleResult(at, figures, m.errors, promql_requests=prom.requests_made - before, non_finite=m.non_finite)
     result.durations["query"] = time.perf_counter() - started
     for name, error in m.errors.items():
@@ -68,24 +106,8 @@ def measure_cycle(
     return result
 
 
-def deliver(sink: DatadogSink, points: Sequence[Point], backlog: Backlog | None = None) -> SubmitStats:
-    """Send the backlog (oldest first) and then `points`; whatever is not accepted goes back into the
-    backlog, whatever happens: an unexpected exception in delivery keeps every point."""
-    pending = [*(backlog.take() if backlog is not None else []), *points]
-    try:
-        stats = sink.submit(pending)
-    except Exception as e:  # a bug or a library surprise must not cost the queue
-        from exporter.sink.datadog import SubmitStats
-
-        log.exception("delivery failed unexpectedly; points kept", points=len(pending), error=str(e))
-        stats = SubmitStats(failed=list(pending), errors=[SubmitError(f"unexpected {type(e).__name__}: {e}")])
-    if backlog is not None:
-        backlog.add(stats.failed)
-    return stats
-
-
 def run_cycle(
-    services: Sequence[ServiceRef],
+    services: Services,
     *,
     prom: PrometheusClient,
     at: int,
@@ -93,19 +115,36 @@ def run_cycle(
     namespaces: Sequence[str] | None = None,
     sink: DatadogSink | None = None,
     tags: Sequence[str] = (),
-    backlog: Backlog | None = None,
     metric_prefix: str = DEFAULT_METRIC_PREFIX,
     source: Source = "raw",
 ) -> CycleResult:
-    """Measure `services` at `at` and submit their points when a sink is given (both halves in a row)."""
-    result = measure_cycle(services, prom=prom, at=at, window=window, namespaces=namespaces, source=source)
-    if sink is not None:
-        from exporter.sink.datadog import points_for
+    """Measure `services` at `at` and, when a sink is given, deliver each figure's points while the
+    other queries still run; returns once everything was sent or failed."""
+    if sink is None:
+        result = measure_cycle(services, prom=prom, at=at, window=window, namespaces=namespaces, source=source)
+    else:
+        from exporter.export.delivery import Delivery
+        from exporter.sink.backlog import Backlog
 
-        submit_started = time.perf_counter()
-        result.submitted = deliver(sink, points_for(result.figures, at=at, tags=tags, prefix=metric_prefix), backlog)
-        result.durations["submit"] = time.perf_counter() - submit_started
-    log_cycle(result, services=len(services), backlog=backlog)
+        delivery = Delivery(sink, Backlog(max_age=math.inf))  # one cycle, `--at` any time: nothing ages out
+        try:
+            result = measure_cycle(
+                services,
+                prom=prom,
+                at=at,
+                window=window,
+                namespaces=namespaces,
+                source=source,
+                on_points=delivery.add,
+                tags=tags,
+                metric_prefix=metric_prefix,
+            )
+            waited = time.perf_counter()
+            result.submitted = delivery.flush(timeout=None)
+            result.durations["submit"] = time.perf_counter() - waited
+        finally:
+            delivery.stop()
+    log_cycle(result, services=len(result.figures), backlog=None)
     return result
 
 

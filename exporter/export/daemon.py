@@ -3,9 +3,11 @@
 Measurement never waits on delivery. The cycle job measures every instant of the grid (the start of
 each interval): when a job ran late, the instants it missed are measured at their own instants on the
 next run (Prometheus evaluates the past), for as far back as Datadog accepts points (1 h); anything
-older is counted and logged, never silently skipped. Points go into the backlog; a delivery worker
-thread sends the backlog oldest first with the original timestamps. The cycle waits for that delivery
-at most half an interval, so a slow or failing Datadog never delays the next measurement.
+older is counted and logged, never silently skipped. Each figure's points go into the backlog as soon
+as its query answers, and a delivery worker (exporter.export.delivery) sends the backlog oldest first
+with the original timestamps, while the slower queries still run. The cycle waits for the last round
+at most half an interval, so a slow or failing Datadog never delays the next measurement. Discovery
+is off the cycle's path: cycles measure the Service list the discovery job keeps.
 
 Jobs: a cycle every interval and a discovery refresh on its own interval that keeps the last good
 Service list when the Kubernetes API fails. HTTP: /healthz, /readyz (a cycle succeeded within the last
@@ -29,7 +31,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from exporter.config import Settings
 from exporter.errors import ExporterError, QueryError, SubmitError
-from exporter.export.cycle import CycleResult, deliver, log_cycle, measure_cycle
+from exporter.export.cycle import CycleResult, log_cycle, measure_cycle
+from exporter.export.delivery import Delivery, deliver
 from exporter.export.health import HealthServer, Route
 from exporter.export.selfmetrics import SelfMetrics, register_leadership
 from exporter.kube.discovery import KubeDiscovery
@@ -37,7 +40,7 @@ from exporter.model import ServiceRef
 from exporter.query.prometheus import PrometheusClient
 from exporter.retry import RetryPolicy
 from exporter.sink.backlog import MAX_AGE_SECONDS, Backlog
-from exporter.sink.datadog import DatadogSink, Point, SubmitStats, global_tags, points_for
+from exporter.sink.datadog import DatadogSink, SubmitStats, global_tags
 
 log = structlog.get_logger("exporter.export.daemon")
 
@@ -112,13 +115,9 @@ class Daemon:
         self.routes: dict[str, Route] = {}
         """Extra HTTP routes (e.g. the canary analysis endpoints), added before serve_http."""
         self.scheduler: BackgroundScheduler | None = None
-        # Delivery: a worker thread runs one round per request; cycles wait for their round, bounded.
-        self._delivery = threading.Condition()
-        self._rounds_wanted = self._rounds_done = 0
-        self._last_round: SubmitStats | None = None
-        self._in_flight: list[Point] | None = None  # taken from the backlog, not acknowledged yet
-        self._worker: threading.Thread | None = None
-        self._worker_stop = threading.Event()
+        self.delivery = (
+            Delivery(sink, self.backlog, on_round=self._delivered, cancel=self.stop_event) if sink is not None else None
+        )
         # Retry waits end at once on shutdown, so a cycle caught in an outage finishes within the grace.
         self.prom.retry = replace(self.prom.retry, sleep=self._pause(lambda: QueryError("shutting down", query="-")))
         if self.sink is not None:
@@ -207,10 +206,10 @@ class Daemon:
             if not results:
                 return
             waited = time.perf_counter()
-            round_stats = self._await_delivery() if self.sink is not None else None
+            round_stats = self.delivery.flush(self.settings.interval_seconds / 2) if self.delivery else None
             last = results[-1]
             last.submitted = round_stats
-            if self.sink is not None:
+            if self.delivery is not None:
                 last.durations["submit"] = time.perf_counter() - waited
             log_cycle(last, services=len(self.services), backlog=self.backlog)
             self.backlog_metrics()
@@ -235,7 +234,15 @@ class Daemon:
             window, namespaces = self.settings.rate_window, self.settings.namespaces
             source = self.settings.figure_source
             result = measure_cycle(
-                self.services, prom=self.prom, at=at, window=window, namespaces=namespaces, source=source
+                self.services,
+                prom=self.prom,
+                at=at,
+                window=window,
+                namespaces=namespaces,
+                source=source,
+                on_points=self.delivery.add if self.delivery is not None else None,
+                tags=global_tags(self.settings),
+                metric_prefix=self.settings.metric_prefix,
             )
         except Exception as e:  # a bug must not kill the daemon; it is logged with its traceback
             self.metrics.errors.labels("cycle").inc()
@@ -257,68 +264,14 @@ class Daemon:
             self.metrics.instants_missed.labels("not_measured").inc()
             log.error("instant not measured: Prometheus did not answer the request totals", evaluated_at=at)
         self.metrics.upstream_up.labels("prometheus").set(0 if result.query_errors else 1)
-        if self.sink is not None:
-            tags, prefix = global_tags(self.settings), self.settings.metric_prefix
-            self.backlog.add(points_for(result.figures, at=at, tags=tags, prefix=prefix))
         if self.leader is not None:
             self.leader.submitted(at)
         return result
 
     # Delivery ------------------------------------------------------------------------------------
-    def _await_delivery(self) -> SubmitStats | None:
-        """Ask the worker for a delivery round and wait for it at most half an interval."""
-        self._ensure_worker()
-        with self._delivery:
-            self._rounds_wanted += 1
-            wanted = self._rounds_wanted
-            self._delivery.notify_all()
-            done = self._delivery.wait_for(
-                lambda: self._rounds_done >= wanted or self.stop_event.is_set(),
-                timeout=self.settings.interval_seconds / 2,
-            )
-            if not done or self._rounds_done < wanted:
-                log.warning("delivery still running; measuring goes on", backlog=len(self.backlog))
-                return None
-            return self._last_round
-
-    def _ensure_worker(self) -> None:
-        if self._worker is None or not self._worker.is_alive():
-            self._worker = threading.Thread(target=self._deliver_forever, name="delivery", daemon=True)
-            self._worker.start()
-
-    def _deliver_forever(self) -> None:
-        while True:
-            with self._delivery:
-                self._delivery.wait_for(lambda: self._rounds_done < self._rounds_wanted or self._worker_stop.is_set())
-                if self._worker_stop.is_set():
-                    return
-                wanted = self._rounds_wanted
-            try:
-                stats = self._deliver_round()
-            except Exception as e:  # never lose the worker's points, never leave a cycle waiting
-                log.exception("delivery round crashed; points kept", error=str(e))
-                with self._delivery:
-                    held, self._in_flight = self._in_flight, None
-                self.backlog.add(held or [])
-                stats = SubmitStats(errors=[SubmitError(f"delivery crashed: {type(e).__name__}")])
-            with self._delivery:
-                self._last_round, self._rounds_done = stats, wanted
-                self._delivery.notify_all()
-
-    def _deliver_round(self) -> SubmitStats:
-        """One delivery of the whole backlog; every exception keeps the points; metrics recorded."""
-        assert self.sink is not None
-        pending = self.backlog.take()
-        with self._delivery:
-            self._in_flight = pending
-        started = time.perf_counter()
-        stats = deliver(self.sink, pending)  # never raises: failures come back in stats.failed
-        with self._delivery:
-            if self._in_flight is not pending:  # shutdown reclaimed these points already
-                return stats
-            self._in_flight = None
-        self.backlog.add(stats.failed)
-        self.metrics.stage_seconds.labels("submit").set(time.perf_counter() - started)
+    def _delivered(self, stats: SubmitStats, seconds: float) -> None:
+        """Self-metrics of one delivery round (exporter.export.delivery runs them)."""
+        self.metrics.stage_seconds.labels("submit").set(seconds)
         self.metrics.points.inc(stats.points)
         self.metrics.points_failed.inc(stats.failed_points)
         self.metrics.datadog_requests.inc(stats.requests)
@@ -329,26 +282,12 @@ class Daemon:
         if stats.errors:
             self.metrics.errors.labels("submit").inc(len(stats.errors))
         self.backlog_metrics()
-        return stats
 
     def backlog_metrics(self) -> None:
         """The backlog's size and the age of its oldest point (0 when empty), for alerting."""
         self.metrics.backlog.set(len(self.backlog))
         oldest = self.backlog.oldest()
         self.metrics.backlog_oldest_age.set(0 if oldest is None else max(0.0, self.clock() - oldest))
-
-    def _stop_worker(self) -> None:
-        """Stop the delivery worker; points it still holds (a stuck request) go back into the backlog."""
-        self._worker_stop.set()
-        with self._delivery:
-            self._delivery.notify_all()
-        if self._worker is not None:
-            self._worker.join(timeout=1.0)
-        with self._delivery:
-            held, self._in_flight = self._in_flight, None
-        if held:
-            log.warning("delivery was still running at shutdown; its points are kept", points=len(held))
-            self.backlog.add(held)
 
     # Health --------------------------------------------------------------------------------------
     def ready(self) -> bool:
@@ -396,7 +335,8 @@ class Daemon:
             self._cycle_lock.release()
         else:
             log.warning("a cycle was still running when the grace period ended", grace_s=self.grace_seconds)
-        self._stop_worker()
+        if self.delivery is not None:
+            self.delivery.stop()
         self.flush_backlog()
         if self.leader is not None:
             self.leader.stop()

@@ -8,13 +8,12 @@ still had a plaintext request never looks clean.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
-
-import jinja2
+from typing import TYPE_CHECKING, Any
 
 from exporter.mtls.model import (
     UNVERIFIED_FLAG,
@@ -28,6 +27,9 @@ from exporter.mtls.model import (
     Trend,
     Verdict,
 )
+
+if TYPE_CHECKING:
+    import jinja2
 
 EVENT_TEXT_LIMIT = 3900  # Datadog events take 4000 characters of text
 
@@ -378,14 +380,22 @@ def to_json(report: Report) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- html
-_TEMPLATES = jinja2.Environment(
-    loader=jinja2.PackageLoader("exporter.mtls", "templates"),
-    autoescape=True,  # every name in the page is escaped by the template engine, not by hand
-    trim_blocks=True,
-    lstrip_blocks=True,
-    undefined=jinja2.StrictUndefined,
-)
-_TEMPLATES.filters.update(pct=pct_text, change=change_text, count=count_text, rate=rate_text, iso=_iso)
+@functools.cache
+def _templates() -> jinja2.Environment:
+    """The page's templates (Jinja2 loads with the first HTML page, not with the command line)."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("exporter.mtls", "templates"),
+        autoescape=True,  # every name in the page is escaped by the template engine, not by hand
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters.update(pct=pct_text, change=change_text, count=count_text, rate=rate_text, iso=_iso)
+    return env
+
+
 _BAR_X, _BAR_W, _ROW_H = 230, 360, 26
 
 
@@ -414,7 +424,7 @@ def _bars(bars: Sequence[tuple[str, Trend]]) -> list[dict[str, Any]]:
 
 def bar_chart(title: str, bars: Sequence[tuple[str, Trend]]) -> str:
     """An inline SVG bar chart (the template's macro, for callers outside the page)."""
-    module = _TEMPLATES.get_template("chart.html.j2").module
+    module = _templates().get_template("chart.html.j2").module
     return str(module.chart(title, _bars(bars), _chart_size(len(bars))))  # type: ignore[attr-defined]
 
 
@@ -438,17 +448,21 @@ def html_page(report: Report) -> str:
         }
         for ns in report.namespaces
     ]
-    return _TEMPLATES.get_template("report.html.j2").render(
-        r=report,
-        verdicts=_verdict_counts(report),
-        overview=_bars([(ns.namespace, ns.coverage) for ns in report.namespaces]),
-        overview_size=_chart_size(len(report.namespaces)),
-        sections=sections,
-        notes=_notes(report),
-        policy_statement=POLICY_STATEMENT,
-        unverified_flag=UNVERIFIED_FLAG,
-        is_service=lambda row: isinstance(row, ServiceReport),
-        in_window=_in_window,
+    return (
+        _templates()
+        .get_template("report.html.j2")
+        .render(
+            r=report,
+            verdicts=_verdict_counts(report),
+            overview=_bars([(ns.namespace, ns.coverage) for ns in report.namespaces]),
+            overview_size=_chart_size(len(report.namespaces)),
+            sections=sections,
+            notes=_notes(report),
+            policy_statement=POLICY_STATEMENT,
+            unverified_flag=UNVERIFIED_FLAG,
+            is_service=lambda row: isinstance(row, ServiceReport),
+            in_window=_in_window,
+        )
     )
 
 

@@ -3,6 +3,9 @@
 A measurement runs the four grouped queries of `promql.figure_queries` concurrently and takes the
 ratios here, so that a group with traffic always gets every figure it has data for (0 % is a
 figure) and a group without traffic gets none. A failed query costs only the figures that need it.
+Answers are decoded as they arrive, and figures are handed on (`on_figures`) in two batches: every
+figure the answers allow once only the slowest query is outstanding (usually the p99), then the rest,
+so that most points are on their way while that query still runs.
 A sample that is not finite (NaN, ±Inf) never makes a figure: a group whose numerator or p99 is not
 finite gets no such figure (never 0 % or 100 %), and is counted in `Measurement.non_finite`.
 """
@@ -10,12 +13,12 @@ finite gets no such figure (never 0 % or 100 %), and is counted in `Measurement.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Literal
 
 from exporter.errors import QueryError
-from exporter.model import Figures, ServiceRef
+from exporter.model import Figures
 from exporter.query import promql
 from exporter.query.prometheus import Vector as Decoded
 from exporter.query.prometheus import vector_by
@@ -41,32 +44,49 @@ class Measurement:
     """Whether the figures came from raw Istio series or from the recorded series of `exporter rules`."""
 
 
+FIGURES: tuple[str, ...] = tuple(f.name for f in fields(Figures))
+QUERY_OF = {"request_rate": "requests", "success_rate_pct": "ok", "mtls_coverage_pct": "mtls", "p99_latency_ms": "p99"}
+"""The query each figure reads besides the request totals (every figure needs those: which groups had traffic)."""
+OnFigures = Callable[[dict[str, dict[Key, float]]], None]
+"""Called with figures (their values per group, by figure name) as soon as the queries they need have
+answered: at most twice a measurement (see the module's docstring)."""
+
+
 def _bad(vector: Vector | None, key: Key) -> bool:
     return isinstance(vector, Decoded) and key in vector.non_finite
 
 
-def _pct(part: Vector | None, key: Key, total: float) -> float | None:
-    if part is None or _bad(part, key):
+def _pct(part: Vector, key: Key, total: float) -> float | None:
+    if _bad(part, key):
         return None
     return min(100.0, 100.0 * part.get(key, 0.0) / total)  # no numerator series: 0 %, not nothing
 
 
+def figure_values(figure: str, vectors: Mapping[str, Vector | None]) -> dict[Key, float]:
+    """One figure's values per group, from the answered vectors (None where a query failed): only
+    groups with traffic in the window get one (0 % is a value; no traffic or a non-finite sample is
+    none). When the request totals failed, only a finite p99 proves there was traffic."""
+    totals, part = vectors.get("requests"), vectors.get(QUERY_OF[figure])
+    if totals is None:
+        return dict(part or {}) if figure == "p99_latency_ms" else {}
+    traffic = [(key, total) for key, total in totals.items() if total > 0]  # 0: series but no request
+    if figure == "request_rate":
+        return dict(traffic)
+    if part is None:
+        return {}
+    if figure == "p99_latency_ms":
+        return {key: part[key] for key, _ in traffic if key in part}
+    return {key: pct for key, total in traffic if (pct := _pct(part, key, total)) is not None}
+
+
 def figures_from(vectors: Mapping[str, Vector | None]) -> dict[Key, Figures]:
     """Combine the four vectors (None where its query failed) into figures per group with traffic."""
-    totals, p99 = vectors.get("requests"), vectors.get("p99")
-    if totals is None:  # traffic unknown: only a finite p99 proves there was some
-        return {key: Figures(p99_latency_ms=value) for key, value in (p99 or {}).items()}
-    out: dict[Key, Figures] = {}
-    for key, total in totals.items():
-        if total <= 0:  # series exist but no request in the window: no figures, never NaN or 0
-            continue
-        out[key] = Figures(
-            request_rate=total,
-            success_rate_pct=_pct(vectors.get("ok"), key, total),
-            mtls_coverage_pct=_pct(vectors.get("mtls"), key, total),
-            p99_latency_ms=None if p99 is None else p99.get(key),
-        )
-    return out
+    return _assemble({figure: figure_values(figure, vectors) for figure in FIGURES}, vectors.get("requests"))
+
+
+def _assemble(values: Mapping[str, Mapping[Key, float]], totals: Vector | None) -> dict[Key, Figures]:
+    keys = values["request_rate"] if totals is not None else values["p99_latency_ms"]
+    return {key: Figures(**{figure: values[figure].get(key) for figure in FIGURES}) for key in keys}
 
 
 def non_finite_figures(vectors: Mapping[str, Vector | None]) -> dict[str, int]:
@@ -92,27 +112,62 @@ def measure(
     matchers: Sequence[promql.Matcher] = (),
     offset: str | None = None,
     q: float = 0.99,
+    on_figures: OnFigures | None = None,
 ) -> Measurement:
-    """Figures for every group of `by` labels with destination-reported traffic in `window` before `at`."""
+    """Figures for every group of `by` labels with destination-reported traffic in `window` before `at`;
+    `on_figures` gets the figures as soon as their queries have answered (the p99 is usually last)."""
     queries = promql.figure_queries(by, window=window, matchers=matchers, offset=offset, q=q)
-    vectors, errors = _run(client, queries, at=at, by=by)
-    return Measurement(figures_from(vectors), errors, non_finite_figures(vectors))
+    return _measured(_stream(client, queries, at=at, by=by, on_figures=on_figures), source="raw")
 
 
-def _run(
-    client: PrometheusClient, queries: Mapping[str, str], *, at: float, by: Sequence[str]
-) -> tuple[dict[str, Vector | None], dict[str, QueryError]]:
-    vectors: dict[str, Vector | None] = {}
-    errors: dict[str, QueryError] = {}
-    for name, answer in client.query_all(queries, at=at).items():
+@dataclass
+class _Answers:
+    """The vectors answered so far (None: the query failed), their errors, and the figures emitted."""
+
+    vectors: dict[str, Vector | None] = field(default_factory=dict)
+    errors: dict[str, QueryError] = field(default_factory=dict)
+    values: dict[str, dict[Key, float]] = field(default_factory=dict)
+
+
+def _stream(
+    client: PrometheusClient,
+    queries: Mapping[str, str],
+    *,
+    at: float,
+    by: Sequence[str],
+    on_figures: OnFigures | None,
+    until: Callable[[_Answers], bool] = lambda answers: False,
+) -> _Answers:
+    """Decode each answer as it arrives and hand on the figures whose queries have all answered, once
+    only one query is outstanding and once none is; stops early (the rest unread) when `until` says so."""
+    answers = _Answers()
+    for name, answer in client.query_each(queries, at=at):
         try:
             if isinstance(answer, QueryError):
                 raise answer
-            vectors[name] = vector_by(answer, by, query=queries[name], set_aside_non_finite=True)
+            answers.vectors[name] = vector_by(answer, by, query=queries[name], set_aside_non_finite=True)
         except QueryError as e:
-            vectors[name] = None
-            errors[name] = e
-    return vectors, errors
+            answers.vectors[name] = None
+            answers.errors[name] = e
+        if until(answers):
+            break
+        if len(answers.vectors) < len(queries) - 1:  # two or more outstanding: wait, so as to batch
+            continue
+        ready = {
+            figure: figure_values(figure, answers.vectors)
+            for figure in FIGURES
+            if figure not in answers.values and {"requests", QUERY_OF[figure]} <= answers.vectors.keys()
+        }
+        answers.values.update(ready)
+        if on_figures is not None and any(ready.values()):
+            on_figures({figure: values for figure, values in ready.items() if values})
+    return answers
+
+
+def _measured(answers: _Answers, *, source: Literal["raw", "recorded"]) -> Measurement:
+    values = {figure: answers.values.get(figure, {}) for figure in FIGURES}
+    figures = _assemble(values, answers.vectors.get("requests"))
+    return Measurement(figures, answers.errors, non_finite_figures(answers.vectors), source=source)
 
 
 _auto_lock = threading.Lock()
@@ -142,6 +197,7 @@ def measure_services(
     window: str,
     matchers: Sequence[promql.Matcher] = (),
     source: Source = "raw",
+    on_figures: OnFigures | None = None,
 ) -> Measurement:
     """Figures per (namespace, service), from raw Istio series or from the recorded series.
 
@@ -151,28 +207,15 @@ def measure_services(
     """
     by = promql.SERVICE_LABELS
     if source == "raw":
-        return measure(client, at=at, window=window, matchers=matchers)
+        return measure(client, at=at, window=window, matchers=matchers, on_figures=on_figures)
     queries = promql.recorded_figure_queries(by, window=window, matchers=matchers)
-    vectors, errors = _run(client, queries, at=at, by=by)
+
+    def absent(answers: _Answers) -> bool:  # `auto` and the recorded request rates answered with no series
+        return source == "auto" and answers.vectors.get("requests", None) == {}
+
+    answers = _stream(client, queries, at=at, by=by, on_figures=on_figures, until=absent)
     if source == "auto":
-        absent = "requests" not in errors and not vectors.get("requests")
-        _auto_chose(window, "raw" if absent else "recorded")
-        if absent:
-            return measure(client, at=at, window=window, matchers=matchers)
-    return Measurement(figures_from(vectors), errors, non_finite_figures(vectors), source="recorded")
-
-
-def service_figures(
-    client: PrometheusClient,
-    services: Iterable[ServiceRef],
-    *,
-    at: float,
-    window: str,
-    namespaces: Sequence[str] | None = None,
-    source: Source = "raw",
-) -> tuple[dict[ServiceRef, Figures], Measurement]:
-    """Figures for each of `services` (Figures() with all None when it had no traffic), and the
-    measurement they came from (its errors and non-finite counts)."""
-    matchers = [promql.one_of("destination_service_namespace", namespaces)] if namespaces else []
-    m = measure_services(client, at=at, window=window, matchers=matchers, source=source)
-    return {s: m.figures.get((s.namespace, s.name), Figures()) for s in services}, m
+        _auto_chose(window, "raw" if absent(answers) else "recorded")
+        if absent(answers):
+            return measure(client, at=at, window=window, matchers=matchers, on_figures=on_figures)
+    return _measured(answers, source="recorded")

@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Callable, Hashable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, urlparse
 
@@ -217,14 +217,22 @@ class PrometheusClient:
     def query_all(self, queries: Mapping[K, str], *, at: float) -> dict[K, list[Sample] | QueryError]:
         """Run several queries concurrently (on a pool kept for the client's life), each with retries;
         a failed query yields its QueryError instead of raising, so the others still count."""
-        futures = {name: self._pool.submit(self.query, text, at=at) for name, text in queries.items()}
-        answers: dict[K, list[Sample] | QueryError] = {}
-        for name, future in futures.items():
-            try:
-                answers[name] = future.result()
-            except QueryError as e:
-                answers[name] = e
-        return answers
+        answers = dict(self.query_each(queries, at=at))
+        return {name: answers[name] for name in queries}
+
+    def query_each(self, queries: Mapping[K, str], *, at: float) -> Iterator[tuple[K, list[Sample] | QueryError]]:
+        """Send every query at once (before this returns), then yield each answer (or its QueryError) as
+        it arrives, fastest first."""
+        futures = {self._pool.submit(self.query, text, at=at): name for name, text in queries.items()}
+
+        def answers() -> Iterator[tuple[K, list[Sample] | QueryError]]:
+            for future in as_completed(futures):
+                try:
+                    yield futures[future], future.result()
+                except QueryError as e:
+                    yield futures[future], e
+
+        return answers()
 
     def query(self, promql: str, *, at: float) -> list[Sample]:
         """Evaluate `promql` at unix time `at`; a list of (labels, value) for an instant vector."""

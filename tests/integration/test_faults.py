@@ -160,9 +160,12 @@ def test_datadog_outage_of_every_kind_then_recovery_loses_nothing(
     assert_holds(intake, want(list(range(T0, last + 1, STEP))))
     text = metrics_text(daemon)
     assert metric(text, "mesh_exporter_backlog_points") == 0
-    assert metric(text, 'mesh_exporter_errors_total{stage="submit"}') == len(faults)
-    # each failing cycle fails its own points and the backlog it re-sends: 1, 2, … 5 instants' worth
-    assert metric(text, "mesh_exporter_points_failed_total") == sum(range(1, len(faults) + 1)) * PER_INSTANT
+    # Each failing cycle fails its own points and the backlog it re-sends: 1, 2, … 5 instants' worth. The
+    # first may also have failed an early hand-over (the figures ready while the p99 query ran: fewer than
+    # an instant's points); after a failure, points wait for the cycle's last round.
+    early = metric(text, 'mesh_exporter_errors_total{stage="submit"}') - len(faults)
+    failed = metric(text, "mesh_exporter_points_failed_total") - sum(range(1, len(faults) + 1)) * PER_INSTANT
+    assert (early, failed) == (0, 0) or (early == 1 and 0 < failed < PER_INSTANT)
     # points kept their original timestamps: the instant they were measured at, not the one they were sent at
     assert {ts for (_, _, ts) in held(intake)} == set(range(T0, last + 1, STEP))
 
@@ -176,7 +179,11 @@ def test_payload_too_large_is_split_and_sent(prom_url: str, intake: FakeIntake, 
     finally:
         daemon.stop()
     assert_holds(intake, want([T0]))
-    assert [r.status for r in intake.requests] == [413, 202, 202]
+    # The refused batch came back as its two halves; the cycle's other hand-over (if any) went as it was.
+    statuses = [r.status for r in intake.requests]
+    assert statuses[0] == 413 and statuses[1:] in ([202, 202], [202, 202, 202])
+    refused, first_half, second_half = (r.json["series"] for r in intake.requests[:3])
+    assert first_half + second_half == refused and len(first_half) == len(refused) // 2
 
 
 def test_outage_longer_than_an_hour_loses_exactly_the_points_datadog_would_ignore(
@@ -452,7 +459,10 @@ def test_memory_stays_flat_over_many_cycles(prom_url: str, intake: FakeIntake, k
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     print(f"exporter memory growth: cycles 40-100 {result['first']} B, cycles 100-160 {result['second']} B")
-    assert len(intake.requests) == 160  # every cycle measured and submitted
+    # every cycle measured and submitted (in one or two requests: most figures, then the slowest)
+    assert len(held(intake)) == 160 * PER_INSTANT
+    instants = sorted({ts for (_, _, ts) in held(intake)})
+    assert instants == list(range(instants[0], instants[0] + 160 * STEP, STEP))
     # keeping one cycle's figures and points per cycle would add ~300 KB per stretch
     assert result["first"] < 50_000 and result["second"] < 20_000, result
 
@@ -561,9 +571,8 @@ def test_a_stuck_delivery_never_blocks_exit_and_its_points_are_spooled(
 ) -> None:
     from exporter.sink.datadog import DatadogSink
 
-    daemon = make_daemon(prom_url, intake.url, kubeconfig, spool=tmp_path)
     stuck = Stuck()
-    daemon.sink = DatadogSink(stuck)
+    daemon = make_daemon(prom_url, intake.url, kubeconfig, spool=tmp_path, sink=DatadogSink(stuck))
     daemon.grace_seconds, daemon.flush_seconds = 1.0, 1.0
     try:
         with time_machine.travel(T0, tick=False) as traveller:

@@ -113,7 +113,7 @@ def test_once_json_submit_matches_the_generator_and_prometheus(
     assert len(intake.points()) == len(want_points) == 4 * (len(migrated) - 1)
     assert sent == want_points
     assert {p.type for p in intake.points()} == {3}
-    assert len(intake.requests) == 1  # one request for the whole cycle
+    assert 1 <= len(intake.requests) <= 2  # most points sent while the p99 query runs, then the rest
 
 
 def test_once_table_is_readable(demo_prom: DemoProm, kube: tuple[FakeKubeAPI, Path], intake: FakeIntake) -> None:

@@ -58,7 +58,10 @@ def one_cycle(make_prometheus: PrometheusFactory, tmp_path: Path, n: int) -> tup
 def test_requests_per_cycle_do_not_grow_with_services(make_prometheus: PrometheusFactory, tmp_path: Path) -> None:
     small = one_cycle(make_prometheus, tmp_path, 10)
     large = one_cycle(make_prometheus, tmp_path, 500)
-    assert small[:2] == large[:2] == (4, 1)  # four grouped PromQL queries, one Datadog request
+    # Four grouped PromQL queries; Datadog: one request per hand-over (the figures ready while the slowest
+    # query runs, then the rest), so one or two, at 10 services as at 500.
+    assert small[0] == large[0] == 4
+    assert 1 <= small[1] <= 2 and 1 <= large[1] <= 2
     assert (small[2], large[2]) == (10, 500)
 
 

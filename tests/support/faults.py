@@ -33,7 +33,9 @@ SERVICES = (
 PER_INSTANT = 4 * len(SERVICES)
 
 
-def make_daemon(url: str, intake_url: str, kubeconfig: Path, *, spool: Path | None = None) -> Daemon:
+def make_daemon(
+    url: str, intake_url: str, kubeconfig: Path, *, spool: Path | None = None, sink: DatadogSink | None = None
+) -> Daemon:
     settings = Settings(
         prometheus_url=url, datadog_url=intake_url, dd_api_key=KEY, kubeconfig=str(kubeconfig), http_port=0
     )
@@ -41,7 +43,8 @@ def make_daemon(url: str, intake_url: str, kubeconfig: Path, *, spool: Path | No
         settings,
         discovery=KubeDiscovery(KubeClient(api_client(str(kubeconfig))), label_selector="migrated=true"),
         prom=PrometheusClient(url, timeout=1.0, retry=RetryPolicy(attempts=2, base_wait=0.01)),
-        sink=DatadogSink(
+        sink=sink
+        or DatadogSink(
             DatadogAPI(intake_url, api_key=KEY, timeout=2.0), retry=RetryPolicy(attempts=3, base_wait=0.01, max_wait=2)
         ),
         backlog=Backlog(spool=Spool(spool) if spool else None),

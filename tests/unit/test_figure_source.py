@@ -3,7 +3,7 @@ answers by query text, so the decision is seen without a Prometheus)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
 from structlog.testing import capture_logs
@@ -16,13 +16,14 @@ NS = {"destination_service_namespace": "shop", "destination_service_name": "cart
 
 
 class Answers:
-    """query_all as PrometheusClient has it: recorded series present or absent, or their queries failing."""
+    """query_each as PrometheusClient has it (every query sent before the first answer is read): recorded
+    series present or absent, or their queries failing."""
 
     def __init__(self, recorded: str) -> None:
         self.recorded = recorded  # "present", "absent" or "failing"
         self.sent: list[str] = []
 
-    def query_all(self, queries: Mapping[str, str], *, at: float) -> dict[str, Any]:
+    def query_each(self, queries: Mapping[str, str], *, at: float) -> Iterator[tuple[str, Any]]:
         out: dict[str, Any] = {}
         for name, text in queries.items():
             self.sent.append(text)
@@ -32,7 +33,7 @@ class Answers:
                 out[name] = QueryError("Prometheus answered 503", query=text, status=503)
             else:
                 out[name] = [(NS, 2.0)] if self.recorded == "present" else []
-        return out
+        return iter(out.items())
 
 
 def run(recorded: str, source: figures.Source) -> tuple[figures.Measurement, Answers]:

@@ -14,7 +14,7 @@ import pytest
 from exporter.cli import main
 from exporter.config import load
 from exporter.errors import ConfigError, SubmitError
-from exporter.export.cycle import deliver
+from exporter.export.delivery import deliver
 from exporter.query.figures import figures_from, non_finite_figures
 from exporter.query.prometheus import timeout_param, vector_by
 from exporter.retry import RetryPolicy

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 CLIENTS = ("requests", "urllib3", "prometheus_api_client", "kubernetes", "datadog_api_client", "apscheduler")
-HEAVY = (*CLIENTS, "pydantic", "structlog", "tenacity", "yaml", "jsonpatch")
+HEAVY = (*CLIENTS, "pydantic", "structlog", "tenacity", "yaml", "jsonpatch", "jinja2")
 
 
 def loaded_after(code: str) -> set[str]:
