@@ -20,6 +20,12 @@ class ServiceRef:
     name: str
     labels: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.namespace, self.name)))
+
+    def __hash__(self) -> int:  # computed once: a cycle looks up every Service several times
+        return self._hash  # type: ignore[attr-defined, no-any-return]
+
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}"
 

@@ -31,7 +31,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from exporter.config import Settings
 from exporter.errors import ExporterError, QueryError, SubmitError
-from exporter.export.cycle import CycleResult, log_cycle, measure_cycle
+from exporter.export.cycle import CycleResult, gc_paused, log_cycle, measure_cycle
 from exporter.export.delivery import Delivery, deliver
 from exporter.export.health import HealthServer, Route
 from exporter.export.selfmetrics import SelfMetrics, register_leadership
@@ -189,7 +189,7 @@ class Daemon:
     def cycle(self) -> None:
         """Measure every due instant and queue its points; wait for delivery at most half an interval.
         Never raises (failures are logged and counted)."""
-        with self._cycle_lock:
+        with self._cycle_lock, gc_paused():
             if self.stop_event.is_set():
                 return
             due = self.due()

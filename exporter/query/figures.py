@@ -12,6 +12,7 @@ finite gets no such figure (never 0 % or 100 %), and is counted in `Measurement.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -34,14 +35,22 @@ SOURCES: tuple[Source, ...] = ("raw", "recorded", "auto")
 
 @dataclass(frozen=True)
 class Measurement:
-    """Figures per group key, and the queries that failed (by name: requests, ok, mtls, p99)."""
+    """Each figure's values per group key, and the queries that failed (by name: requests, ok, mtls, p99)."""
 
-    figures: dict[Key, Figures]
+    values: dict[str, dict[Key, float]]
+    """By `Figures` field name: the groups with a value (see figure_values)."""
+    traffic_known: bool = True
+    """False when the request totals failed: the groups are then those with a p99."""
     errors: dict[str, QueryError] = field(default_factory=dict)
     non_finite: dict[str, int] = field(default_factory=dict)
     """Figures left out because a sample they need was NaN or ±Inf, by query name."""
     source: Literal["raw", "recorded"] = "raw"
     """Whether the figures came from raw Istio series or from the recorded series of `exporter rules`."""
+
+    @functools.cached_property
+    def figures(self) -> dict[Key, Figures]:
+        """Figures per group with traffic (built on first use: a daemon's cycle needs only `values`)."""
+        return _assemble(self.values, traffic_known=self.traffic_known)
 
 
 FIGURES: tuple[str, ...] = tuple(f.name for f in fields(Figures))
@@ -54,12 +63,6 @@ answered: at most twice a measurement (see the module's docstring)."""
 
 def _bad(vector: Vector | None, key: Key) -> bool:
     return isinstance(vector, Decoded) and key in vector.non_finite
-
-
-def _pct(part: Vector, key: Key, total: float) -> float | None:
-    if _bad(part, key):
-        return None
-    return min(100.0, 100.0 * part.get(key, 0.0) / total)  # no numerator series: 0 %, not nothing
 
 
 def figure_values(figure: str, vectors: Mapping[str, Vector | None]) -> dict[Key, float]:
@@ -76,17 +79,21 @@ def figure_values(figure: str, vectors: Mapping[str, Vector | None]) -> dict[Key
         return {}
     if figure == "p99_latency_ms":
         return {key: part[key] for key, _ in traffic if key in part}
-    return {key: pct for key, total in traffic if (pct := _pct(part, key, total)) is not None}
+    bad, share = part.non_finite if isinstance(part, Decoded) else frozenset(), part.get
+    # a ratio: no numerator series is 0 %, not nothing; a non-finite numerator is no figure at all
+    return {key: min(100.0, 100.0 * share(key, 0.0) / total) for key, total in traffic if key not in bad}
 
 
 def figures_from(vectors: Mapping[str, Vector | None]) -> dict[Key, Figures]:
     """Combine the four vectors (None where its query failed) into figures per group with traffic."""
-    return _assemble({figure: figure_values(figure, vectors) for figure in FIGURES}, vectors.get("requests"))
+    values = {figure: figure_values(figure, vectors) for figure in FIGURES}
+    return _assemble(values, traffic_known=vectors.get("requests") is not None)
 
 
-def _assemble(values: Mapping[str, Mapping[Key, float]], totals: Vector | None) -> dict[Key, Figures]:
-    keys = values["request_rate"] if totals is not None else values["p99_latency_ms"]
-    return {key: Figures(**{figure: values[figure].get(key) for figure in FIGURES}) for key in keys}
+def _assemble(values: Mapping[str, Mapping[Key, float]], *, traffic_known: bool) -> dict[Key, Figures]:
+    keys = values["request_rate"] if traffic_known else values["p99_latency_ms"]
+    rate, success, mtls, p99 = (values[figure] for figure in FIGURES)  # Figures' field order
+    return {key: Figures(rate.get(key), success.get(key), mtls.get(key), p99.get(key)) for key in keys}
 
 
 def non_finite_figures(vectors: Mapping[str, Vector | None]) -> dict[str, int]:
@@ -95,11 +102,11 @@ def non_finite_figures(vectors: Mapping[str, Vector | None]) -> dict[str, int]:
     counts: dict[str, int] = {}
     if isinstance(totals, Decoded) and totals.non_finite:
         counts["requests"] = len(totals.non_finite)
-    for key, total in (totals or {}).items():
-        if total > 0:
-            for name in ("ok", "mtls", "p99"):
-                if _bad(vectors.get(name), key):
-                    counts[name] = counts.get(name, 0) + 1
+    for name in ("ok", "mtls", "p99"):
+        vector = vectors.get(name)
+        bad = vector.non_finite if isinstance(vector, Decoded) else ()
+        if n := sum(1 for key in bad if (totals or {}).get(key, 0.0) > 0):
+            counts[name] = n
     return counts
 
 
@@ -166,8 +173,8 @@ def _stream(
 
 def _measured(answers: _Answers, *, source: Literal["raw", "recorded"]) -> Measurement:
     values = {figure: answers.values.get(figure, {}) for figure in FIGURES}
-    figures = _assemble(values, answers.vectors.get("requests"))
-    return Measurement(figures, answers.errors, non_finite_figures(answers.vectors), source=source)
+    traffic_known = answers.vectors.get("requests") is not None
+    return Measurement(values, traffic_known, answers.errors, non_finite_figures(answers.vectors), source=source)
 
 
 _auto_lock = threading.Lock()

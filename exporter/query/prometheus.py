@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import threading
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -90,13 +91,14 @@ class _Samples(list[Sample]):
     @classmethod
     def decode(cls, result: list[Any], *, query: str) -> _Samples:
         samples = cls()
+        append = samples.append
         try:
             while result:
                 item = result.pop()  # frees the item's dict and value list as the samples grow
                 metric = item["metric"]
-                if not isinstance(metric, dict):
+                if type(metric) is not dict:
                     raise TypeError("metric is not an object")
-                samples.append((metric, to_float(item["value"][1])))
+                append((metric, float(item["value"][1])))
         except (KeyError, IndexError, TypeError, ValueError) as e:
             raise QueryError(f"not an instant vector: {e}", query=query, kind="malformed") from None
         samples.reverse()
@@ -166,11 +168,6 @@ def _retry_after(value: str | None) -> float:
         return max(0.0, float(value)) if value else 0.0
     except ValueError:
         return 0.0
-
-
-def to_float(value: str) -> float:
-    """A sample value as Prometheus encodes it ("1.5", "NaN", "+Inf") as a float."""
-    return float(value)
 
 
 class PrometheusClient:
@@ -262,7 +259,7 @@ class PrometheusClient:
         if isinstance(result, _Samples):
             return result
         try:
-            return [(dict(item["metric"]), to_float(item["value"][1])) for item in result]
+            return [(dict(item["metric"]), float(item["value"][1])) for item in result]
         except (KeyError, IndexError, TypeError, ValueError) as e:
             raise QueryError(
                 f"not an instant vector: {json.dumps(result)[:200]}", query=promql, kind="malformed"
@@ -315,6 +312,23 @@ class Vector(dict[tuple[str, ...], float]):
     non_finite: frozenset[tuple[str, ...]] = frozenset()
 
 
+def _fast_vector(samples: Sequence[Sample], labels: tuple[str, ...]) -> Vector | None:
+    """The common case in C-level passes: every series carries every label, no key twice, every value
+    finite (a finite sum proves it: NaN and ±Inf propagate, an overflow only sends us to the slow path).
+    None when any of that does not hold."""
+    if not samples or not labels:
+        return None
+    metrics, values = zip(*samples, strict=True)
+    try:
+        keys = list(map(operator.itemgetter(*labels), metrics))
+    except KeyError:
+        return None
+    if len(labels) == 1:
+        keys = [(key,) for key in keys]
+    out = Vector(zip(keys, values, strict=True))
+    return out if len(out) == len(keys) and math.isfinite(sum(values)) else None
+
+
 def vector_by(
     samples: Sequence[Sample], labels: Sequence[str], *, query: str, set_aside_non_finite: bool = False
 ) -> Vector:
@@ -322,16 +336,17 @@ def vector_by(
     makes the answer a QueryError (kind `non_finite`: a ratio or verdict built on it would be wrong);
     with `set_aside_non_finite` its key goes to `Vector.non_finite` instead, for callers that leave out
     just the figures that need it (figures.measure)."""
+    fast = _fast_vector(samples, tuple(labels))
+    if fast is not None:
+        return fast
     out = Vector()
     bad: set[tuple[str, ...]] = set()
-    seen: set[tuple[str, ...]] = set()
     for metric, value in samples:
         key = tuple(metric.get(label, "") for label in labels)
-        if key in seen:
+        if key in out or key in bad:
             raise QueryError(
                 f"duplicate series for {dict(zip(labels, key, strict=True))}", query=query, kind="duplicate_series"
             )
-        seen.add(key)
         if math.isfinite(value):
             out[key] = value
         else:

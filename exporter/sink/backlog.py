@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import os
 import re
 import threading
@@ -112,6 +113,9 @@ class Spool:
         os.replace(tmp, self.path)
 
 
+_timestamp = operator.attrgetter("timestamp")
+
+
 class Backlog:
     """Unsent points, oldest first; thread-safe."""
 
@@ -173,7 +177,7 @@ class Backlog:
         """Keep `points` (oldest first) for the next attempt; then save the spool."""
         with self._lock:
             self._points.extend(points)
-            self._points.sort(key=lambda p: p.timestamp)  # stable: keeps submission order within an instant
+            self._points.sort(key=_timestamp)  # stable: keeps submission order within an instant
             self._prune()
             self._save()
 

@@ -532,7 +532,7 @@ class Stuck:
         self.release = threading.Event()
         self.calls = 0
 
-    def send_series(self, series: list[dict[str, Any]]) -> None:
+    def send_series(self, payload: bytes) -> None:
         self.calls += 1
         self.release.wait(120)
 

@@ -38,7 +38,7 @@ def test_colour_highlights_failing_figures_only_when_asked() -> None:
 
 
 def test_json_follows_the_contract_with_null_for_no_data() -> None:
-    doc = json.loads(render_json(CycleResult(at=1700000000, figures=FIGS)))
+    doc = json.loads(render_json(CycleResult(at=1700000000, figures_of=lambda: FIGS)))
     assert doc["evaluated_at"] == 1700000000 and doc["errors"] == []
     assert doc["services"][1] == {
         "namespace": "shop", "service": "api", "request_rate": None,

@@ -173,7 +173,7 @@ class Exploding:
         self.exc = exc
         self.calls = 0
 
-    def send_series(self, series: list[dict[str, Any]]) -> None:
+    def send_series(self, payload: bytes) -> None:
         self.calls += 1
         raise self.exc
 
@@ -211,7 +211,7 @@ class TooLarge:
     def __init__(self) -> None:
         self.calls = 0
 
-    def send_series(self, series: list[dict[str, Any]]) -> None:
+    def send_series(self, payload: bytes) -> None:
         self.calls += 1
         raise SubmitError("413", status=413)
 
