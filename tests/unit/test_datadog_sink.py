@@ -2,6 +2,7 @@
 
 import json
 import random
+import zlib
 from typing import Any
 
 import pytest
@@ -9,7 +10,15 @@ import pytest
 from exporter.errors import SubmitError
 from exporter.model import METRICS, Figures, ServiceRef
 from exporter.retry import RetryPolicy
-from exporter.sink.datadog import MAX_DECOMPRESSED_BYTES, DatadogSink, Point, batches, points_for
+from exporter.sink.datadog import (
+    MAX_COMPRESSED_BYTES,
+    MAX_DECOMPRESSED_BYTES,
+    DatadogSink,
+    Point,
+    batches,
+    deflated,
+    points_for,
+)
 
 
 class Recorder:
@@ -17,18 +26,20 @@ class Recorder:
 
     def __init__(self, failures: list[SubmitError] | None = None, *, max_points: int | None = None) -> None:
         self.payloads: list[list[dict[str, Any]]] = []
+        self.raw: list[bytes] = []  # as sent: deflated
         self.failures = failures or []
         self.max_points = max_points
         self.attempts = 0
 
     def send_series(self, payload: bytes) -> None:
-        series = json.loads(payload)["series"]
+        series = json.loads(zlib.decompress(payload))["series"]
         self.attempts += 1
         if self.max_points is not None and len(series) > self.max_points:
             raise SubmitError("POST /api/v2/series -> 413: Payload too large", status=413)
         if self.failures:
             raise self.failures.pop(0)
         self.payloads.append(series)
+        self.raw.append(payload)
 
     def send_event(self, event: dict[str, Any]) -> None:
         raise AssertionError("not used")
@@ -163,7 +174,7 @@ def test_an_outage_costs_one_batch_of_retries_and_returns_every_point_as_failed(
 def test_413_halves_that_succeed_are_not_reported_as_failed() -> None:
     class HalfBroken(Recorder):
         def send_series(self, payload: bytes) -> None:
-            series = json.loads(payload)["series"]
+            series = json.loads(zlib.decompress(payload))["series"]
             if len(series) > 2:
                 raise SubmitError("413", status=413)
             if series[0]["tags"][0] == "service:svc-2":
@@ -174,3 +185,22 @@ def test_413_halves_that_succeed_are_not_reported_as_failed() -> None:
     stats = sink(t).submit(many_points(4))
     assert [p.tags[0] for p in stats.failed] == ["service:svc-2", "service:svc-3"]
     assert stats.points == 2 and len(stats.errors) == 1
+
+
+def test_a_batch_over_the_compressed_limit_is_halved_before_any_request() -> None:
+    """Full-precision values compress less than names and tags: 5 MB of JSON can deflate to more than
+    Datadog's 512,000 bytes. Such a batch is split locally, never sent to be refused."""
+    rng = random.Random(3)
+    points = [
+        Point("istio.service.p99_latency_ms", rng.random() * 1000, 1_700_000_000, (f"service:{rng.getrandbits(64):x}",))
+        for _ in range(60_000)
+    ]
+    assert any(len(deflated(b.payload())) > MAX_COMPRESSED_BYTES for b in batches(points))  # the case arises
+    t = Recorder()
+    stats = sink(t).submit(points)
+    assert stats.points == len(points) and not stats.failed and not stats.errors
+    assert stats.requests == len(t.payloads) == t.attempts  # no request refused, none wasted
+    assert sorted(json.dumps(s, sort_keys=True) for payload in t.payloads for s in payload) == sorted(
+        json.dumps(json.loads(p.encoded()), sort_keys=True) for p in points
+    )
+    assert all(len(raw) <= MAX_COMPRESSED_BYTES for raw in t.raw)
