@@ -120,12 +120,15 @@ def measure_cycle(
     listed = _Listed(services)
     on_figures = None
     if on_points is not None:
-        from exporter.sink.datadog import points_for
+        from exporter.sink.datadog import points_for, service_tags
+
+        tags_of: dict[Key, tuple[str, ...]] = {}
 
         def on_figures(values: dict[str, dict[Key, float]]) -> None:
-            refs = listed.by_key()
-            mine = {figure: {refs[k]: v for k, v in by_key.items() if k in refs} for figure, by_key in values.items()}
-            on_points(points_for(mine, at=at, tags=tags, prefix=metric_prefix))
+            if not tags_of:  # once a cycle: each Service's tags, by the key the answers use
+                extra = tuple(tags)
+                tags_of.update((key, service_tags(ref, extra)) for key, ref in listed.by_key().items())
+            on_points(points_for(values, tags_of, at=at, prefix=metric_prefix))
 
     matchers = [promql.one_of("destination_service_namespace", namespaces)] if namespaces else []
     m = measure_services(prom, at=at, window=window, matchers=matchers, source=source, on_figures=on_figures)

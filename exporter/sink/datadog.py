@@ -19,7 +19,7 @@ import json
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import structlog
 import urllib3
@@ -33,6 +33,7 @@ from exporter.model import DEFAULT_METRIC_PREFIX, UST_KEYS, ServiceRef, metric_n
 from exporter.retry import RetryPolicy, call
 
 log = structlog.get_logger("exporter.sink.datadog")
+K = TypeVar("K")
 
 GAUGE = 3  # MetricIntakeType.GAUGE in the v2 series API
 MAX_DECOMPRESSED_BYTES = 5_242_880
@@ -130,19 +131,21 @@ def service_tags(service: ServiceRef, extra: tuple[str, ...]) -> tuple[str, ...]
 
 
 def points_for(
-    values: Mapping[str, Mapping[ServiceRef, float]],
+    values: Mapping[str, Mapping[K, float]],
+    tags_of: Mapping[K, tuple[str, ...]],
     *,
     at: int,
-    tags: Sequence[str] = (),
     prefix: str = DEFAULT_METRIC_PREFIX,
 ) -> list[Point]:
-    """One gauge point per figure (by `Figures` field name) and service it has a value for: a figure
-    without data sends nothing, never a 0."""
-    names, extra = metric_names(prefix), tuple(tags)
+    """One gauge point per figure (by `Figures` field name) and group it has a value for, tagged with the
+    group's tags (service_tags()); a group without tags is not one of ours and gets none. A figure without
+    data sends nothing, never a 0."""
+    names = metric_names(prefix)
     return [
-        Point(names[figure], value, at, service_tags(service, extra))
-        for figure, by_service in values.items()
-        for service, value in by_service.items()
+        Point(names[figure], value, at, tags_of[key])
+        for figure, by_key in values.items()
+        for key, value in by_key.items()
+        if key in tags_of
     ]
 
 

@@ -18,6 +18,7 @@ from exporter.sink.datadog import (
     batches,
     deflated,
     points_for,
+    service_tags,
 )
 
 
@@ -66,7 +67,8 @@ def test_points_carry_service_namespace_and_extra_tags_and_skip_missing_figures(
         ServiceRef("legacy", "cart"): Figures(1.0, 100.0, 100.0, None),
         ServiceRef("shop", "idle"): Figures(),
     }
-    points = points_for(by_figure(figures), at=1700000000, tags=["env:prod"])
+    tags_of = {s: service_tags(s, ("env:prod",)) for s in figures}
+    points = points_for(by_figure(figures), tags_of, at=1700000000)
     got = {(p.metric, p.tags, p.value) for p in points}
     shop = ("env:prod", "service:cart", "kube_service:cart", "kube_namespace:shop")
     legacy = ("env:prod", "service:cart", "kube_service:cart", "kube_namespace:legacy")
@@ -159,7 +161,7 @@ def test_413_splits_the_batch_until_it_fits() -> None:
 def test_request_count_does_not_grow_with_services(n: int) -> None:
     figures = {ServiceRef("ns", f"svc-{i}"): Figures(1.0, 99.0, 100.0, 5.0) for i in range(n)}
     t = Recorder()
-    sink(t).submit(points_for(by_figure(figures), at=1, tags=()))
+    sink(t).submit(points_for(by_figure(figures), {s: service_tags(s, ()) for s in figures}, at=1))
     assert t.attempts == 1
 
 
