@@ -114,7 +114,8 @@ def measure_cycle(
     metric_prefix: str = DEFAULT_METRIC_PREFIX,
 ) -> CycleResult:
     """Figures of `services` at `at` (whole unix seconds); query failures are logged and returned. With
-    `on_points`, each figure's gauge points (tagged with `tags`) go there as soon as it is measured."""
+    `on_points`, the figures' gauge points (with `tags` under each Service's own) go there as soon as
+    their queries have answered: at most two hand-overs (see exporter.query.figures)."""
     started = time.perf_counter()
     before = prom.requests_made
     listed = _Listed(services)

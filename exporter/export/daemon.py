@@ -3,11 +3,11 @@
 Measurement never waits on delivery. The cycle job measures every instant of the grid (the start of
 each interval): when a job ran late, the instants it missed are measured at their own instants on the
 next run (Prometheus evaluates the past), for as far back as Datadog accepts points (1 h); anything
-older is counted and logged, never silently skipped. Each figure's points go into the backlog as soon
-as its query answers, and a delivery worker (exporter.export.delivery) sends the backlog oldest first
-with the original timestamps, while the slower queries still run. The cycle waits for the last round
-at most half an interval, so a slow or failing Datadog never delays the next measurement. Discovery
-is off the cycle's path: cycles measure the Service list the discovery job keeps.
+older is counted and logged, never silently skipped. The figures' points go into the backlog as soon
+as their queries answer, and a delivery worker (exporter.export.delivery) sends the backlog oldest
+first with the original timestamps while the slowest query (usually the p99) still runs. The cycle
+waits for the last round at most half an interval, so a slow or failing Datadog never delays the next
+measurement. Discovery is off the cycle's path: cycles measure the Service list the discovery job keeps.
 
 Jobs: a cycle every interval and a discovery refresh on its own interval that keeps the last good
 Service list when the Kubernetes API fails. HTTP: /healthz, /readyz (a cycle succeeded within the last

@@ -1,11 +1,12 @@
 """Delivery to Datadog off the measuring thread: a worker sends the backlog in rounds, oldest first.
 
-A cycle puts each figure's points into the backlog as soon as they are measured and `kick`s the
-worker, so that they travel while the slowest query is still running; `flush` asks for a last round
-and waits for it, bounded. After a round failed for a reason a retry could cure (Datadog down or
-throttling), kicks wait for the next flush: an outage costs one round of retries per cycle, not one
-per figure. Nothing is lost on the way: every point not accepted goes back into the backlog, whatever
-the sink raises, and points still in flight when the worker is stopped are put back too.
+A cycle `add`s each hand-over of points as soon as its queries have answered, which queues them and
+asks the worker for a round without waiting, so that they travel while the slowest query is still
+running; `flush` asks for a last round and waits for it, bounded. After a round failed for a reason a
+retry could cure (Datadog down or throttling), added points wait for the next flush: an outage costs
+one round of retries per cycle, not one per hand-over. Nothing is lost on the way: every point not
+accepted goes back into the backlog, whatever the sink raises, and points still in flight when the
+worker is stopped are put back too.
 """
 
 from __future__ import annotations

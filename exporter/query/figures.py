@@ -61,10 +61,6 @@ OnFigures = Callable[[dict[str, dict[Key, float]]], None]
 answered: at most twice a measurement (see the module's docstring)."""
 
 
-def _bad(vector: Vector | None, key: Key) -> bool:
-    return isinstance(vector, Decoded) and key in vector.non_finite
-
-
 def figure_values(figure: str, vectors: Mapping[str, Vector | None]) -> dict[Key, float]:
     """One figure's values per group, from the answered vectors (None where a query failed): only
     groups with traffic in the window get one (0 % is a value; no traffic or a non-finite sample is
