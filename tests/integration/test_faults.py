@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +84,12 @@ class Driver:
         assert scheduler is not None
 
         def ran() -> bool:
-            scheduler.wakeup()  # again until it runs: a wakeup while the last job is finishing is skipped
-            return self.daemon.last_at == at
+            if self.daemon.last_at == at:
+                return True
+            # Due now, again until it runs: APScheduler skips a run while the last one is still finishing
+            # (after it set last_at) and would then wait for the next interval, which frozen time never brings.
+            scheduler.modify_job("cycle", next_run_time=datetime.now(UTC))
+            return False
 
         wait_for(ran, f"the cycle at {at}")
         return at
