@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from sandbox.meshsim import REPORTERS, Phase, write_openmetrics
 
@@ -162,16 +163,11 @@ def end_process(process: subprocess.Popen[bytes] | None) -> None:
         process.wait()
 
 
-class PrometheusServer:
-    """`with PrometheusServer(tsdb_dir) as prom: requests.get(prom.url + "/api/v1/query", ...)`.
+class ServerProcess:
+    """A local server run as a child process with its own temporary directory: `start()` (by the
+    subclass) and `stop()`, which ends the process and removes the directory; also a context manager."""
 
-    Serves an existing TSDB (one server per directory: Prometheus locks it) on 127.0.0.1. Port 0
-    picks a free port (and retries if another process takes it first), so instances can run in parallel.
-    """
-
-    def __init__(self, tsdb_dir: Path, *, port: int = 0, startup_timeout: float = 30.0) -> None:
-        self.tsdb_dir = Path(tsdb_dir)
-        self._requested_port = port
+    def __init__(self, *, startup_timeout: float) -> None:
         self._startup_timeout = startup_timeout
         self._port: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -181,8 +177,43 @@ class PrometheusServer:
     def url(self) -> str:
         """http://127.0.0.1:PORT (only once started)."""
         if self._port is None:
-            raise RuntimeError("PrometheusServer is not started")
+            raise RuntimeError(f"{type(self).__name__} is not started")
         return f"http://127.0.0.1:{self._port}"
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def _kill(self) -> None:
+        process, self._process = self._process, None
+        end_process(process)
+
+    def stop(self) -> None:
+        self._kill()
+        self._port = None
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class PrometheusServer(ServerProcess):
+    """`with PrometheusServer(tsdb_dir) as prom: requests.get(prom.url + "/api/v1/query", ...)`.
+
+    Serves an existing TSDB (one server per directory: Prometheus locks it) on 127.0.0.1. Port 0
+    picks a free port (and retries if another process takes it first), so instances can run in parallel.
+    """
+
+    def __init__(self, tsdb_dir: Path, *, port: int = 0, startup_timeout: float = 30.0) -> None:
+        super().__init__(startup_timeout=startup_timeout)
+        self.tsdb_dir = Path(tsdb_dir)
+        self._requested_port = port
 
     @property
     def log_path(self) -> Path | None:
@@ -250,22 +281,3 @@ class PrometheusServer:
         if path is None or not path.exists():
             return "(no log)"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        end_process(process)
-        self._port = None
-        if self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-            self._workdir = None
-
-    def __enter__(self) -> PrometheusServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -17,10 +17,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
 
 from sandbox.meshsim import REPORTERS, Phase, write_openmetrics
-from sandbox.prom import end_process, free_port
+from sandbox.prom import ServerProcess, free_port
 
 __all__ = ["FLAGS", "VictoriaMetricsNotInstalled", "VictoriaMetricsServer"]
 
@@ -57,21 +56,11 @@ def prometheus_text(openmetrics: Path) -> Iterator[bytes]:
         yield "".join(out).encode()
 
 
-class VictoriaMetricsServer:
+class VictoriaMetricsServer(ServerProcess):
     """`with VictoriaMetricsServer() as vm: vm.load(phases, end=..., step=...); requests.get(vm.url + ...)`."""
 
     def __init__(self, *, startup_timeout: float = 30.0) -> None:
-        self._startup_timeout = startup_timeout
-        self._process: subprocess.Popen[bytes] | None = None
-        self._workdir: Path | None = None
-        self._port: int | None = None
-
-    @property
-    def url(self) -> str:
-        """http://127.0.0.1:PORT (only once started); serves the Prometheus query API under /api/v1/."""
-        if self._port is None:
-            raise RuntimeError("VictoriaMetricsServer is not started")
-        return f"http://127.0.0.1:{self._port}"
+        super().__init__(startup_timeout=startup_timeout)  # `url` serves the Prometheus query API under /api/v1/
 
     def start(self) -> VictoriaMetricsServer:
         binary = shutil.which(BINARY)
@@ -126,22 +115,3 @@ class VictoriaMetricsServer:
         with _NO_PROXY.open(f"{self.url}/internal/force_flush", timeout=60):
             pass
         return written
-
-    def _kill(self) -> None:
-        process, self._process = self._process, None
-        end_process(process)
-
-    def stop(self) -> None:
-        self._kill()
-        self._port = None
-        if self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-            self._workdir = None
-
-    def __enter__(self) -> VictoriaMetricsServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
