@@ -28,20 +28,16 @@ if TYPE_CHECKING:  # Datadog's client loads only when something is submitted
 log = structlog.get_logger("exporter.export.delivery")
 
 
-def deliver(sink: DatadogSink, points: Sequence[Point], backlog: Backlog | None = None) -> SubmitStats:
-    """Send the backlog (oldest first) and then `points`; whatever is not accepted goes back into the
-    backlog, whatever happens: an unexpected exception in delivery keeps every point."""
+def deliver(sink: DatadogSink, points: Sequence[Point]) -> SubmitStats:
+    """Send `points`; whatever is not accepted comes back in `failed`, whatever happens: an unexpected
+    exception in delivery keeps every point."""
     from exporter.sink.datadog import SubmitStats
 
-    pending = [*(backlog.take() if backlog is not None else []), *points]
     try:
-        stats = sink.submit(pending)
+        return sink.submit(points)
     except Exception as e:  # a bug or a library surprise must not cost the queue
-        log.exception("delivery failed unexpectedly; points kept", points=len(pending), error=str(e))
-        stats = SubmitStats(failed=list(pending), errors=[SubmitError(f"unexpected {type(e).__name__}: {e}")])
-    if backlog is not None:
-        backlog.add(stats.failed)
-    return stats
+        log.exception("delivery failed unexpectedly; points kept", points=len(points), error=str(e))
+        return SubmitStats(failed=list(points), errors=[SubmitError(f"unexpected {type(e).__name__}: {e}")])
 
 
 def _added(total: SubmitStats, more: SubmitStats) -> SubmitStats:

@@ -14,12 +14,12 @@ import pytest
 from exporter.cli import main
 from exporter.config import load
 from exporter.errors import ConfigError, SubmitError
-from exporter.export.delivery import deliver
+from exporter.export.delivery import Delivery
 from exporter.query.figures import figures_from, non_finite_figures
 from exporter.query.prometheus import timeout_param, vector_by
 from exporter.retry import RetryPolicy
 from exporter.sink.backlog import Backlog, Spool
-from exporter.sink.datadog import DatadogSink, Point
+from exporter.sink.datadog import DatadogSink, Point, SubmitStats
 
 NOW = 1_800_000_000.0
 
@@ -185,12 +185,21 @@ def pts(n: int, ts: int = int(NOW) - 60) -> list[Point]:
     return [Point("istio.service.request_rate", float(i), ts, (f"service:s{i}",)) for i in range(n)]
 
 
+def delivered(delivery: Delivery, points: list[Point]) -> SubmitStats:
+    """Queue `points` behind the backlog and wait for the worker's rounds, as a cycle does."""
+    delivery.add(points)
+    stats = delivery.flush(timeout=10)
+    delivery.stop()
+    assert stats is not None
+    return stats
+
+
 @pytest.mark.parametrize("exc", [RuntimeError("boom"), ValueError("Invalid header value"), KeyError("x")])
 def test_any_exception_in_delivery_keeps_the_whole_queue(exc: Exception) -> None:
     backlog = Backlog(clock=lambda: NOW)
     backlog.add(pts(5))
     sink = DatadogSink(Exploding(exc), retry=RetryPolicy(attempts=2, base_wait=0, sleep=lambda s: None))
-    stats = deliver(sink, pts(3, ts=int(NOW)), backlog)
+    stats = delivered(Delivery(sink, backlog), pts(3, ts=int(NOW)))
     assert stats.errors and len(backlog) == 8
 
 
@@ -201,7 +210,7 @@ def test_delivery_keeps_the_queue_even_when_submit_itself_raises() -> None:
 
     backlog = Backlog(clock=lambda: NOW)
     backlog.add(pts(4))
-    stats = deliver(Broken(Exploding(RuntimeError())), pts(2, ts=int(NOW)), backlog)
+    stats = delivered(Delivery(Broken(Exploding(RuntimeError())), backlog), pts(2, ts=int(NOW)))
     assert len(backlog) == 6 and isinstance(stats.errors[0], SubmitError)
 
 
