@@ -124,10 +124,17 @@ def tags_for(
     return _merge(extra, [f"{key}:{ust[key]}" for key in UST_KEYS if key in ust], identity)
 
 
-@functools.lru_cache(maxsize=1 << 17)  # a Service's tags are the same every cycle: built once, not 4× a cycle
 def service_tags(service: ServiceRef, extra: tuple[str, ...]) -> tuple[str, ...]:
     """tags_for() of a discovered Service, with global_tags() as `extra`."""
-    return tags_for(namespace=service.namespace, service=service.name, labels=service.labels, extra=extra)
+    # keyed by the labels too: a ServiceRef's equality ignores them, and a new `version` label must show
+    return _cached_tags(service.namespace, service.name, service.labels, extra)
+
+
+@functools.lru_cache(maxsize=1 << 17)  # a Service's tags are the same every cycle: built once, not 4× a cycle
+def _cached_tags(
+    namespace: str, name: str, labels: tuple[tuple[str, str], ...], extra: tuple[str, ...]
+) -> tuple[str, ...]:
+    return tags_for(namespace=namespace, service=name, labels=labels, extra=extra)
 
 
 def points_for(

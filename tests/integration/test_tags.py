@@ -103,3 +103,48 @@ def test_daemon_tags_points_by_the_precedence_table(
         finally:
             daemon.stop()
         check(intake, demo_prom, daemon.instant())
+
+
+def test_daemon_sends_a_changed_version_label_at_the_next_cycle(
+    demo_prom: DemoProm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a Service's identity ignores its labels; its tags must not: every deploy changes `version`
+    with FakeKubeAPI() as api, FakeIntake(api_key=API_KEY) as intake:
+        for manifest in kube_service_manifests(demo_prom.services):
+            meta = manifest["metadata"]
+            if (meta["namespace"], meta["name"]) == ("shop", "cart"):
+                meta["labels"]["tags.datadoghq.com/version"] = "1.4.2"
+            api.add(manifest)
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+        for name, value in exporter_env(demo_prom, kubeconfig, intake).items():
+            if name.startswith(("EXPORTER_", "DD_")) or name == "KUBECONFIG":
+                monkeypatch.setenv(name, value)
+        settings = load()
+        now = [demo_prom.at]
+        daemon = Daemon(
+            settings,
+            discovery=clients.discovery(settings),
+            prom=clients.prometheus(settings),
+            sink=clients.datadog(settings),
+            clock=lambda: now[0],
+        )
+
+        def versions_sent(since: int) -> set[str]:
+            points = [p for p in intake.points()[since:] if "kube_service:cart" in p.tags]
+            assert len(points) == len(METRICS)  # one per figure: cart has traffic in both cycles
+            return {t for p in points for t in p.tags if t.startswith("version:")}
+
+        try:
+            daemon.cycle()
+            assert versions_sent(0) == {"version:1.4.2"}
+            cart = api.get("v1", "services", "shop", "cart")
+            assert cart is not None
+            cart["metadata"]["labels"]["tags.datadoghq.com/version"] = "1.5.0"
+            api.add(cart)
+            daemon.refresh_discovery()
+            now[0] += settings.interval_seconds
+            sent = len(intake.points())
+            daemon.cycle()
+            assert versions_sent(sent) == {"version:1.5.0"}
+        finally:
+            daemon.stop()
