@@ -2,8 +2,9 @@
 
 `POST /api/v2/series` (MetricPayload, gzip/deflate/identity, zstd1 when `zstandard` is
 importable, Datadog's documented size limits), `POST /api/v1/events` and `GET /api/v1/validate`;
-the configuration APIs `datadog setup` uses: metric metadata (`GET|PUT /api/v1/metrics/{name}`),
-dashboards (`GET|POST /api/v1/dashboard`, `GET|PUT /api/v1/dashboard/{id}`) and monitors
+the configuration APIs `datadog setup` uses: metric metadata (`GET|PUT /api/v1/metrics/{name}`; a PUT
+for a metric no accepted point has named is a 404, as Datadog answers), dashboards (`GET|POST
+/api/v1/dashboard`, the list paged by `start` and `count`, `GET|PUT /api/v1/dashboard/{id}`) and monitors
 (`GET|POST /api/v1/monitor` with `monitor_tags`, `GET|PUT /api/v1/monitor/{id}`), kept in memory
 and needing DD-APPLICATION-KEY as Datadog does. Optional DD-API-KEY checking, records of every
 request (keys redacted), and fault injection (any status and headers such as Datadog's
@@ -190,6 +191,7 @@ class FakeIntake(LoopbackServer):
         self.api_key = api_key
         self.app_key = app_key
         self._metadata: dict[str, dict[str, Any]] = {}
+        self._received: set[str] = set()  # metric names of accepted points: the only ones metadata may name
         self._dashboards: dict[str, dict[str, Any]] = {}
         self._monitors: dict[int, dict[str, Any]] = {}
         self._lock = threading.Lock()
@@ -304,6 +306,8 @@ class FakeIntake(LoopbackServer):
                 bad = set(body) - {"description", "per_unit", "short_name", "statsd_interval", "type", "unit"}
                 if bad:
                     return _Outcome(400, {"errors": [f"Unknown metadata fields: {sorted(bad)}"]})
+                if name not in self._received and name not in self._metadata:  # as Datadog answers
+                    return _Outcome(404, {"errors": ["metric_name not found"]})
                 return _Outcome(200, body, action=lambda: self._set_metadata(name, body))
         if parts[0] == "dashboard":
             if method == "GET" and len(parts) == 1:
@@ -311,7 +315,12 @@ class FakeIntake(LoopbackServer):
                     {k: d.get(k) for k in ("id", "title", "description", "layout_type", "url", "author_handle")}
                     for d in self._dashboards.values()
                 ]
-                return _Outcome(200, {"dashboards": summaries})
+                try:
+                    start = int(request.query.get("start", "0"))
+                    count = int(request.query.get("count", str(len(summaries))))
+                except ValueError:
+                    return _Outcome(400, {"errors": ["start and count must be integers"]})
+                return _Outcome(200, {"dashboards": summaries[start : start + count]})
             if method in ("POST", "PUT") and body is not None:
                 missing = [k for k in ("title", "layout_type", "widgets") if k not in body]
                 if missing:
@@ -377,6 +386,7 @@ class FakeIntake(LoopbackServer):
                 return outcome.action()  # type: ignore[no-any-return]
             if outcome.points is not None:
                 self._points.extend(outcome.points)
+                self._received.update(p.metric for p in outcome.points)
             if outcome.event is not None:
                 event_id = self._next_event_id
                 self._next_event_id += 1

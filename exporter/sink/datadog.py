@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, TypeVar
 
@@ -34,6 +34,7 @@ from exporter.retry import RetryPolicy, call
 
 log = structlog.get_logger("exporter.sink.datadog")
 K = TypeVar("K")
+T = TypeVar("T")
 
 GAUGE = 3  # MetricIntakeType.GAUGE in the v2 series API
 MAX_DECOMPRESSED_BYTES = 5_242_880
@@ -201,6 +202,20 @@ class SeriesTransport(Protocol):
     def send_event(self, event: dict[str, Any]) -> None: ...
 
 
+def api_call(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`fn(*args, **kwargs)` of datadog-api-client, its failures as SubmitError (status, whether a retry can
+    help, X-RateLimit-Reset as `retry_after`); one attempt: retries are exporter.retry's."""
+    try:
+        return fn(*args, **kwargs)
+    except ApiException as e:
+        status = int(e.status or 0)
+        error = SubmitError(f"{what} -> {status}: {_error_text(e)}", status=status, retryable=retryable_status(status))
+        error.retry_after = _reset_seconds(e.headers)
+        raise error from None
+    except urllib3.exceptions.HTTPError as e:
+        raise SubmitError(f"{what} -> no answer: {type(e).__name__}", retryable=True) from None
+
+
 def _error_text(e: ApiException) -> str:
     body = e.body
     if isinstance(body, dict) and body.get("errors"):
@@ -236,19 +251,6 @@ class DatadogAPI:
     def close(self) -> None:
         self._client.close()
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
-        try:
-            fn(*args, **kwargs)
-        except ApiException as e:
-            status = int(e.status or 0)
-            error = SubmitError(
-                f"{what} -> {status}: {_error_text(e)}", status=status, retryable=retryable_status(status)
-            )
-            error.retry_after = _reset_seconds(e.headers)
-            raise error from None
-        except urllib3.exceptions.HTTPError as e:
-            raise SubmitError(f"{what} -> no answer: {type(e).__name__}", retryable=True) from None
-
     def send_series(self, payload: bytes) -> None:
         # Through the client's own connection pool (its TLS, proxy and timeout settings), with the body the
         # sink encoded: the REST layer would json.dumps a dict again, and MetricsApi.submit_metrics would
@@ -269,10 +271,10 @@ class DatadogAPI:
             if not 200 <= response.status <= 299:
                 raise ApiException(http_resp=response)  # type: ignore[no-untyped-call]
 
-        self._call(f"POST {self.base_url}/api/v2/series", post)
+        api_call(f"POST {self.base_url}/api/v2/series", post)
 
     def send_event(self, event: dict[str, Any]) -> None:
-        self._call(f"POST {self.base_url}/api/v1/events", self._events.create_event, body=event)
+        api_call(f"POST {self.base_url}/api/v1/events", self._events.create_event, body=event)
 
 
 def deflated(payload: bytes) -> bytes:

@@ -1,12 +1,15 @@
-"""`exporter datadog setup`: definitions the real datadog-api-client accepts, printed by --dry-run, and
-created then updated (never duplicated) against the intake stand-in's real Datadog REST paths."""
+"""`exporter datadog setup`: definitions the real datadog-api-client accepts, checked field by field, printed
+by --dry-run (also from the package as installed), and created then updated (never duplicated) against the
+intake stand-in's real Datadog REST paths, which refuses metadata for metrics it has not received."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +22,15 @@ from datadog_api_client.v1.model.metric_metadata import MetricMetadata
 from datadog_api_client.v1.model.monitor import Monitor
 
 from exporter.cli import main
+from exporter.errors import SubmitError
 from exporter.model import METRICS
-from sandbox.intake import FakeIntake
+from exporter.retry import RetryPolicy
+from exporter.sink import datadog_setup
+from exporter.sink.datadog_setup import PENDING, api_client, apply, load_definitions
+from sandbox.intake import FakeIntake, Reply
 
 ROOT = Path(__file__).parents[2]
+DEFINITIONS = ROOT / "deploy" / "datadog"  # the repository's view of the package's datadog_definitions/
 API_KEY, APP_KEY = "dd-api-key-setup-0123456789", "dd-app-key-setup-0123456789"
 REPORT_METRIC = "istio.service.report.mtls_coverage_pct"
 PLAINTEXT_METRIC = "istio.service.report.plaintext_request_rate"
@@ -43,6 +51,14 @@ def intake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeIntake]:
         monkeypatch.setenv("DD_API_KEY", API_KEY)
         monkeypatch.setenv("DD_APP_KEY", APP_KEY)
         yield server
+
+
+def receive(intake: FakeIntake, *metrics: str) -> None:
+    """Points for `metrics`, so that Datadog (the stand-in) knows them."""
+    series = [{"metric": m, "type": 3, "points": [{"timestamp": 1, "value": 1.0}], "tags": []} for m in metrics]
+    headers = {"DD-API-KEY": API_KEY}
+    answer = requests.post(f"{intake.url}/api/v2/series", json={"series": series}, headers=headers, timeout=5)
+    assert answer.status_code == 202
 
 
 def accepted(data: Any, cls: type) -> Any:
@@ -86,6 +102,10 @@ def test_dry_run_prints_definitions_datadog_api_client_accepts(capsys: pytest.Ca
     assert [m.name for m in monitors if m.options.get("notify_no_data")] == [
         "[mesh-exporter] no data from the exporter"
     ]
+    # every monitor alerts per cluster: per service for the figures, per cluster for the missing data
+    groups = {m.name: m.query.partition(" by ")[2].partition("}")[0] + "}" for m in monitors}
+    assert groups.pop("[mesh-exporter] no data from the exporter") == "{kube_cluster_name}"
+    assert set(groups.values()) == {"{kube_cluster_name,kube_namespace,kube_service}"}
 
 
 def test_the_prefix_moves_every_metric(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -98,7 +118,7 @@ def test_the_prefix_moves_every_metric(capsys: pytest.CaptureFixture[str], monke
 
 
 def test_a_field_datadog_would_reject_is_a_config_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    shutil.copytree(ROOT / "deploy" / "datadog", tmp_path / "defs")
+    shutil.copytree(DEFINITIONS, tmp_path / "defs")
     path = tmp_path / "defs" / "dashboard.json"
     dashboard = json.loads(path.read_text())
     dashboard["layout_type"] = "sideways"
@@ -116,6 +136,7 @@ def test_create_then_update_never_duplicates(
            "name": "[mesh-exporter] p99 latency above 1 s", "tags": ["team:other"]}  # fmt: skip
     headers = {"DD-API-KEY": API_KEY, "DD-APPLICATION-KEY": APP_KEY}
     theirs = requests.post(f"{intake.url}/api/v1/monitor", json=own, headers=headers, timeout=5).json()["id"]
+    receive(intake, *METRICS.values(), REPORT_METRIC, PLAINTEXT_METRIC)
     assert main(["datadog", "setup"]) == 0
     first = capsys.readouterr().out
     dashboards, monitors = intake.dashboards(), intake.monitors()
@@ -125,7 +146,7 @@ def test_create_then_update_never_duplicates(
     assert first.count(" created ") == 5 and " updated " not in first
 
     # a second run, with a changed threshold: the same objects are updated in place
-    shutil.copytree(ROOT / "deploy" / "datadog", tmp_path / "defs")
+    shutil.copytree(DEFINITIONS, tmp_path / "defs")
     path = tmp_path / "defs" / "monitors.json"
     definitions = json.loads(path.read_text())
     definitions[0]["query"] = definitions[0]["query"].replace("> 1000", "> 750")
@@ -152,3 +173,165 @@ def test_setup_needs_the_application_key(monkeypatch: pytest.MonkeyPatch, capsys
     monkeypatch.setenv("DD_API_KEY", API_KEY)
     assert main(["datadog", "setup"]) == 2
     assert capsys.readouterr().err.startswith("exporter: config error: DD_APP_KEY:")
+
+
+def test_the_definitions_ship_with_the_package(tmp_path: Path) -> None:
+    # what setuptools puts in the wheel (build_py: the packages and their package data), imported from a
+    # directory outside the repository, with the repository nowhere on the path
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "exporter", tmp_path / "exporter", ignore=shutil.ignore_patterns("__pycache__"))
+    build = [sys.executable, "-c", "import setuptools; setuptools.setup()", "-q", "build_py", "-d", "lib"]
+    subprocess.run(build, cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    run = tmp_path / "run"
+    run.mkdir()
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(tmp_path / "lib"), "HOME": str(run)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "exporter", "datadog", "setup", "--dry-run"],
+        cwd=run, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["dashboard"]["title"] == "Istio services (mesh-exporter)" and len(doc["monitors"]) == 4
+    assert (DEFINITIONS / "monitors.json").read_text() == (
+        ROOT / "exporter/sink/datadog_definitions/monitors.json"
+    ).read_text()
+
+
+def _set(*keys: str | int, value: Any) -> Callable[[Any], None]:
+    def change(doc: Any) -> None:
+        for key in keys[:-1]:
+            doc = doc[key]
+        doc[keys[-1]] = value
+
+    return change
+
+
+W = ("widgets", 0, "definition")
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "path", "problem"),
+    [
+        ("dashboard.json", _set(*W, "titel", value="x"), "dashboard.json.widgets[0].definition.titel",
+         "not a field of a Datadog TimeseriesWidgetDefinition"),
+        ("dashboard.json", _set("template_variabels", value=[]), "dashboard.json.template_variabels",
+         "not a field of a Datadog Dashboard"),
+        ("dashboard.json", _set(*W, "requests", 0, "display", value="line"),
+         "dashboard.json.widgets[0].definition.requests[0].display", "not a field of a Datadog TimeseriesWidgetRequest"),
+        ("dashboard.json", _set(*W, "requests", 0, "display_type", value="lines"),
+         "dashboard.json.widgets[0].definition.requests[0].display_type", "'lines' is not one of ['area', 'bars',"),
+        ("dashboard.json", _set(*W, "type", value="timeserie"), "dashboard.json.widgets[0].definition.type",
+         "'timeserie' is not a Datadog WidgetDefinition type (one of alert_graph,"),
+        ("dashboard.json", _set(*W, "show_legend", value="yes"), "dashboard.json.widgets[0].definition",
+         "not a valid TimeseriesWidgetDefinition: Invalid type for variable 'show_legend'"),
+        ("monitors.json", _set(0, "options", "notify_nodata", value=True), "monitors.json[0].options.notify_nodata",
+         "not a field of a Datadog MonitorOptions"),
+        ("monitors.json", _set(0, "options", "thresholds", "critcal", value=1),
+         "monitors.json[0].options.thresholds.critcal", "not a field of a Datadog MonitorThresholds"),
+        ("monitors.json", _set(0, "type", value="query alrt"), "monitors.json[0].type", "'query alrt' is not one of"),
+    ],
+)  # fmt: skip
+def test_a_misspelt_key_or_a_bad_value_is_a_config_error_naming_its_path(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, name: str, change: Callable[[Any], None], path: str,
+    problem: str,
+) -> None:  # fmt: skip
+    shutil.copytree(DEFINITIONS, tmp_path / "defs")
+    file = tmp_path / "defs" / name
+    doc = json.loads(file.read_text())
+    change(doc)
+    file.write_text(json.dumps(doc))
+    assert main(["datadog", "setup", "--dry-run", "--from", str(tmp_path / "defs")]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"exporter: config error: {path}: {problem}"), captured.err
+    assert captured.err.count("\n") == 1 and captured.out == ""
+
+
+def test_notify_handles_close_every_monitor_message(capsys: pytest.CaptureFixture[str]) -> None:
+    doc = dry_run(capsys, "--notify", "@slack-mesh", "--notify", "@pagerduty-mesh")
+    assert [m["message"].rpartition("\n\n")[2] for m in doc["monitors"]] == ["@slack-mesh @pagerduty-mesh"] * 4
+    plain = dry_run(capsys)
+    assert all("@slack" not in m["message"] for m in plain["monitors"])
+    assert main(["datadog", "setup", "--dry-run", "--notify", "slack-mesh"]) == 2
+    assert "not a Datadog notification handle" in capsys.readouterr().err
+
+
+def test_metadata_of_metrics_not_received_yet_is_pending_and_a_rerun_declares_it(
+    intake: FakeIntake, capsys: pytest.CaptureFixture[str]
+) -> None:
+    receive(intake, *METRICS.values())  # the daemon has sent its figures; the weekly report has not run yet
+    assert main(["datadog", "setup"]) == 0
+    captured = capsys.readouterr()
+    rows = [line.split() for line in captured.out.splitlines()]
+    pending = sorted(row[1] for row in rows if " ".join(row[2:]) == PENDING)
+    assert pending == sorted([PLAINTEXT_METRIC, REPORT_METRIC])
+    assert set(intake.metadata()) == set(METRICS.values())
+    assert "metadata of 2 metric(s) pending" in captured.err and captured.err.count("\n") == 1
+    # the dashboard and the monitors were still created
+    assert len(intake.dashboards()) == 1 and len(intake.monitors()) == 4
+    receive(intake, REPORT_METRIC, PLAINTEXT_METRIC)
+    assert main(["datadog", "setup"]) == 0
+    captured = capsys.readouterr()
+    assert PENDING not in captured.out and captured.err == ""
+    assert set(intake.metadata()) == {*METRICS.values(), REPORT_METRIC, PLAINTEXT_METRIC}
+    assert len(intake.dashboards()) == 1 and len(intake.monitors()) == 4
+
+
+def _post_dashboard(intake: FakeIntake, title: str, description: str = "") -> None:
+    body = {"title": title, "description": description, "layout_type": "ordered", "widgets": []}
+    headers = {"DD-API-KEY": API_KEY, "DD-APPLICATION-KEY": APP_KEY}
+    assert requests.post(f"{intake.url}/api/v1/dashboard", json=body, headers=headers, timeout=5).ok
+
+
+def test_the_dashboard_is_found_past_the_first_page(intake: FakeIntake, capsys: pytest.CaptureFixture[str]) -> None:
+    for i in range(150):
+        _post_dashboard(intake, f"someone's dashboard {i}")
+    assert main(["datadog", "setup"]) == 0
+    ours = set(intake.dashboards()) - {d for d, v in intake.dashboards().items() if v["title"].startswith("someone")}
+    _post_dashboard(intake, "Istio services (mesh-exporter)")  # a copy without the marker is not ours
+    capsys.readouterr()
+    before = len(intake.requests)
+    assert main(["datadog", "setup"]) == 0
+    assert f"updated {next(iter(ours))}" in capsys.readouterr().out
+    assert len(intake.dashboards()) == 152  # no duplicate: ours (the 151st) was found on the second page
+    pages = [r.query for r in intake.requests[before:] if (r.method, r.path) == ("GET", "/api/v1/dashboard")]
+    assert pages == [{"filter[shared]": "false", "count": "100", "start": "0"},
+                     {"filter[shared]": "false", "count": "100", "start": "100"}]  # fmt: skip
+
+
+def _client(intake: FakeIntake) -> Any:
+    return api_client(intake.url, api_key=API_KEY, app_key=APP_KEY)
+
+
+def test_the_dashboard_listing_is_bounded(intake: FakeIntake, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(datadog_setup, "DASHBOARD_PAGES", 2)
+    for i in range(4):
+        _post_dashboard(intake, f"someone's dashboard {i}")
+    with _client(intake) as client, pytest.raises(SubmitError, match="more than 4 dashboards"):
+        apply(load_definitions(), client, page=2)
+    assert len(intake.dashboards()) == 4  # rather no dashboard than a second one
+
+
+def test_calls_retry_through_the_project_policy_and_creates_are_tried_once(intake: FakeIntake) -> None:
+    waits: list[float] = []
+    policy = RetryPolicy(attempts=3, base_wait=0.25, sleep=waits.append)
+    receive(intake, *METRICS.values(), REPORT_METRIC, PLAINTEXT_METRIC)
+    intake.script(Reply.rate_limited(reset=2), Reply(503))  # the first metadata PUT, twice
+    with _client(intake) as client:
+        rows = apply(load_definitions(), client, retry=policy)
+    assert waits == [2.0, 0.5]  # X-RateLimit-Reset honoured, then the policy's own backoff
+    puts = [r.status for r in intake.requests if r.method == "PUT"]
+    assert puts[:3] == [429, 503, 200]  # urllib3 did not retry underneath: each attempt is one request
+    assert sum(1 for _, _, action in rows if action == "declared") == 6
+    # a create that fails is not repeated (it may have landed); the error stops the run
+    intake.set_fault(lambda r: Reply(503) if (r.method, r.path) == ("POST", "/api/v1/monitor") else None)
+    intake_monitors = len(intake.monitors())
+    with _client(intake) as client:
+        definitions = load_definitions()
+        for monitor, _ in definitions.monitors:
+            monitor.name += " (new)"
+        with pytest.raises(SubmitError, match="POST /api/v1/monitor -> 503"):
+            apply(definitions, client, retry=policy)
+    assert [r.method for r in intake.requests if r.path == "/api/v1/monitor"][-1:] == ["POST"]
+    assert sum(1 for r in intake.requests if (r.method, r.path) == ("POST", "/api/v1/monitor")) == 4 + 1
+    assert len(intake.monitors()) == intake_monitors
