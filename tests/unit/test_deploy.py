@@ -534,6 +534,86 @@ tests:
             exp_annotations:
               summary: "The oldest unsent point is over 45 minutes old; Datadog drops points older than an hour."
               description: "Oldest queued point: 50m 0s. Restore Datadog connectivity or accept the gap."
+  # the other alerts; the expected instants and values are worked out by hand in the comments
+  - interval: 1m
+    input_series:
+      # scraped until 5m, then not: absent(up == 1) from 6m, firing after 5m of that, at 11m
+      - series: 'up{job="istio-system/mesh-exporter", pod="a"}'
+        values: '1x5 0x20'
+      # cycles succeed each minute until 5m (300 s), then none: time() - 300 > 150 from 8m, firing 2m later
+      - series: 'mesh_exporter_last_success_timestamp_seconds{pod="a"}'
+        values: '0+60x5 300x20'
+      # one leader, a second one from 5m: sum 2 != 1 from 5m, firing at 7m
+      - series: 'mesh_exporter_leadership{status="leader", pod="a"}'
+        values: '1x20'
+      - series: 'mesh_exporter_leadership{status="leader", pod="b"}'
+        values: '0x4 1x15'
+      # a: 0 until 5m, then 100 more each minute (growing from 6m, firing at 16m with 1100 queued);
+      # b: a large backlog that does not grow; c: one that shrinks. Neither ever fires.
+      - series: 'mesh_exporter_backlog_points{pod="a"}'
+        values: '0x5 100+100x30'
+      - series: 'mesh_exporter_backlog_points{pod="b"}'
+        values: '5000x35'
+      - series: 'mesh_exporter_backlog_points{pod="c"}'
+        values: '5000-100x35'
+      # fresh until 5m, then 60 s older each minute: over 600 s from 16m (660 s), firing at 21m with 960 s
+      - series: 'mesh_exporter_discovery_age_seconds{pod="a"}'
+        values: '0x5 60+60x30'
+    alert_rule_test:
+      - eval_time: 10m
+        alertname: MeshExporterDown
+      - eval_time: 11m
+        alertname: MeshExporterDown
+        exp_alerts:
+          - exp_labels: {severity: critical}
+            exp_annotations:
+              summary: "No mesh-exporter replica has been scraped successfully for 5 minutes."
+              description: "Check the pods in the exporter's namespace (kubectl get pods -l app.kubernetes.io/name=mesh-exporter)."
+      - eval_time: 9m
+        alertname: MeshExporterNoSuccessfulCycle
+      - eval_time: 10m
+        alertname: MeshExporterNoSuccessfulCycle
+        exp_alerts:
+          - exp_labels: {severity: critical}
+            exp_annotations:
+              summary: "No fully successful export cycle for more than 5 intervals."
+              description: "The leader's last fully successful cycle ended 5m 0s ago; see mesh_exporter_upstream_up and the logs."
+      - eval_time: 4m
+        alertname: MeshExporterNoLeader
+      - eval_time: 6m
+        alertname: MeshExporterNoLeader
+      - eval_time: 7m
+        alertname: MeshExporterNoLeader
+        exp_alerts:
+          - exp_labels: {severity: critical}
+            exp_annotations:
+              summary: "2 replicas lead (exactly one should); nothing or everything is being submitted."
+              description: "Check the Lease (kubectl get lease mesh-exporter) and the replicas' leadership logs."
+      - eval_time: 15m
+        alertname: MeshExporterBacklogGrowing
+      - eval_time: 16m
+        alertname: MeshExporterBacklogGrowing
+        exp_alerts:
+          - exp_labels: {severity: warning, pod: a}
+            exp_annotations:
+              summary: "Points Datadog has not accepted are piling up."
+              description: '1100 points wait for Datadog and their number has grown for 10 minutes; see mesh_exporter_upstream_up{upstream="datadog"}.'
+      - eval_time: 30m
+        alertname: MeshExporterBacklogGrowing
+        exp_alerts:
+          - exp_labels: {severity: warning, pod: a}
+            exp_annotations:
+              summary: "Points Datadog has not accepted are piling up."
+              description: '2500 points wait for Datadog and their number has grown for 10 minutes; see mesh_exporter_upstream_up{upstream="datadog"}.'
+      - eval_time: 20m
+        alertname: MeshExporterDiscoveryStale
+      - eval_time: 21m
+        alertname: MeshExporterDiscoveryStale
+        exp_alerts:
+          - exp_labels: {severity: warning, pod: a}
+            exp_annotations:
+              summary: "The Service list in use is over 10 minutes old."
+              description: 'Discovery has been failing for 16m 0s; new or deleted Services are not seen (mesh_exporter_upstream_up{upstream="kubernetes"}).'
 """
 
 
@@ -543,6 +623,11 @@ def test_alerts_fire_when_and_only_when_they_should(with_operator: list[Manifest
     out = subprocess.run([promtool(), "test", "rules", str(tmp_path / "tests.yaml")],
                          capture_output=True, text=True, timeout=60, cwd=tmp_path)  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
+    # every alert of the rule is tested both ways: an instant it fires and one it does not
+    rules = [r["alert"] for g in one(with_operator, "PrometheusRule")["spec"]["groups"] for r in g["rules"]]
+    tests = [t for group in yaml.safe_load(RULE_TESTS)["tests"] for t in group["alert_rule_test"]]
+    assert {t["alertname"] for t in tests if t.get("exp_alerts")} == set(rules)
+    assert {t["alertname"] for t in tests if not t.get("exp_alerts")} == set(rules)
 
 
 # Image -------------------------------------------------------------------------------------------------
