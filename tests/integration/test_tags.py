@@ -1,6 +1,7 @@
 """Datadog tags end to end: `exporter once --submit` and the daemon, through the real kubernetes and
 datadog-api-client libraries, send points tagged as docs/metrics.md's precedence table says, for Services
-carrying the Unified Service Tagging labels and for Services lacking them."""
+carrying the Unified Service Tagging labels and for Services lacking them; a label changed while the daemon
+runs shows at its next cycle; EXPORTER_METRIC_PREFIX names every metric sent."""
 
 from __future__ import annotations
 
@@ -60,6 +61,11 @@ def kube(demo_prom: DemoProm, tmp_path_factory: pytest.TempPathFactory) -> Itera
                 meta["labels"][f"tags.datadoghq.com/{key}"] = value
             api.add(manifest)
         yield api, api.write_kubeconfig(tmp_path_factory.mktemp("kube") / "kubeconfig")
+
+
+def tag(tags: tuple[str, ...], key: str) -> str:
+    (value,) = [t.partition(":")[2] for t in tags if t.startswith(f"{key}:")]
+    return value
 
 
 def check(intake: FakeIntake, demo_prom: DemoProm, at: int) -> None:
@@ -148,3 +154,15 @@ def test_daemon_sends_a_changed_version_label_at_the_next_cycle(
             assert versions_sent(sent) == {"version:1.5.0"}
         finally:
             daemon.stop()
+
+
+def test_once_sends_every_figure_under_a_configured_prefix(demo_prom: DemoProm, kube: tuple[FakeKubeAPI, Path]) -> None:
+    at = int(demo_prom.at)
+    with FakeIntake(api_key=API_KEY) as intake:
+        env = exporter_env(demo_prom, kube[1], intake) | {"EXPORTER_METRIC_PREFIX": "mesh.istio"}
+        proc = run_exporter(env, "once", "--at", str(at), "--submit")
+        assert proc.returncode == 0, proc.stderr
+        with_traffic = {(s.namespace, s.name) for s in demo_prom.services if s.migrated and expected(s) is not None}
+        want = {(f"mesh.istio.{figure}", ns, name) for ns, name in with_traffic for figure in METRICS}
+        got = {(p.metric, tag(p.tags, "kube_namespace"), tag(p.tags, "kube_service")) for p in intake.points()}
+        assert got == want and len(intake.points()) == len(want)

@@ -1,4 +1,4 @@
-"""The Datadog sink: points, size-bounded batches, retries, 413 splitting (transport injected)."""
+"""The Datadog sink: points, size-bounded batches, retries, 413 splitting (transport injected); events over HTTP."""
 
 import json
 import random
@@ -13,6 +13,7 @@ from exporter.retry import RetryPolicy
 from exporter.sink.datadog import (
     MAX_COMPRESSED_BYTES,
     MAX_DECOMPRESSED_BYTES,
+    DatadogAPI,
     DatadogSink,
     Point,
     batches,
@@ -20,6 +21,7 @@ from exporter.sink.datadog import (
     points_for,
     service_tags,
 )
+from sandbox.intake import FakeIntake
 
 
 class Recorder:
@@ -206,3 +208,24 @@ def test_a_batch_over_the_compressed_limit_is_halved_before_any_request() -> Non
         json.dumps(json.loads(p.encoded()), sort_keys=True) for p in points
     )
     assert all(len(raw) <= MAX_COMPRESSED_BYTES for raw in t.raw)
+
+
+def test_tags_follow_a_changed_label_of_the_same_service() -> None:
+    before = ServiceRef("shop", "cart", labels=(("version", "1.0"),))
+    after = ServiceRef("shop", "cart", labels=(("version", "2.0"),))
+    assert before == after and hash(before) == hash(after)  # one Service: labels are no part of its identity
+    assert "version:1.0" in service_tags(before, ())
+    assert "version:2.0" in service_tags(after, ()) and "version:1.0" not in service_tags(after, ())
+
+
+def test_an_event_reaches_datadog_as_ours_never_as_the_istio_integration() -> None:
+    with FakeIntake(api_key="k") as intake:
+        api = DatadogAPI(intake.url, api_key="k")
+        try:
+            DatadogSink(api).event(title="t", text="x", tags=["source:mesh-exporter"], date_happened=5)
+        finally:
+            api.close()
+        (event,) = intake.events()
+    assert event == {"title": "t", "text": "x", "tags": ["source:mesh-exporter"], "alert_type": "info",
+                     "date_happened": 5}  # fmt: skip
+    assert "source_type_name" not in event
