@@ -1,10 +1,11 @@
-"""The sandbox Datadog intake, driven by the real `datadog-api-client` over HTTP."""
+"""The sandbox Datadog intake, driven by the real `datadog-api-client` (its configuration APIs by raw HTTP)."""
 
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import urllib3
@@ -262,3 +263,76 @@ def test_malformed_series_is_400(intake: FakeIntake) -> None:
     assert response.status == 400
     assert "timestamp" in json.loads(response.data)["errors"][0]
     assert intake.points() == []
+
+
+# ---- the configuration APIs `datadog setup` uses -------------------------------------------------------------
+def config_request(intake: FakeIntake, method: str, path: str, body: Any = None, *, app_key: bool = True) -> Any:
+    headers = {"DD-API-KEY": API_KEY, "Content-Type": "application/json"}
+    headers |= {"DD-APPLICATION-KEY": APP_KEY} if app_key else {}
+    data = json.dumps(body).encode() if body is not None else None
+    response = urllib3.PoolManager().request(method, f"{intake.url}{path}", body=data, headers=headers)
+    return response.status, json.loads(response.data)
+
+
+@pytest.fixture
+def config_intake() -> Iterator[FakeIntake]:
+    with FakeIntake(api_key=API_KEY, app_key=APP_KEY) as server:
+        yield server
+
+
+def test_metadata_is_refused_for_a_metric_never_received_then_stored(config_intake: FakeIntake) -> None:
+    body = {"type": "gauge", "unit": "millisecond", "description": "p99"}
+    assert config_request(config_intake, "PUT", "/api/v1/metrics/test.metric", body) == (
+        404, {"errors": ["metric_name not found"]}
+    )  # fmt: skip
+    assert config_request(config_intake, "GET", "/api/v1/metrics/test.metric")[0] == 404
+    with ApiClient(configuration(config_intake.url)) as api_client:
+        MetricsApi(api_client).submit_metrics(body=SAMPLE)  # type: ignore[no-untyped-call]
+    name = SAMPLE_POINTS[0].metric
+    assert config_request(config_intake, "PUT", "/api/v1/metrics/test.metric", body)[0] == 404  # still unknown
+    assert config_request(config_intake, "PUT", f"/api/v1/metrics/{name}", body) == (200, body)
+    assert config_request(config_intake, "GET", f"/api/v1/metrics/{name}") == (200, body)
+    assert config_intake.metadata() == {name: body}
+    assert config_request(config_intake, "PUT", f"/api/v1/metrics/{name}", {"unit": "ms", "units": "x"})[0] == 400
+    assert config_request(config_intake, "PUT", f"/api/v1/metrics/{name}", body, app_key=False)[0] == 403
+    assert config_intake.metadata() == {name: body}
+
+
+def test_dashboards_are_created_listed_by_page_and_updated(config_intake: FakeIntake) -> None:
+    ids = []
+    for i in range(5):
+        body = {"title": f"d{i}", "description": "x", "layout_type": "ordered", "widgets": []}
+        status, created = config_request(config_intake, "POST", "/api/v1/dashboard", body)
+        assert status == 200 and created["title"] == f"d{i}"
+        ids.append(created["id"])
+    assert len(set(ids)) == 5
+    status, page = config_request(config_intake, "GET", "/api/v1/dashboard?count=2&start=2")
+    assert status == 200 and [d["title"] for d in page["dashboards"]] == ["d2", "d3"]
+    everything = config_request(config_intake, "GET", "/api/v1/dashboard")[1]["dashboards"]
+    assert [(d["id"], d["title"]) for d in everything] == [(i, f"d{n}") for n, i in enumerate(ids)]
+    assert config_request(config_intake, "GET", "/api/v1/dashboard?count=many")[0] == 400
+    new = {"title": "renamed", "layout_type": "ordered", "widgets": [{"definition": {"type": "note"}}]}
+    assert config_request(config_intake, "PUT", f"/api/v1/dashboard/{ids[0]}", new)[0] == 200
+    stored = config_request(config_intake, "GET", f"/api/v1/dashboard/{ids[0]}")[1]
+    assert stored["title"] == "renamed" and stored["widgets"] == new["widgets"] and stored["id"] == ids[0]
+    assert config_request(config_intake, "PUT", "/api/v1/dashboard/nope", new)[0] == 404
+    assert config_request(config_intake, "POST", "/api/v1/dashboard", {"title": "no layout"})[0] == 400
+    assert len(config_intake.dashboards()) == 5
+
+
+def test_monitors_are_created_listed_by_tag_and_updated(config_intake: FakeIntake) -> None:
+    ours = {"type": "query alert", "query": "avg(last_5m):avg:m{*} > 1", "name": "a", "tags": ["managed-by:x", "t:1"]}
+    theirs = {"type": "query alert", "query": "avg(last_5m):avg:m{*} > 2", "name": "b", "tags": ["t:1"]}
+    first = config_request(config_intake, "POST", "/api/v1/monitor", ours)[1]["id"]
+    second = config_request(config_intake, "POST", "/api/v1/monitor", theirs)[1]["id"]
+    assert first != second
+    listed = config_request(config_intake, "GET", "/api/v1/monitor?monitor_tags=managed-by:x")[1]
+    assert [m["id"] for m in listed] == [first]
+    both = config_request(config_intake, "GET", "/api/v1/monitor?monitor_tags=t:1")[1]
+    assert sorted(m["id"] for m in both) == sorted([first, second])
+    status, updated = config_request(config_intake, "PUT", f"/api/v1/monitor/{first}", {"query": "avg:m{*} > 3"})
+    assert status == 200 and updated["query"] == "avg:m{*} > 3" and updated["name"] == "a"  # a PUT merges
+    assert config_intake.monitors()[second]["query"] == theirs["query"]
+    assert config_request(config_intake, "PUT", "/api/v1/monitor/99999", {"query": "q"})[0] == 404
+    assert config_request(config_intake, "POST", "/api/v1/monitor", {"name": "no type"})[0] == 400
+    assert config_request(config_intake, "GET", "/api/v1/monitor", app_key=False)[0] == 403
