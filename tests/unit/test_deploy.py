@@ -568,7 +568,8 @@ tests:
           - exp_labels: {severity: critical}
             exp_annotations:
               summary: "No mesh-exporter replica has been scraped successfully for 5 minutes."
-              description: "Check the pods in the exporter's namespace (kubectl get pods -l app.kubernetes.io/name=mesh-exporter)."
+              description: "Check the pods in the exporter's namespace (kubectl get pods -l
+                app.kubernetes.io/name=mesh-exporter)."
       - eval_time: 9m
         alertname: MeshExporterNoSuccessfulCycle
       - eval_time: 10m
@@ -577,7 +578,8 @@ tests:
           - exp_labels: {severity: critical}
             exp_annotations:
               summary: "No fully successful export cycle for more than 5 intervals."
-              description: "The leader's last fully successful cycle ended 5m 0s ago; see mesh_exporter_upstream_up and the logs."
+              description: "The leader's last fully successful cycle ended 5m 0s ago; see
+                mesh_exporter_upstream_up and the logs."
       - eval_time: 4m
         alertname: MeshExporterNoLeader
       - eval_time: 6m
@@ -597,14 +599,16 @@ tests:
           - exp_labels: {severity: warning, pod: a}
             exp_annotations:
               summary: "Points Datadog has not accepted are piling up."
-              description: '1100 points wait for Datadog and their number has grown for 10 minutes; see mesh_exporter_upstream_up{upstream="datadog"}.'
+              description: '1100 points wait for Datadog and their number has grown for 10 minutes; see
+                mesh_exporter_upstream_up{upstream="datadog"}.'
       - eval_time: 30m
         alertname: MeshExporterBacklogGrowing
         exp_alerts:
           - exp_labels: {severity: warning, pod: a}
             exp_annotations:
               summary: "Points Datadog has not accepted are piling up."
-              description: '2500 points wait for Datadog and their number has grown for 10 minutes; see mesh_exporter_upstream_up{upstream="datadog"}.'
+              description: '2500 points wait for Datadog and their number has grown for 10 minutes; see
+                mesh_exporter_upstream_up{upstream="datadog"}.'
       - eval_time: 20m
         alertname: MeshExporterDiscoveryStale
       - eval_time: 21m
@@ -613,7 +617,8 @@ tests:
           - exp_labels: {severity: warning, pod: a}
             exp_annotations:
               summary: "The Service list in use is over 10 minutes old."
-              description: 'Discovery has been failing for 16m 0s; new or deleted Services are not seen (mesh_exporter_upstream_up{upstream="kubernetes"}).'
+              description: 'Discovery has been failing for 16m 0s; new or deleted Services are not seen
+                (mesh_exporter_upstream_up{upstream="kubernetes"}).'
 """
 
 
