@@ -93,6 +93,15 @@ class Caller:
     def name(self) -> str:
         return "outside the mesh (unknown)" if self.outside_mesh else f"{self.namespace}/{self.workload}"
 
+    @property
+    def app_note(self) -> str:
+        """` (app=x)` when the destination's app is not the Service's name (a Service may front several apps)."""
+        return f" (app={self.app})" if self.app and self.app != self.destination.name else ""
+
+    @property
+    def target(self) -> str:
+        return f"{self.destination}{self.app_note}"
+
 
 @dataclass(frozen=True)
 class Others:
@@ -153,7 +162,10 @@ class Report:
     offenders: tuple[Caller, ...]
     """Plaintext callers now, by destination, biggest first."""
     resolved: tuple[Caller, ...]
-    """Callers that sent plaintext in the previous window and none in this one."""
+    """Callers that sent plaintext in the previous window and none in this one, as a proxy can see."""
+    undetermined: tuple[Caller, ...] = ()
+    """Callers from outside the mesh that sent plaintext in the previous window to a destination that reports
+    nothing now: no proxy on either side can tell whether they stopped."""
     ignored_policies: tuple[str, ...] = ()
     promql_requests: int = 0
     unverified: tuple[Caller, ...] = ()

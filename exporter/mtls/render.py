@@ -77,6 +77,10 @@ def _rate(c: Coverage | None) -> float | None:
     return None if c is None else c.rate
 
 
+UNDETERMINED = (
+    "Cannot tell whether they stopped: these callers from outside the mesh sent plaintext in the previous window "
+    "to a destination that reports nothing now, and no proxy on either side sees their traffic."
+)
 POLICY_STATEMENT = (
     "Policies are read as they are now, when the report runs, whatever the window: a policy changed "
     "during or after the window may not be the one that applied to its traffic."
@@ -178,7 +182,7 @@ def markdown(report: Report) -> str:
             "llrrrl",
             (
                 (
-                    _md(c.destination),
+                    _md(c.target),
                     _caller_md(c),
                     rate_text(c.rate),
                     count_text(c.rate * report.seconds),
@@ -195,7 +199,14 @@ def markdown(report: Report) -> str:
         out += _table(
             ("Destination", "Caller", "Req/s", "Previous req/s"),
             "llrr",
-            ((_md(c.destination), _caller_md(c), rate_text(0), rate_text(c.previous_rate)) for c in report.resolved),
+            ((_md(c.target), _caller_md(c), rate_text(0), rate_text(c.previous_rate)) for c in report.resolved),
+        )
+    if report.undetermined:
+        out += ["", UNDETERMINED, ""]
+        out += _table(
+            ("Destination", "Caller", "Previous req/s"),
+            "llr",
+            ((_md(c.target), _caller_md(c), rate_text(c.previous_rate)) for c in report.undetermined),
         )
     if report.unverified:
         out += ["", "## Destinations without sidecar: traffic unverified", ""]
@@ -359,6 +370,7 @@ def to_json(report: Report) -> str:
         ],
         "offenders": [_caller_json(c) for c in report.offenders],
         "resolved": [_caller_json(c) for c in report.resolved],
+        "undetermined": [_caller_json(c) for c in report.undetermined],
         "unverified": [_unverified_json(c) for c in report.unverified],
         "policies": [
             {
@@ -459,6 +471,7 @@ def html_page(report: Report) -> str:
             sections=sections,
             notes=_notes(report),
             policy_statement=POLICY_STATEMENT,
+            undetermined=UNDETERMINED,
             unverified_flag=UNVERIFIED_FLAG,
             is_service=lambda row: isinstance(row, ServiceReport),
             in_window=_in_window,
@@ -491,7 +504,7 @@ def summary(report: Report, *, limit: int = EVENT_TEXT_LIMIT, dated: bool = True
         "",
         "Plaintext callers:" if report.offenders else "No plaintext caller.",
         *(
-            f"- {_md(c.destination)} ← {_caller_md(c)}: {rate_text(c.rate)} req/s "
+            f"- {_md(c.target)} ← {_caller_md(c)}: {rate_text(c.rate)} req/s "
             f"(previous {rate_text(c.previous_rate)}); {_md(_flow_why(c))}"
             for c in sorted(report.offenders, key=lambda c: -c.rate)
         ),

@@ -258,3 +258,60 @@ def test_event_is_dated_at_the_window_end_only_when_datadog_accepts_it() -> None
     assert date_happened(report, now=AT - 60) is None  # a window ending in the future: posting time
     _, text = summary(report, dated=False)
     assert "Report for the window 1h from 2026-11-18T10:06:40Z to 2026-11-18T11:06:40Z" in text
+
+
+def _strict_catalog(plaintext: dict[tuple[str, ...], float]) -> Report:
+    """cat: STRICT; the Service `search` fronts two apps, and only app=search-legacy is excepted."""
+    policies = [
+        Policy("cat", "default", mode=Mode.STRICT),
+        Policy("cat", "legacy", selector={"app": "search-legacy"}, mode=Mode.PERMISSIVE),
+    ]
+    return build_report(
+        Traffic({("cat", "search"): 10.0}, plaintext),
+        Traffic({}, {}),
+        services=[ServiceRef("cat", "search")],
+        policies=resolve(policies, root_namespace="istio-system"),
+        at=AT,
+        window="1h",
+    )
+
+
+@pytest.mark.parametrize("order", [("search-legacy", "search-v2"), ("search-v2", "search-legacy")])
+def test_flows_to_one_service_are_judged_per_app_whatever_the_order(order: tuple[str, str]) -> None:
+    report = _strict_catalog({("cat", "search", app, "web", "fe"): 1.0 for app in order})
+    got = {(c.app, c.rate, c.allowance.evidence.name if c.allowance else None) for c in report.offenders}
+    assert got == {("search-legacy", 1.0, "ALLOWED"), ("search-v2", 1.0, "NONE")}
+    assert report.namespaces[0].verdict is Verdict.STRICT_PLAINTEXT  # search-v2's plaintext is excepted by nothing
+    assert "| cat/search (app=search-v2) | fe/web | 1.00 |" in markdown(report)
+    assert '<td data-label="Destination">cat/search (app=search-v2)</td>' in html_page(report)
+    assert "- cat/search (app=search-v2) ← fe/web: 1.00 req/s" in summary(report)[1]
+
+
+def test_a_stopped_caller_is_stopped_only_when_a_proxy_can_see_it() -> None:
+    """gw reports nothing now: shop/app's proxy still sends to it (unverified), shop/gone's sends nothing
+    (stopped), and the outside caller has no proxy (cannot tell). api still reports: its outside caller stopped."""
+    current = Traffic({("leg", "api"): 1.0}, {}, unverified={("leg", "gw", "app", "shop"): 1.0})
+    previous = Traffic(
+        {("leg", "gw"): 4.0, ("leg", "api"): 1.0},
+        {
+            ("leg", "gw", "gw", "unknown", "unknown"): 1.0,
+            ("leg", "gw", "gw", "app", "shop"): 1.0,
+            ("leg", "gw", "gw", "gone", "shop"): 0.5,
+            ("leg", "api", "api", "unknown", "unknown"): 0.25,
+        },
+    )
+    report = build_report(
+        current, previous, services=[], policies=resolve([], root_namespace="istio-system"), at=AT, window="1h"
+    )
+    assert [(str(c.destination), c.name) for c in report.resolved] == [
+        ("leg/api", "outside the mesh (unknown)"),
+        ("leg/gw", "shop/gone"),
+    ]
+    assert [(str(c.destination), c.name, c.previous_rate) for c in report.undetermined] == [
+        ("leg/gw", "outside the mesh (unknown)", 1.0)
+    ]
+    assert [c.name for c in report.unverified] == ["shop/app"]
+    text = markdown(report)
+    assert "Cannot tell whether they stopped" in text and "| leg/gw | **outside the mesh** (`unknown`) | 1.00 |" in text
+    assert "Cannot tell whether they stopped" in html_page(report)
+    assert json.loads(to_json(report))["undetermined"][0]["destination"] == {"namespace": "leg", "service": "gw"}
