@@ -134,9 +134,10 @@ def _iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _timeline(policies: Resolution, start: float) -> tuple[PolicyTimeline, ...]:
-    """Every policy as read now; RFC 3339 UTC timestamps compare as text."""
-    since = _iso(start)
+def _timeline(policies: Resolution, start: float, end: float) -> tuple[PolicyTimeline, ...]:
+    """Every policy as read now, its creation and last change placed against the window [start, end];
+    RFC 3339 UTC timestamps compare as text."""
+    since, until = _iso(start), _iso(end)
     out = []
     for p in policies.policies:
         scope = (
@@ -147,7 +148,19 @@ def _timeline(policies: Resolution, start: float) -> tuple[PolicyTimeline, ...]:
             else "namespace-wide"
         )
         created, changed = p.created, p.changed or p.created
-        out.append(PolicyTimeline(p.ref, scope, p.mode, created, changed, created >= since, changed >= since))
+        out.append(
+            PolicyTimeline(
+                p.ref,
+                scope,
+                p.mode,
+                created,
+                changed,
+                since <= created <= until,
+                since <= changed <= until,
+                created > until,
+                changed > until,
+            )
+        )
     return tuple(out)
 
 
@@ -187,19 +200,19 @@ def _flows(
 
 
 def _with_timeline(caller: Caller, timeline: Sequence[PolicyTimeline]) -> Caller:
-    """Say so when the policy behind a flow was created or changed during the window: it may not have
-    applied to all of the window's traffic (policies are read as they are now)."""
+    """Say so when the policy behind a flow was created or changed during or after the window: it may not
+    have applied to all of the window's traffic, or not at all (policies are read as they are now)."""
     why = caller.allowance
     found = next((p for p in timeline if why is not None and p.ref == why.policy), None)
-    if why is None or found is None or not found.changed_in_window:
+    if why is None or found is None:
         return caller
-    when = (
-        f"created during the window ({found.created})"
-        if found.created_in_window
-        else (f"changed during the window ({found.changed})")
-    )
-    note = f"; {found.ref} {when}: it may not have applied to all of this traffic"
-    return replace(caller, allowance=replace(why, text=why.text + note))
+    if found.created_after_window:
+        note = f"{found.ref} created after the window ({found.created}): it did not apply to this traffic"
+    elif found.when != "no change":
+        note = f"{found.ref} {found.when}: it may not have applied to all of this traffic"
+    else:
+        return caller
+    return replace(caller, allowance=replace(why, text=f"{why.text}; {note}"))
 
 
 def _unverified(current: Traffic, previous: Traffic) -> list[Caller]:
@@ -240,7 +253,7 @@ def build_report(
     root = policies.mesh.namespace
     services = sorted(set(services))
     migrated = {(s.namespace, s.name) for s in services}
-    timeline = _timeline(policies, at - seconds)
+    timeline = _timeline(policies, at - seconds, at)
     offenders, resolved, undetermined = _flows(current, previous, policies)
     offenders = [_with_timeline(c, timeline) for c in offenders]
     unverified = _unverified(current, previous)

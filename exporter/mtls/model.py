@@ -145,6 +145,26 @@ class PolicyTimeline:
     changed: str
     created_in_window: bool
     changed_in_window: bool
+    """The last change falls within the window (an earlier change, if any, is not recorded)."""
+    created_after_window: bool = False
+    """Created after the window's end (a historical --at): it did not apply to the window's traffic."""
+    changed_after_window: bool = False
+    """Last changed after the window's end: what is shown may not be what applied during the window."""
+
+    @property
+    def when(self) -> str:
+        """`created during the window (…)`, `changed after the window (…)`, …, or `no change`."""
+        parts = [
+            f"created after the window ({self.created})" if self.created_after_window else "",
+            f"created during the window ({self.created})" if self.created_in_window else "",
+            f"changed during the window ({self.changed})"
+            if self.changed_in_window and self.changed != self.created
+            else "",
+            f"changed after the window ({self.changed})"
+            if self.changed_after_window and not self.created_after_window
+            else "",
+        ]
+        return ", ".join(p for p in parts if p) or "no change"
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ from exporter.mtls.model import (
     Coverage,
     NamespaceReport,
     Others,
-    PolicyTimeline,
     Report,
     ServiceReport,
     Trend,
@@ -251,20 +250,14 @@ def markdown(report: Report) -> str:
     )
     out += ["", "## Policies", "", _md(POLICY_STATEMENT), ""]
     out += _table(
-        ("Policy", "Scope", "Mode", "Created", "Last change", "In the window"),
+        ("Policy", "Scope", "Mode", "Created", "Last change", "Window"),
         "llllll",
-        ((_md(p.ref), _md(p.scope), str(p.mode), p.created, p.changed, _in_window(p)) for p in report.policies),
+        ((_md(p.ref), _md(p.scope), str(p.mode), p.created, p.changed, p.when) for p in report.policies),
     )
     notes = _notes(report)
     if notes:
         out += ["", "## Policy notes", ""] + [f"- {_md(note)}" for note in notes]
     return "\n".join(out) + "\n"
-
-
-def _in_window(p: PolicyTimeline) -> str:
-    if p.created_in_window:
-        return "created during the window"
-    return "changed during the window" if p.changed_in_window else "no change"
 
 
 def _notes(report: Report) -> list[str]:
@@ -381,6 +374,8 @@ def to_json(report: Report) -> str:
                 "last_change": p.changed,
                 "created_in_window": p.created_in_window,
                 "changed_in_window": p.changed_in_window,
+                "created_after_window": p.created_after_window,
+                "changed_after_window": p.changed_after_window,
             }
             for p in report.policies
         ],
@@ -474,7 +469,6 @@ def html_page(report: Report) -> str:
             undetermined=UNDETERMINED,
             unverified_flag=UNVERIFIED_FLAG,
             is_service=lambda row: isinstance(row, ServiceReport),
-            in_window=_in_window,
         )
     )
 

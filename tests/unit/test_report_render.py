@@ -315,3 +315,47 @@ def test_a_stopped_caller_is_stopped_only_when_a_proxy_can_see_it() -> None:
     assert "Cannot tell whether they stopped" in text and "| leg/gw | **outside the mesh** (`unknown`) | 1.00 |" in text
     assert "Cannot tell whether they stopped" in html_page(report)
     assert json.loads(to_json(report))["undetermined"][0]["destination"] == {"namespace": "leg", "service": "gw"}
+
+
+def test_the_timeline_places_each_policy_before_in_or_after_a_historical_window() -> None:
+    """The window is 10:06:40 to 11:06:40 on 2026-11-18 (AT); policies are read days later."""
+    policies = [
+        Policy("v", "default", created="2026-11-18T20:00:00Z", mode=Mode.STRICT),  # after the window
+        Policy("a", "default", created="2026-01-01T00:00:00Z", changed="2026-11-19T00:00:00Z", mode=Mode.STRICT),
+        Policy("b", "default", created="2026-11-18T10:30:00Z", changed="2026-11-18T12:00:00Z", mode=Mode.STRICT),
+        Policy("c", "default", created="2026-01-01T00:00:00Z", changed="2026-11-18T11:06:40Z", mode=Mode.STRICT),
+        Policy("d", "default", created="2026-01-01T00:00:00Z", changed="2026-11-18T10:06:39Z", mode=Mode.STRICT),
+    ]
+    plaintext = {(ns, "s", "s", "api", "pay"): 0.5 for ns in "vabcd"}
+    report = build_report(
+        Traffic({(ns, "s"): 1.0 for ns in "vabcd"}, plaintext),
+        Traffic({}, {}),
+        services=[],
+        policies=resolve(policies, root_namespace="istio-system"),
+        at=AT,
+        window="1h",
+    )
+    when = {p.ref: p.when for p in report.policies}
+    assert when == {
+        "v/default": "created after the window (2026-11-18T20:00:00Z)",
+        "a/default": "changed after the window (2026-11-19T00:00:00Z)",
+        "b/default": "created during the window (2026-11-18T10:30:00Z), "
+        "changed after the window (2026-11-18T12:00:00Z)",
+        "c/default": "changed during the window (2026-11-18T11:06:40Z)",  # the window's end is in it
+        "d/default": "no change",
+    }
+    flags = {p.ref: (p.created_in_window, p.changed_in_window, p.created_after_window) for p in report.policies}
+    assert flags["v/default"] == (False, False, True) and flags["a/default"] == (False, False, False)
+    why = {c.destination.namespace: c.allowance.text for c in report.offenders if c.allowance}
+    assert why["v"].endswith(
+        "v/default created after the window (2026-11-18T20:00:00Z): it did not apply to this traffic"
+    )
+    assert "during the window" not in why["a"] and "a/default changed after the window" in why["a"]
+    assert why["d"] == "no policy allows it (STRICT from d/default)"
+    assert "| v/default | namespace-wide | STRICT | 2026-11-18T20:00:00Z | 2026-11-18T20:00:00Z | created after" in (
+        markdown(report)
+    )
+    doc = json.loads(to_json(report))["policies"]
+    assert {p["policy"]: p["changed_after_window"] for p in doc} == {
+        "a/default": True, "b/default": True, "c/default": False, "d/default": False, "v/default": True,
+    }  # fmt: skip
