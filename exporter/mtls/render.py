@@ -46,7 +46,13 @@ def pct_text(value: float | None) -> str:
 
 
 def change_text(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:+.2f} pts"
+    """`+4.82 pts`; below 0.005 in size, three significant digits (`-0.001 pts`), so a drop never reads
+    `-0.00` or `+0.00`; `+0.00 pts` only for no change at all; `n/a` without both windows."""
+    if value is None:
+        return "n/a"
+    if value != 0 and abs(value) < 0.005:
+        return f"{'-' if value < 0 else '+'}{rate_text(abs(value))} pts"
+    return f"{value + 0.0:+.2f} pts"  # + 0.0 turns -0.0 into 0.0
 
 
 def count_text(value: float | None) -> str:
@@ -62,6 +68,12 @@ def rate_text(value: float | None) -> str:
     decimals = 2 - math.floor(math.log10(abs(value)))  # three significant digits
     text = f"{value:.{decimals}f}".rstrip("0")
     return text + "0" * max(0, 2 - len(text.split(".")[1]))
+
+
+def _mesh_volume(mesh: Trend) -> str:
+    """`92.34 % of 1,234 requests`; without traffic, `no traffic in the window` (never "no traffic of 0 requests")."""
+    c = mesh.current
+    return "no traffic in the window" if c is None else f"{pct_text(c.pct)} of {count_text(c.requests)} requests"
 
 
 def _cov(c: Coverage | None) -> float | None:
@@ -149,8 +161,8 @@ def markdown(report: Report) -> str:
         "report them, weighted by requests. A destination without a sidecar reports nothing: its callers' side "
         "shows its traffic as unverified (neither mutual TLS nor plaintext can be proven).",
         "",
-        f"**Mesh: {pct_text(_cov(mesh.current))}** of {count_text(_requests(mesh.current))} requests "
-        f"(previous window {pct_text(_cov(mesh.previous))}, change {change_text(mesh.change)}). "
+        f"**Mesh: {_mesh_volume(mesh)}** (previous window {pct_text(_cov(mesh.previous))}, "
+        f"change {change_text(mesh.change)}). "
         f"Mesh-wide policy: {report.mesh_policy.mode} ({_md(report.mesh_policy.source)}).",
         "",
         f"Namespaces: {_verdict_counts(report)}.",
@@ -429,12 +441,6 @@ def _bars(bars: Sequence[tuple[str, Trend]]) -> list[dict[str, Any]]:
     return out
 
 
-def bar_chart(title: str, bars: Sequence[tuple[str, Trend]]) -> str:
-    """An inline SVG bar chart (the template's macro, for callers outside the page)."""
-    module = _templates().get_template("chart.html.j2").module
-    return str(module.chart(title, _bars(bars), _chart_size(len(bars))))  # type: ignore[attr-defined]
-
-
 def _chart_size(n: int) -> dict[str, int]:
     return {"x": _BAR_X, "w": _BAR_W, "width": _BAR_X + _BAR_W + 110, "height": _ROW_H * n + 8}
 
@@ -465,6 +471,7 @@ def html_page(report: Report) -> str:
             overview_size=_chart_size(len(report.namespaces)),
             sections=sections,
             notes=_notes(report),
+            mesh_volume=_mesh_volume(report.mesh),
             policy_statement=POLICY_STATEMENT,
             undetermined=UNDETERMINED,
             unverified_flag=UNVERIFIED_FLAG,
@@ -477,19 +484,26 @@ def html_page(report: Report) -> str:
 def summary(report: Report, *, limit: int = EVENT_TEXT_LIMIT, dated: bool = True) -> tuple[str, str]:
     """Title and Markdown text (Datadog's %%% block) of the event posted with the gauges.
 
-    The title counts every verdict class present, so its counts add up to the namespaces shown. When the
-    event cannot carry the window's end as its date (`dated=False`), the text names the window first.
+    The title counts every verdict class present, so its counts add up to the namespaces shown, then the
+    namespaces that also carry the unverified flag. When the event cannot carry the window's end as its date
+    (`dated=False`), the text names the window first. Unverified flows come before everything that can be cut.
     """
     mesh = report.mesh
     title = f"mTLS coverage {pct_text(_cov(mesh.current))} over {report.window}: " + ", ".join(
         f"{report.count(v)} {v}" for v in Verdict if report.count(v)
     )
+    flagged = sum(1 for ns in report.namespaces if ns.unverified and ns.verdict is not Verdict.UNVERIFIED)
+    if flagged:
+        title += f"; {flagged} also flagged: {UNVERIFIED_FLAG}"
     window = f"window {report.window} from {_iso(report.start)} to {_iso(report.at)}"
     lines = [
         *([] if dated else [f"Report for the {window} (posted later).", ""]),
-        f"Mesh: **{pct_text(_cov(mesh.current))}** of {count_text(_requests(mesh.current))} requests "
-        f"(previous {pct_text(_cov(mesh.previous))}, change {change_text(mesh.change)}), "
+        f"Mesh: **{_mesh_volume(mesh)}** (previous {pct_text(_cov(mesh.previous))}, "
+        f"change {change_text(mesh.change)}), "
         f"plaintext {rate_text(None if mesh.current is None else mesh.current.plaintext_rate)} req/s, {window}.",
+        # unverified flows come first: a long list of namespaces or callers must not push them out of the text
+        *(["", f"{UNVERIFIED_FLAG}:"] if report.unverified else []),
+        *(f"- {_md(c.destination)} ← {_caller_md(c)}: {rate_text(c.rate)} req/s unverified" for c in report.unverified),
         "",
         *(
             f"- {_md(ns.namespace)}: {pct_text(_cov(ns.coverage.current))}, {ns.policy.mode}: **{_ns_verdict(ns)}**"
@@ -502,8 +516,6 @@ def summary(report: Report, *, limit: int = EVENT_TEXT_LIMIT, dated: bool = True
             f"(previous {rate_text(c.previous_rate)}); {_md(_flow_why(c))}"
             for c in sorted(report.offenders, key=lambda c: -c.rate)
         ),
-        *(["", f"{UNVERIFIED_FLAG}:"] if report.unverified else []),
-        *(f"- {_md(c.destination)} ← {_caller_md(c)}: {rate_text(c.rate)} req/s unverified" for c in report.unverified),
     ]
     kept: list[str] = []
     size = 0

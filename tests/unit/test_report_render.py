@@ -16,7 +16,7 @@ from exporter.mtls.build import Traffic, build_report
 from exporter.mtls.model import Report, Verdict
 from exporter.mtls.policy import Mode, Policy, resolve
 from exporter.mtls.publish import date_happened
-from exporter.mtls.render import bar_chart, html_page, markdown, pct_text, rate_text, summary, to_json
+from exporter.mtls.render import change_text, html_page, markdown, pct_text, rate_text, summary, to_json
 
 AT = 1_795_000_000
 HOSTILE_NS = "evil"
@@ -83,8 +83,8 @@ def test_html_is_self_contained_and_escapes_every_name() -> None:
 
 
 def test_bar_lengths_are_proportional_to_coverage() -> None:
-    report = make_report()
-    chart = bar_chart("t", [(n.namespace, n.coverage) for n in report.namespaces])
+    page = html_page(make_report())
+    chart = page[page.index("<svg") : page.index("</svg>")]  # the overview: one bar per namespace
     widths = [float(w) for w in re.findall(r'<rect class="fill \w+" x="\d+" y="\d+" width="([\d.]+)"', chart)]
     assert widths == [180.0, 360.0]  # 50 % and 100 % of the 360-pixel track; no bar for no traffic
     assert re.findall(r'<rect class="fill (\w+)"', chart) == ["warn", "good"]
@@ -359,3 +359,51 @@ def test_the_timeline_places_each_policy_before_in_or_after_a_historical_window(
     assert {p["policy"]: p["changed_after_window"] for p in doc} == {
         "a/default": True, "b/default": True, "c/default": False, "d/default": False, "v/default": True,
     }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (None, "n/a"),
+        (0.0, "+0.00 pts"),
+        (-0.0, "+0.00 pts"),
+        (-0.001, "-0.001 pts"),
+        (0.0012345, "+0.00123 pts"),
+        (-0.004999, "-0.005 pts"),
+        (-0.005, "-0.01 pts"),
+        (4.8249, "+4.82 pts"),
+        (-25.0, "-25.00 pts"),
+    ],
+)
+def test_changes_never_read_minus_zero(value: float | None, text: str) -> None:
+    assert change_text(value) == text
+
+
+def test_the_gate_line_is_never_in_scientific_notation() -> None:
+    dropped = blind_report(swap=True)  # -25 pts
+    assert gate.failures(dropped, gate.parse("coverage-drop:0.00001")) == [
+        "coverage-drop:0.00001: mesh -25.00 pts, legacy -25.00 pts"
+    ]
+    assert gate.failures(dropped, gate.parse("coverage-drop"))[0].startswith("coverage-drop:0: mesh")
+
+
+def test_an_empty_mesh_reads_no_traffic_without_a_count() -> None:
+    report = build_report(
+        Traffic({}, {}), Traffic({}, {}), services=[], policies=resolve([], root_namespace="istio-system"), at=AT,
+        window="1h",
+    )  # fmt: skip
+    for text in (markdown(report), summary(report)[1], html_page(report)):
+        assert "Mesh: no traffic in the window" in text.replace("**", "").replace("<span", " ")
+        assert "of 0 requests" not in text
+
+
+def test_truncating_the_event_keeps_the_unverified_flows_and_the_title_names_the_flag() -> None:
+    plaintext = {("legacy", "gw", "gw", f"w{i:04d}", "many"): 0.001 for i in range(300)}
+    current = Traffic({("legacy", "gw"): 3.0}, plaintext, unverified={("legacy", "old", "app", "shop"): 1.9})
+    report = build_report(
+        current, Traffic({}, {}), services=[], policies=resolve([], root_namespace="istio-system"), at=AT, window="1h"
+    )
+    title, text = summary(report)
+    assert "more lines in the full report" in text and len(text) <= 4000
+    assert "- legacy/old ← shop/app: 1.90 req/s unverified" in text
+    assert title.endswith("1 blocked; 1 also flagged: destination without sidecar: traffic unverified")
