@@ -774,3 +774,78 @@ def test_a_historical_report_event_is_posted_now_and_names_its_window(env: Env, 
     assert "date_happened" not in event  # Datadog stamps it with the posting time
     assert event["text"].startswith(f"%%% \nReport for the window 7d from {iso(at - WEEK)} to {iso(at)}")
     assert {p.timestamp for p in intake.points()} == {at}  # the gauges still carry the window's end
+
+
+MTLS, PLAIN = ',connection_security_policy="mutual_tls"', ',connection_security_policy!="mutual_tls"'
+SVC = ("destination_service_namespace", "destination_service_name")
+
+
+def dest(matchers: str = "", offset: str = "") -> str:
+    """Destination-reported requests over the 7-day window, with extra `matchers` (`,name="value"`)."""
+    return 'istio_requests_total{reporter="destination"' + matchers + "}[7d]" + offset
+
+
+def scalar(env: Env, query: str) -> float:
+    (value,) = promql_vector(env, f"sum({query})", ()).values()
+    return value
+
+
+def test_the_remaining_figures_agree_with_hand_written_promql(env: Env, report: Report) -> None:
+    """Mesh and service coverage, caller rates in both windows, the stopped callers, the Others row and the
+    unverified flow's previous rates, each against Prometheus's own answer to PromQL written out here."""
+    for offset, pick in (("", lambda t: t.current), (" offset 7d", lambda t: t.previous)):
+        mesh = 100 * scalar(env, f"rate({dest(MTLS, offset)})") / scalar(env, f"rate({dest('', offset)})")
+        assert close(pick(report.mesh).pct, mesh), offset
+        by, every = ", ".join(SVC), f"sum by ({', '.join(SVC)}) (rate({dest('', offset)}))"
+        mtls = f"sum by ({by}) (rate({dest(MTLS, offset)}))"
+        answer = promql_vector(env, f"100 * ({mtls} or 0 * {every}) / {every}", SVC)  # lab: no mTLS series
+        by_service = {k: v for k, v in answer.items() if not math.isnan(v)}  # 0/0: a series with no requests
+        ours = {(s.service.namespace, s.service.name): pick(s.coverage) for s in report.services}
+        assert {k for k, c in ours.items() if c is not None} == set(by_service) & set(ours), offset
+        for key in set(by_service) & set(ours):
+            assert close(ours[key].pct, by_service[key]), (offset, key)  # type: ignore[union-attr]
+
+    flow = (*SVC, "destination_app", "source_workload", "source_workload_namespace")
+    now, before = (
+        promql_vector(env, f"sum by ({', '.join(flow)}) (rate({dest(PLAIN, offset)}))", flow)
+        for offset in ("", " offset 7d")
+    )
+    got = {(c.destination.namespace, c.destination.name, c.app, c.workload, c.namespace): c for c in report.offenders}
+    assert set(got) == {k for k, v in now.items() if v > 0}
+    for key, caller in got.items():
+        assert close(caller.rate, now[key]) and close(caller.previous_rate, before.get(key) or None), key
+    # stopped: plaintext last week, none this week, and the caller's proxy sends nothing to a silent destination
+    sending = promql_vector(
+        env,
+        'sum by (destination_service_name, source_workload) (rate(istio_requests_total{reporter="source"}[7d]))',
+        ("destination_service_name", "source_workload"),
+    )
+    stopped = {k for k, v in before.items() if v > 0 and now.get(k, 0) == 0 and sending.get((k[1], k[3]), 0) == 0}
+    assert stopped == {
+        ("shop", "checkout", "checkout", "exporter", "batch"),
+        ("archive", "old-api", "old-api", "reports", "archive"),
+    }
+    resolved = {
+        (c.destination.namespace, c.destination.name, c.app, c.workload, c.namespace): c for c in report.resolved
+    }
+    assert set(resolved) == stopped and report.undetermined == ()
+    for key, caller in resolved.items():
+        assert caller.rate == 0 and close(caller.previous_rate, before[key]), key
+
+    # the Others row of legacy: every destination there but its one migrated Service, mainframe-gw
+    others = ',destination_service_namespace="legacy",destination_service_name!="mainframe-gw"'
+    legacy = next(n for n in report.namespaces if n.namespace == "legacy")
+    assert legacy.others is not None
+    for offset, row in (("", legacy.others.coverage.current), (" offset 7d", legacy.others.coverage.previous)):
+        assert row is not None and close(row.rate, scalar(env, f"rate({dest(others, offset)})")), offset
+        assert close(row.plaintext_rate, scalar(env, f"rate({dest(others + PLAIN, offset)})")), offset
+
+    # the unverified flow's previous window: inventory still reported then, so nothing was unverified, and
+    # what it reported as plaintext from that caller is the "previous plaintext" column
+    inventory = ',destination_service_name="inventory"'
+    sent_before = 'sum(rate(istio_requests_total{reporter="source"' + inventory + "}[7d] offset 7d))"
+    reported_before = f"sum(rate({dest(inventory, ' offset 7d')}))"
+    assert promql_vector(env, f"{sent_before} unless on () ({reported_before} > 0)", ()) == {}
+    (blind,) = report.unverified
+    assert blind.previous_rate is None
+    assert close(blind.previous_plaintext, scalar(env, f"rate({dest(inventory + PLAIN, ' offset 7d')})"))
