@@ -30,10 +30,10 @@ from exporter.cli.report import generate, policies
 from exporter.config import Settings
 from exporter.kube.client import KubeClient, api_client
 from exporter.model import ServiceRef
-from exporter.mtls.model import Report, Verdict
+from exporter.mtls.model import PolicyTimeline, Report, Verdict
 from exporter.mtls.policy import Evidence, Mode
 from exporter.mtls.publish import MESH_METRIC, PLAINTEXT_METRIC
-from exporter.mtls.render import count_text, html_page, pct_text
+from exporter.mtls.render import change_text, count_text, html_page, pct_text, rate_text
 from exporter.retry import RetryPolicy
 from sandbox.intake import FakeIntake
 from sandbox.kubeapi import FakeKubeAPI
@@ -443,6 +443,12 @@ def test_cli_rejects_bad_flags_with_exit_2_naming_the_flag(env: Env, tmp_path: P
     assert proc.returncode == 2 and "--window" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     proc = run_exporter(env, None, "--at", str(env.at), "--out", str(tmp_path / "missing" / "r.md"))
     assert proc.returncode == 2 and "--out" in proc.stderr
+    # before any query: neither Prometheus nor Kubernetes is reachable, yet the bad --out is what is reported
+    dead = Env("http://127.0.0.1:9", env.at, env.kube, tmp_path / "no-kubeconfig")
+    for out in (tmp_path / "missing" / "r.md", tmp_path):
+        proc = run_exporter(dead, None, "--at", str(env.at), "--out", str(out))
+        assert proc.returncode == 2 and f"--out: cannot write {out}" in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
     proc = run_exporter(env, None, "--at", str(env.at), "--submit")  # no DD_API_KEY
     assert proc.returncode == 2 and "DD_API_KEY" in proc.stderr and proc.stdout == ""
 
@@ -613,8 +619,13 @@ class _Rows(HTMLParser):
 
 
 def test_markdown_json_html_and_datadog_agree(env: Env, intake: FakeIntake, tmp_path: Path) -> None:
-    proc = run_exporter(env, intake, "--at", str(env.at), "--output", "json", "--submit")
-    assert proc.returncode == 0, proc.stderr
+    # --submit with --fail-on: the gauges and the event are sent, then the gate fails the command
+    proc = run_exporter(
+        env, intake, "--at", str(env.at), "--output", "json", "--submit", "--fail-on", "strict-plaintext"
+    )
+    assert proc.returncode == 3, proc.stderr
+    submitted, gate_line = proc.stderr.index("submitted "), proc.stderr.index("exporter: --fail-on strict-plaintext")
+    assert submitted < gate_line
     doc = json.loads(proc.stdout)
     md, page = tmp_path / "r.md", tmp_path / "r.html"
     for output, path in (("markdown", md), ("html", page)):
@@ -662,6 +673,162 @@ def test_markdown_json_html_and_datadog_agree(env: Env, intake: FakeIntake, tmp_
     # one number format: the tiny rate is printed in fixed notation everywhere a human reads it
     for text in (markdown_text, page.read_text(), event["text"]):
         assert "0.00002" in text and not re.search(r"\d e[-+]?\d|\de-\d", text)
+    tables_agree(doc, markdown_text, page.read_text(), event["text"])
+
+
+def plain(text: str) -> str:
+    """Markdown or HTML cell text without emphasis or code marks, whitespace collapsed."""
+    return " ".join(text.replace("**", "").replace("`", "").replace("\\|", "|").split())
+
+
+def md_table(text: str, after: str) -> list[tuple[str, ...]]:
+    """The body rows of the first Markdown table after the line that starts with `after`."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(after))
+    first = next(i for i in range(start, len(lines)) if lines[i].startswith("|"))
+    end = next((i for i in range(first, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return [tuple(plain(c) for c in re.split(r"(?<!\\)\|", line)[1:-1]) for line in lines[first + 2 : end]]
+
+
+class _Tables(HTMLParser):
+    """Every <table> of an HTML page: its id, class and section (data-namespace), and its body rows' cell texts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[dict[str, Any]] = []
+        self._section = ""
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "section":
+            self._section = a.get("data-namespace") or ""
+        elif tag == "table":
+            self.tables.append({"id": a.get("id"), "class": a.get("class"), "ns": self._section, "rows": []})
+        elif tag == "tr" and self.tables:
+            self.tables[-1]["rows"].append([])
+        elif tag == "td":
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td" and self._cell is not None:
+            self.tables[-1]["rows"][-1].append(plain("".join(self._cell)))
+            self._cell = None
+        elif tag == "section":
+            self._section = ""
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def rows(self, *, id: str | None = None, cls: str | None = None, ns: str | None = None) -> list[tuple[str, ...]]:
+        found = [
+            t for t in self.tables if (id is None or t["id"] == id) and (cls is None or t["class"] == cls)
+            and (ns is None or t["ns"] == ns)
+        ]  # fmt: skip
+        return [tuple(r) for t in found for r in t["rows"] if r]
+
+
+def tables_agree(doc: dict[str, Any], markdown_text: str, page: str, event: str) -> None:
+    """Every table of the JSON document has the same rows, formatted alike, in Markdown, HTML and the event."""
+    seconds = doc["window_seconds"]
+    tables = _Tables()
+    tables.feed(page)
+    event = plain(event)
+
+    def target(c: dict[str, Any], *, short: bool = False) -> str:
+        d = c["destination"]
+        app = c.get("destination_app") or ""
+        note = f" (app={app})" if app and app != d["service"] else ""
+        return (d["service"] if short else f"{d['namespace']}/{d['service']}") + note
+
+    def who(c: dict[str, Any]) -> str:
+        return (
+            "outside the mesh (unknown)"
+            if c["outside_mesh"]
+            else f"{c['source_workload_namespace']}/{c['source_workload']}"
+        )
+
+    def flow(c: dict[str, Any], *, short: bool = False) -> tuple[str, ...]:
+        rate = c["request_rate"]
+        why = c["allowed_by"]["text"]
+        return (
+            target(c, short=short),
+            who(c),
+            rate_text(rate),
+            count_text(rate * seconds),
+            rate_text(c["previous_request_rate"]),
+            why,
+        )
+
+    offenders = [flow(c) for c in doc["offenders"]]
+    assert len(offenders) == 9 and all(row[5] for row in offenders)  # every flow names its policy
+    assert md_table(markdown_text, "## Plaintext callers") == offenders
+    assert tables.rows(id="offenders") == offenders
+    for row in offenders:
+        assert f"- {row[0]} ← {row[1]}: {row[2]} req/s (previous {row[4]}); {row[5]}" in event, row
+    for ns in doc["namespaces"]:
+        callers = [flow(c, short=True) for c in ns["plaintext_callers"]]
+        assert tables.rows(cls="callers", ns=ns["namespace"]) == callers, ns["namespace"]
+        assert [flow(c) for c in ns["plaintext_callers"]] == [
+            r for r in offenders if r[0].startswith(ns["namespace"] + "/")
+        ]
+
+    unverified = [
+        (target(c), who(c), rate_text(c["request_rate"]), rate_text(c["previous_request_rate"]),
+         rate_text(c["previous_plaintext_request_rate"]))
+        for c in doc["unverified"]
+    ]  # fmt: skip
+    assert unverified == [("shop/inventory", "shop/checkout", "1.90", "0", "1.90")]
+    assert md_table(markdown_text, "## Destinations without sidecar") == unverified
+    assert tables.rows(id="unverified-flows") == unverified
+    for row in unverified:
+        assert f"- {row[0]} ← {row[1]}: {row[2]} req/s unverified" in event
+    for ns in doc["namespaces"]:
+        assert tables.rows(cls="unverified", ns=ns["namespace"]) == [
+            (c["destination"]["service"], who(c), rate_text(c["request_rate"]), rate_text(c["previous_request_rate"]))
+            for c in ns["unverified"]
+        ]
+
+    stopped = [(target(c), who(c), "0", rate_text(c["previous_request_rate"])) for c in doc["resolved"]]
+    assert len(stopped) == 2 and doc["undetermined"] == []
+    assert md_table(markdown_text, "Stopped sending plaintext") == stopped == tables.rows(id="stopped")
+
+    def figures(row: dict[str, Any]) -> tuple[str, ...]:
+        previous = row["previous"]
+        return (
+            pct_text(row["coverage_pct"]), count_text(row["requests"]), rate_text(row["request_rate"]),
+            pct_text(None if previous is None else previous["coverage_pct"]), change_text(row["change_pct_points"]),
+        )  # fmt: skip
+
+    md_services, html_services = [], []
+    for ns in doc["namespaces"]:
+        name = ns["namespace"]
+        for s in (s for s in doc["services"] if s["namespace"] == name):
+            blind = s["unverified_request_rate"]
+            flag = f"destination without sidecar: traffic unverified: {rate_text(blind)} req/s" if blind else ""
+            md_services.append((name, s["service"] + (f" ({flag})" if flag else ""), *figures(s)))
+            html_services.append((name, " ".join(filter(None, (s["service"], flag))), *figures(s)))
+        if ns["other_destinations"] is not None:
+            others = f"other destinations, not migrated Services: {', '.join(ns['other_destinations']['names'])}"
+            md_services.append((name, others, *figures(ns["other_destinations"])))
+            html_services.append(md_services[-1])
+    assert len(md_services) == len(doc["services"]) + 1  # legacy's Others row
+    assert md_table(markdown_text, "## Services by namespace") == md_services
+    got = [
+        (ns["namespace"], *row) for ns in doc["namespaces"] for row in tables.rows(cls="services", ns=ns["namespace"])
+    ]
+    assert got == html_services
+
+    timeline = [
+        (p["policy"], p["scope"], p["mode"], p["created"], p["last_change"],
+         PolicyTimeline(p["policy"], p["scope"], Mode(p["mode"]), p["created"], p["last_change"],
+                        p["created_in_window"], p["changed_in_window"], p["created_after_window"],
+                        p["changed_after_window"]).when)
+        for p in doc["policies"]
+    ]  # fmt: skip
+    assert len(timeline) == 15 and sum(1 for row in timeline if row[5] != "no change") == 3
+    assert md_table(markdown_text, "## Policies") == timeline == tables.rows(id="policies")
 
 
 # --------------------------------------------------------------------- what the destination cannot see
