@@ -88,6 +88,10 @@ def _rate(c: Coverage | None) -> float | None:
     return None if c is None else c.rate
 
 
+STOPPED_SCOPE = (
+    "as the destination's proxies see it, or the caller's when the destination reports nothing; a pod of the "
+    "destination without a sidecar, beside pods with one, is seen by neither"
+)
 UNDETERMINED = (
     "Cannot tell whether they stopped: these callers from outside the mesh sent plaintext in the previous window "
     "to a destination that reports nothing now, and no proxy on either side sees their traffic."
@@ -206,7 +210,7 @@ def markdown(report: Report) -> str:
     else:
         out.append("No plaintext request in the window.")
     if report.resolved:
-        out += ["", "Stopped sending plaintext since the previous window:", ""]
+        out += ["", f"Stopped sending plaintext since the previous window ({STOPPED_SCOPE}):", ""]
         out += _table(
             ("Destination", "Caller", "Req/s", "Previous req/s"),
             "llrr",
@@ -474,6 +478,7 @@ def html_page(report: Report) -> str:
             mesh_volume=_mesh_volume(report.mesh),
             policy_statement=POLICY_STATEMENT,
             undetermined=UNDETERMINED,
+            stopped_scope=STOPPED_SCOPE,
             unverified_flag=UNVERIFIED_FLAG,
             is_service=lambda row: isinstance(row, ServiceReport),
         )
