@@ -521,6 +521,8 @@ def summary(report: Report, *, limit: int = EVENT_TEXT_LIMIT, dated: bool = True
             f"(previous {rate_text(c.previous_rate)}); {_md(_flow_why(c))}"
             for c in sorted(report.offenders, key=lambda c: -c.rate)
         ),
+        "",
+        POLICY_STATEMENT,
     ]
     kept: list[str] = []
     size = 0

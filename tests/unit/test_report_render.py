@@ -140,6 +140,7 @@ def test_event_summary_stays_within_datadogs_limit() -> None:
     assert title.endswith("1 ready for STRICT, 1 STRICT but plaintext observed, 1 no traffic")  # every class
     title, text = summary(make_report())
     assert "more lines" not in text and "evil/svc ← **outside the mesh**" in text
+    assert text.splitlines()[-2].startswith("Policies are read as they are now, when the report runs")
 
 
 @pytest.mark.parametrize(
