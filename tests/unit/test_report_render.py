@@ -408,3 +408,24 @@ def test_truncating_the_event_keeps_the_unverified_flows_and_the_title_names_the
     assert "more lines in the full report" in text and len(text) <= 4000
     assert "- legacy/old ← shop/app: 1.90 req/s unverified" in text
     assert title.endswith("1 blocked; 1 also flagged: destination without sidecar: traffic unverified")
+
+
+def test_a_selector_for_another_app_neither_calms_the_verdict_nor_passes_the_gate() -> None:
+    policies = [
+        Policy("vault", "default", mode=Mode.STRICT),
+        Policy("vault", "other", selector={"app": "other", "version": "v1"}, mode=Mode.PERMISSIVE),
+    ]
+    report = build_report(
+        Traffic({("vault", "secrets"): 2.0}, {("vault", "secrets", "secrets", "api", "pay"): 0.5}),
+        Traffic({}, {}),
+        services=[],
+        policies=resolve(policies, root_namespace="istio-system"),
+        at=AT,
+        window="1h",
+    )
+    assert report.namespaces[0].verdict is Verdict.STRICT_PLAINTEXT
+    assert report.offenders[0].allowance is not None
+    assert report.offenders[0].allowance.text == "no policy allows it (STRICT from vault/default)"
+    assert gate.failures(report, gate.parse("strict-plaintext")) == [
+        "strict-plaintext: plaintext no exception allows reaches STRICT vault"
+    ]
