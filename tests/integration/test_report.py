@@ -37,8 +37,9 @@ from exporter.mtls.render import change_text, count_text, html_page, pct_text, r
 from exporter.retry import RetryPolicy
 from sandbox.intake import FakeIntake
 from sandbox.kubeapi import FakeKubeAPI
-from sandbox.meshsim import Caller, Phase, Service, kube_service_manifests
+from sandbox.meshsim import Caller, Phase, Service, Version, kube_service_manifests
 from sandbox.prom import PrometheusServer, build_tsdb
+from tests.support.prom import PrometheusFactory
 
 STEP = 1200.0  # 20 minutes: counters are linear within a phase, so rate() is exact at any step
 DAY, WEEK = 86400.0, 7 * 86400.0
@@ -1016,3 +1017,43 @@ def test_the_remaining_figures_agree_with_hand_written_promql(env: Env, report: 
     (blind,) = report.unverified
     assert blind.previous_rate is None
     assert close(blind.previous_plaintext, scalar(env, f"rate({dest(inventory + PLAIN, ' offset 7d')})"))
+
+
+def test_one_service_fronting_two_apps_is_judged_per_app(make_prometheus: PrometheusFactory, tmp_path: Path) -> None:
+    """cat/search serves app=search-legacy (excepted) and app=search-v2 (not) alike: each gets 1 req/s of
+    plaintext, tied to its own app's policy, and the namespace is STRICT with plaintext nothing excepts."""
+    at = int(math.floor(time.time() / 60) * 60)
+    versions = (Version("v1", 0.5, app="search-legacy"), Version("v2", 0.5, app="search-v2"))
+    mesh = (Service("cat", "search", (Caller("web", "fe", 4.0, 0.5),), versions=versions),)
+    server = make_prometheus([Phase(at - 3 * 3600, mesh)], end=at, step=60.0)
+    with FakeKubeAPI() as kube:
+        for manifest in kube_service_manifests(mesh):
+            kube.add(manifest)
+        kube.add(pa("cat", "default", "STRICT", "2025-01-01T00:00:00Z"))
+        kube.add(
+            pa(
+                "cat",
+                "legacy",
+                "PERMISSIVE",
+                "2025-01-02T00:00:00Z",
+                selector={"matchLabels": {"app": "search-legacy"}},
+            )
+        )
+        kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")
+        report = generate(Settings(prometheus_url=server.url, kubeconfig=str(kubeconfig)), at=at, window="1h")
+    by_app = promql_vector(
+        Env(server.url, at, kube, kubeconfig),
+        'sum by (destination_app) (rate(istio_requests_total{reporter="destination",'
+        'connection_security_policy!="mutual_tls"}[1h]))',
+        ("destination_app",),
+    )
+    assert by_app == {("search-legacy",): pytest.approx(1.0), ("search-v2",): pytest.approx(1.0)}
+    got = {c.app: c for c in report.offenders}
+    assert set(got) == {"search-legacy", "search-v2"}
+    for app, caller in got.items():
+        assert close(caller.rate, by_app[(app,)]) and close(caller.previous_rate, by_app[(app,)]), app
+    assert got["search-legacy"].allowance is not None and got["search-legacy"].allowance.policy == "cat/legacy"
+    assert got["search-v2"].allowance is not None and got["search-v2"].allowance.evidence is Evidence.NONE
+    (cat,) = report.namespaces
+    assert cat.verdict is Verdict.STRICT_PLAINTEXT
+    assert [c.target for c in report.offenders] == ["cat/search (app=search-legacy)", "cat/search (app=search-v2)"]
