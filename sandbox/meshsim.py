@@ -161,6 +161,8 @@ class Version:
     latency: Latency = DEFAULT_LATENCY
     workload: str = ""
     """destination_workload; empty means `<service>-<version>` (Flagger names its canary `<name>`)."""
+    app: str = ""
+    """destination_app; empty means the Service's name (one Service may front several apps)."""
 
     def __post_init__(self) -> None:
         _check_fraction(f"version {self.name}: share", self.share)
@@ -238,6 +240,7 @@ class _Combo:
     rates: list[float]
     latencies: list[Latency | None]
     workload: str = ""
+    app: str = ""
 
     def label_text(self) -> str:
         svc, caller = self.service, self.caller
@@ -260,7 +263,7 @@ class _Combo:
             ("destination_workload", self.workload or f"{svc.name}-{self.version}"),
             ("destination_workload_namespace", svc.namespace),
             ("destination_principal", destination_principal),
-            ("destination_app", svc.name),
+            ("destination_app", self.app or svc.name),
             ("destination_version", self.version),
             ("destination_service", f"{svc.name}.{svc.namespace}.svc.cluster.local"),
             ("destination_service_name", svc.name),
@@ -301,7 +304,7 @@ def _combos(phases: Sequence[Phase], reporters: frozenset[str]) -> list[_Combo]:
         combo = combos.get(key)
         if combo is None:
             combo = combos[key] = _Combo(
-                reporter, svc, caller, version.name, code, policy, [0.0] * n, [None] * n, version.workload
+                reporter, svc, caller, version.name, code, policy, [0.0] * n, [None] * n, version.workload, version.app
             )
         combo.rates[phase] += rate
         combo.latencies[phase] = version.latency

@@ -7,6 +7,7 @@ Writes Markdown, JSON or HTML; with --submit, also the Datadog gauges and the su
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -65,6 +66,22 @@ def generate(
     )
 
 
+def check_writable(out: str) -> None:
+    """ConfigError (exit 2) unless `out` can be written: an existing writable file, or a new one in a
+    writable directory."""
+    path = Path(out)
+    if path.is_dir():
+        reason = "it is a directory"
+    elif path.exists():
+        reason = "" if os.access(path, os.W_OK) else "permission denied"
+    elif not path.parent.is_dir():
+        reason = f"no such directory {path.parent}"
+    else:
+        reason = "" if os.access(path.parent, os.W_OK) else "permission denied"
+    if reason:
+        raise ConfigError("--out", f"cannot write {out}: {reason}")
+
+
 EXIT_GATE = 3
 """`--fail-on` held: the report was written (and submitted), and a condition the pipeline gates on is true."""
 
@@ -80,6 +97,8 @@ def cmd_mtls(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as e:
         raise ConfigError("--fail-on", str(e)) from None
     window = args.window or settings.report_window
+    if args.out:
+        check_writable(args.out)  # before any query: a report nobody can keep is not worth computing
     sink = clients.datadog(settings) if args.submit else None  # a missing key fails before any query
     at = args.at if args.at is not None else int(time.time())
     report = generate(settings, at=at, window=window)

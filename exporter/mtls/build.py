@@ -134,9 +134,10 @@ def _iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _timeline(policies: Resolution, start: float) -> tuple[PolicyTimeline, ...]:
-    """Every policy as read now; RFC 3339 UTC timestamps compare as text."""
-    since = _iso(start)
+def _timeline(policies: Resolution, start: float, end: float) -> tuple[PolicyTimeline, ...]:
+    """Every policy as read now, its creation and last change placed against the window [start, end];
+    RFC 3339 UTC timestamps compare as text."""
+    since, until = _iso(start), _iso(end)
     out = []
     for p in policies.policies:
         scope = (
@@ -147,52 +148,71 @@ def _timeline(policies: Resolution, start: float) -> tuple[PolicyTimeline, ...]:
             else "namespace-wide"
         )
         created, changed = p.created, p.changed or p.created
-        out.append(PolicyTimeline(p.ref, scope, p.mode, created, changed, created >= since, changed >= since))
+        out.append(
+            PolicyTimeline(
+                p.ref,
+                scope,
+                p.mode,
+                created,
+                changed,
+                since <= created <= until,
+                since <= changed <= until,
+                created > until,
+                changed > until,
+            )
+        )
     return tuple(out)
 
 
-def _flows(current: Traffic, previous: Traffic, policies: Resolution) -> tuple[list[Caller], list[Caller]]:
-    """Plaintext flows now (each tied to the policy that allows it) and those that stopped since the
-    previous window: a flow is stopped only when the callers' side agrees (the destination still reports)."""
-    now: dict[Key, float] = {}
-    before: dict[Key, float] = {}
-    apps: dict[Key, str] = {}
-    for source, into in ((current.plaintext, now), (previous.plaintext, before)):
-        for (ns, svc, app, workload, wns), value in source.items():
-            key = (ns, svc, workload, wns)
-            into[key] = into.get(key, 0.0) + value
-            if value > 0 and (key not in apps or into is now):
-                apps[key] = app
-    offenders, resolved = [], []
+def _flows(
+    current: Traffic, previous: Traffic, policies: Resolution
+) -> tuple[list[Caller], list[Caller], list[Caller]]:
+    """Plaintext flows now, each tied to the policy that allows it, keyed by the destination's app (one
+    Service may front several apps, each with its own policy); then the flows that stopped since the
+    previous window, and those for which nobody can tell.
+
+    A flow seen in the previous window and not in this one is stopped when someone can see it: the
+    destination's proxy (it still reports traffic) or the caller's (it reports sending nothing to the
+    destination). A caller outside the mesh has no proxy: when the destination reports nothing now, nobody
+    can tell. A caller whose proxy still sends to a destination that reports nothing is unverified, not stopped.
+    """
+    now = {k: v for k, v in current.plaintext.items() if v > 0}
+    before = {k: v for k, v in previous.plaintext.items() if v > 0}
+    reporting = {k for k, v in current.requests.items() if v > 0}
+    offenders, resolved, unknown = [], [], []
     for flow in sorted(set(now) | set(before)):
         rate, was = now.get(flow, 0.0), before.get(flow, 0.0)
-        ns, svc, workload, wns = flow
-        app = apps.get(flow, "")
+        ns, svc, app, workload, wns = flow
         why = allowance(policies.of(ns), app=app, mesh_source=policies.mesh.source)
         caller = Caller(ServiceRef(ns, svc), workload, wns, rate, was if was > 0 else None, app, why)
         if rate > 0:
             offenders.append(caller)
-        elif was > 0 and current.unverified.get(flow, 0.0) <= 0:
+        elif current.unverified.get((ns, svc, workload, wns), 0.0) > 0:
+            continue  # its proxy still sends: listed as unverified
+        elif (ns, svc) in reporting or not caller.outside_mesh:
             resolved.append(caller)
-    offenders.sort(key=lambda c: (c.destination, -c.rate, c.name))
-    resolved.sort(key=lambda c: (c.destination, -(c.previous_rate or 0.0), c.name))
-    return offenders, resolved
+        else:
+            unknown.append(caller)
+    offenders.sort(key=lambda c: (c.destination, c.app, -c.rate, c.name))
+    for stopped in (resolved, unknown):
+        stopped.sort(key=lambda c: (c.destination, c.app, -(c.previous_rate or 0.0), c.name))
+    return offenders, resolved, unknown
 
 
 def _with_timeline(caller: Caller, timeline: Sequence[PolicyTimeline]) -> Caller:
-    """Say so when the policy behind a flow was created or changed during the window: it may not have
-    applied to all of the window's traffic (policies are read as they are now)."""
+    """Say so when the policy behind a flow was created or changed during or after the window: it may not
+    have applied to all of the window's traffic, or not at all (policies are read as they are now)."""
     why = caller.allowance
     found = next((p for p in timeline if why is not None and p.ref == why.policy), None)
-    if why is None or found is None or not found.changed_in_window:
+    if why is None or found is None:
         return caller
-    when = (
-        f"created during the window ({found.created})"
-        if found.created_in_window
-        else (f"changed during the window ({found.changed})")
-    )
-    note = f"; {found.ref} {when}: it may not have applied to all of this traffic"
-    return replace(caller, allowance=replace(why, text=why.text + note))
+    if found.created_after_window:
+        note = f"{found.ref} created after the window ({found.created}): it did not apply to this traffic"
+    elif found.when != "no change":
+        note = f"{found.ref} {found.when}: it may not have applied to all of this traffic"
+    else:
+        return caller
+    return replace(caller, allowance=replace(why, text=f"{why.text}; {note}"))
 
 
 def _unverified(current: Traffic, previous: Traffic) -> list[Caller]:
@@ -233,8 +253,8 @@ def build_report(
     root = policies.mesh.namespace
     services = sorted(set(services))
     migrated = {(s.namespace, s.name) for s in services}
-    timeline = _timeline(policies, at - seconds)
-    offenders, resolved = _flows(current, previous, policies)
+    timeline = _timeline(policies, at - seconds, at)
+    offenders, resolved, undetermined = _flows(current, previous, policies)
     offenders = [_with_timeline(c, timeline) for c in offenders]
     unverified = _unverified(current, previous)
 
@@ -277,6 +297,7 @@ def build_report(
         services=tuple(service_rows),
         offenders=tuple(offenders),
         resolved=tuple(resolved),
+        undetermined=tuple(undetermined),
         ignored_policies=policies.ignored,
         promql_requests=promql_requests,
         unverified=tuple(unverified),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from exporter.mtls.model import Report, Verdict
+from exporter.mtls.render import change_text
 
 CONDITIONS = ("strict-plaintext", "coverage-drop", "unverified")
 """strict-plaintext: a STRICT namespace receives plaintext that no exception allows;
@@ -41,6 +43,12 @@ def parse(text: str) -> tuple[Condition, ...]:
     return tuple(out)
 
 
+def _points(value: float) -> str:
+    """`0.5`, `2`, `0.00001`: the threshold as written, never in scientific notation (`1e-05`)."""
+    text = f"{Decimal(repr(value)):f}"
+    return text.removesuffix(".0")
+
+
 def failures(report: Report, conditions: Sequence[Condition]) -> list[str]:
     """One line per condition that holds on the report (empty: the gate passes)."""
     out = []
@@ -51,9 +59,11 @@ def failures(report: Report, conditions: Sequence[Condition]) -> list[str]:
                 out.append(f"strict-plaintext: plaintext no exception allows reaches STRICT {', '.join(hit)}")
         elif c.name == "coverage-drop":
             rows = [("mesh", report.mesh.change)] + [(n.namespace, n.coverage.change) for n in report.namespaces]
-            hit = [f"{name} {change:+.2f} pts" for name, change in rows if change is not None and -change > c.points]
+            hit = [
+                f"{name} {change_text(change)}" for name, change in rows if change is not None and -change > c.points
+            ]
             if hit:
-                out.append(f"coverage-drop:{c.points:g}: {', '.join(hit)}")
+                out.append(f"coverage-drop:{_points(c.points)}: {', '.join(hit)}")
         elif c.name == "unverified" and report.unverified:
             blind = sorted({str(u.destination) for u in report.unverified})
             out.append(f"unverified: destinations without sidecar: {', '.join(blind)}")

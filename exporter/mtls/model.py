@@ -93,6 +93,15 @@ class Caller:
     def name(self) -> str:
         return "outside the mesh (unknown)" if self.outside_mesh else f"{self.namespace}/{self.workload}"
 
+    @property
+    def app_note(self) -> str:
+        """` (app=x)` when the destination's app is not the Service's name (a Service may front several apps)."""
+        return f" (app={self.app})" if self.app and self.app != self.destination.name else ""
+
+    @property
+    def target(self) -> str:
+        return f"{self.destination}{self.app_note}"
+
 
 @dataclass(frozen=True)
 class Others:
@@ -136,6 +145,26 @@ class PolicyTimeline:
     changed: str
     created_in_window: bool
     changed_in_window: bool
+    """The last change falls within the window (an earlier change, if any, is not recorded)."""
+    created_after_window: bool = False
+    """Created after the window's end (a historical --at): it did not apply to the window's traffic."""
+    changed_after_window: bool = False
+    """Last changed after the window's end: what is shown may not be what applied during the window."""
+
+    @property
+    def when(self) -> str:
+        """`created during the window (…)`, `changed after the window (…)`, …, or `no change`."""
+        parts = [
+            f"created after the window ({self.created})" if self.created_after_window else "",
+            f"created during the window ({self.created})" if self.created_in_window else "",
+            f"changed during the window ({self.changed})"
+            if self.changed_in_window and self.changed != self.created
+            else "",
+            f"changed after the window ({self.changed})"
+            if self.changed_after_window and not self.created_after_window
+            else "",
+        ]
+        return ", ".join(p for p in parts if p) or "no change"
 
 
 @dataclass(frozen=True)
@@ -153,7 +182,10 @@ class Report:
     offenders: tuple[Caller, ...]
     """Plaintext callers now, by destination, biggest first."""
     resolved: tuple[Caller, ...]
-    """Callers that sent plaintext in the previous window and none in this one."""
+    """Callers that sent plaintext in the previous window and none in this one, as a proxy can see."""
+    undetermined: tuple[Caller, ...] = ()
+    """Callers from outside the mesh that sent plaintext in the previous window to a destination that reports
+    nothing now: no proxy on either side can tell whether they stopped."""
     ignored_policies: tuple[str, ...] = ()
     promql_requests: int = 0
     unverified: tuple[Caller, ...] = ()

@@ -246,15 +246,28 @@ def _permits(w: WorkloadException) -> bool:
     return w.mode is not Mode.STRICT or any(m is not Mode.STRICT for m in w.ports.values())
 
 
+def _decides(w: WorkloadException, app: str) -> bool:
+    """The policy selects every workload labelled app=`app`, and only on labels the metrics carry."""
+    return bool(app) and set(w.selector) <= VISIBLE_LABELS and w.selector.get("app") == app
+
+
+def _may_select(w: WorkloadException, app: str) -> bool:
+    """The policy's `app` label, if any, does not rule out a workload labelled app=`app` (unknown app: may)."""
+    return not app or w.selector.get("app", app) == app
+
+
 def _labels(selector: Mapping[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
 
 
 def allowance(ns: NamespaceMode, *, app: str, mesh_source: str) -> Allowance:
     """Which policy lets plaintext reach a workload labelled app=`app` in namespace `ns` (pure)."""
-    checkable = [w for w in ns.workloads if set(w.selector) <= VISIBLE_LABELS]
-    deciding = next((w for w in checkable if app and w.selector.get("app") == app), None)
-    unknown = [w for w in ns.workloads if not set(w.selector) <= VISIBLE_LABELS and _permits(w)]
+    found = next((i for i, w in enumerate(ns.workloads) if _decides(w, app)), None)
+    deciding = None if found is None else ns.workloads[found]
+    # a policy whose selector the metrics cannot check may select this workload, unless its `app` label rules
+    # it out, or an older policy that certainly selects it applies instead (the oldest matching one applies)
+    older = ns.workloads if found is None else ns.workloads[:found]
+    unknown = [w for w in older if not set(w.selector) <= VISIBLE_LABELS and _permits(w) and _may_select(w, app)]
     if deciding is not None:
         if deciding.mode is not Mode.STRICT:
             text = f"workload policy {deciding.policy} ({_labels(deciding.selector)}): {deciding.mode}"

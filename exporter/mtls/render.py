@@ -21,7 +21,6 @@ from exporter.mtls.model import (
     Coverage,
     NamespaceReport,
     Others,
-    PolicyTimeline,
     Report,
     ServiceReport,
     Trend,
@@ -47,7 +46,13 @@ def pct_text(value: float | None) -> str:
 
 
 def change_text(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:+.2f} pts"
+    """`+4.82 pts`; below 0.005 in size, three significant digits (`-0.001 pts`), so a drop never reads
+    `-0.00` or `+0.00`; `+0.00 pts` only for no change at all; `n/a` without both windows."""
+    if value is None:
+        return "n/a"
+    if value != 0 and abs(value) < 0.005:
+        return f"{'-' if value < 0 else '+'}{rate_text(abs(value))} pts"
+    return f"{value + 0.0:+.2f} pts"  # + 0.0 turns -0.0 into 0.0
 
 
 def count_text(value: float | None) -> str:
@@ -65,6 +70,12 @@ def rate_text(value: float | None) -> str:
     return text + "0" * max(0, 2 - len(text.split(".")[1]))
 
 
+def _mesh_volume(mesh: Trend) -> str:
+    """`92.34 % of 1,234 requests`; without traffic, `no traffic in the window` (never "no traffic of 0 requests")."""
+    c = mesh.current
+    return "no traffic in the window" if c is None else f"{pct_text(c.pct)} of {count_text(c.requests)} requests"
+
+
 def _cov(c: Coverage | None) -> float | None:
     return None if c is None else c.pct
 
@@ -77,6 +88,14 @@ def _rate(c: Coverage | None) -> float | None:
     return None if c is None else c.rate
 
 
+STOPPED_SCOPE = (
+    "as the destination's proxies see it, or the caller's when the destination reports nothing; a pod of the "
+    "destination without a sidecar, beside pods with one, is seen by neither"
+)
+UNDETERMINED = (
+    "Cannot tell whether they stopped: these callers from outside the mesh sent plaintext in the previous window "
+    "to a destination that reports nothing now, and no proxy on either side sees their traffic."
+)
 POLICY_STATEMENT = (
     "Policies are read as they are now, when the report runs, whatever the window: a policy changed "
     "during or after the window may not be the one that applied to its traffic."
@@ -146,8 +165,8 @@ def markdown(report: Report) -> str:
         "report them, weighted by requests. A destination without a sidecar reports nothing: its callers' side "
         "shows its traffic as unverified (neither mutual TLS nor plaintext can be proven).",
         "",
-        f"**Mesh: {pct_text(_cov(mesh.current))}** of {count_text(_requests(mesh.current))} requests "
-        f"(previous window {pct_text(_cov(mesh.previous))}, change {change_text(mesh.change)}). "
+        f"**Mesh: {_mesh_volume(mesh)}** (previous window {pct_text(_cov(mesh.previous))}, "
+        f"change {change_text(mesh.change)}). "
         f"Mesh-wide policy: {report.mesh_policy.mode} ({_md(report.mesh_policy.source)}).",
         "",
         f"Namespaces: {_verdict_counts(report)}.",
@@ -178,7 +197,7 @@ def markdown(report: Report) -> str:
             "llrrrl",
             (
                 (
-                    _md(c.destination),
+                    _md(c.target),
                     _caller_md(c),
                     rate_text(c.rate),
                     count_text(c.rate * report.seconds),
@@ -191,11 +210,18 @@ def markdown(report: Report) -> str:
     else:
         out.append("No plaintext request in the window.")
     if report.resolved:
-        out += ["", "Stopped sending plaintext since the previous window:", ""]
+        out += ["", f"Stopped sending plaintext since the previous window ({STOPPED_SCOPE}):", ""]
         out += _table(
             ("Destination", "Caller", "Req/s", "Previous req/s"),
             "llrr",
-            ((_md(c.destination), _caller_md(c), rate_text(0), rate_text(c.previous_rate)) for c in report.resolved),
+            ((_md(c.target), _caller_md(c), rate_text(0), rate_text(c.previous_rate)) for c in report.resolved),
+        )
+    if report.undetermined:
+        out += ["", UNDETERMINED, ""]
+        out += _table(
+            ("Destination", "Caller", "Previous req/s"),
+            "llr",
+            ((_md(c.target), _caller_md(c), rate_text(c.previous_rate)) for c in report.undetermined),
         )
     if report.unverified:
         out += ["", "## Destinations without sidecar: traffic unverified", ""]
@@ -240,20 +266,14 @@ def markdown(report: Report) -> str:
     )
     out += ["", "## Policies", "", _md(POLICY_STATEMENT), ""]
     out += _table(
-        ("Policy", "Scope", "Mode", "Created", "Last change", "In the window"),
+        ("Policy", "Scope", "Mode", "Created", "Last change", "Window"),
         "llllll",
-        ((_md(p.ref), _md(p.scope), str(p.mode), p.created, p.changed, _in_window(p)) for p in report.policies),
+        ((_md(p.ref), _md(p.scope), str(p.mode), p.created, p.changed, p.when) for p in report.policies),
     )
     notes = _notes(report)
     if notes:
         out += ["", "## Policy notes", ""] + [f"- {_md(note)}" for note in notes]
     return "\n".join(out) + "\n"
-
-
-def _in_window(p: PolicyTimeline) -> str:
-    if p.created_in_window:
-        return "created during the window"
-    return "changed during the window" if p.changed_in_window else "no change"
 
 
 def _notes(report: Report) -> list[str]:
@@ -359,6 +379,7 @@ def to_json(report: Report) -> str:
         ],
         "offenders": [_caller_json(c) for c in report.offenders],
         "resolved": [_caller_json(c) for c in report.resolved],
+        "undetermined": [_caller_json(c) for c in report.undetermined],
         "unverified": [_unverified_json(c) for c in report.unverified],
         "policies": [
             {
@@ -369,6 +390,8 @@ def to_json(report: Report) -> str:
                 "last_change": p.changed,
                 "created_in_window": p.created_in_window,
                 "changed_in_window": p.changed_in_window,
+                "created_after_window": p.created_after_window,
+                "changed_after_window": p.changed_after_window,
             }
             for p in report.policies
         ],
@@ -422,12 +445,6 @@ def _bars(bars: Sequence[tuple[str, Trend]]) -> list[dict[str, Any]]:
     return out
 
 
-def bar_chart(title: str, bars: Sequence[tuple[str, Trend]]) -> str:
-    """An inline SVG bar chart (the template's macro, for callers outside the page)."""
-    module = _templates().get_template("chart.html.j2").module
-    return str(module.chart(title, _bars(bars), _chart_size(len(bars))))  # type: ignore[attr-defined]
-
-
 def _chart_size(n: int) -> dict[str, int]:
     return {"x": _BAR_X, "w": _BAR_W, "width": _BAR_X + _BAR_W + 110, "height": _ROW_H * n + 8}
 
@@ -458,10 +475,12 @@ def html_page(report: Report) -> str:
             overview_size=_chart_size(len(report.namespaces)),
             sections=sections,
             notes=_notes(report),
+            mesh_volume=_mesh_volume(report.mesh),
             policy_statement=POLICY_STATEMENT,
+            undetermined=UNDETERMINED,
+            stopped_scope=STOPPED_SCOPE,
             unverified_flag=UNVERIFIED_FLAG,
             is_service=lambda row: isinstance(row, ServiceReport),
-            in_window=_in_window,
         )
     )
 
@@ -470,19 +489,26 @@ def html_page(report: Report) -> str:
 def summary(report: Report, *, limit: int = EVENT_TEXT_LIMIT, dated: bool = True) -> tuple[str, str]:
     """Title and Markdown text (Datadog's %%% block) of the event posted with the gauges.
 
-    The title counts every verdict class present, so its counts add up to the namespaces shown. When the
-    event cannot carry the window's end as its date (`dated=False`), the text names the window first.
+    The title counts every verdict class present, so its counts add up to the namespaces shown, then the
+    namespaces that also carry the unverified flag. When the event cannot carry the window's end as its date
+    (`dated=False`), the text names the window first. Unverified flows come before everything that can be cut.
     """
     mesh = report.mesh
     title = f"mTLS coverage {pct_text(_cov(mesh.current))} over {report.window}: " + ", ".join(
         f"{report.count(v)} {v}" for v in Verdict if report.count(v)
     )
+    flagged = sum(1 for ns in report.namespaces if ns.unverified and ns.verdict is not Verdict.UNVERIFIED)
+    if flagged:
+        title += f"; {flagged} also flagged: {UNVERIFIED_FLAG}"
     window = f"window {report.window} from {_iso(report.start)} to {_iso(report.at)}"
     lines = [
         *([] if dated else [f"Report for the {window} (posted later).", ""]),
-        f"Mesh: **{pct_text(_cov(mesh.current))}** of {count_text(_requests(mesh.current))} requests "
-        f"(previous {pct_text(_cov(mesh.previous))}, change {change_text(mesh.change)}), "
+        f"Mesh: **{_mesh_volume(mesh)}** (previous {pct_text(_cov(mesh.previous))}, "
+        f"change {change_text(mesh.change)}), "
         f"plaintext {rate_text(None if mesh.current is None else mesh.current.plaintext_rate)} req/s, {window}.",
+        # unverified flows come first: a long list of namespaces or callers must not push them out of the text
+        *(["", f"{UNVERIFIED_FLAG}:"] if report.unverified else []),
+        *(f"- {_md(c.destination)} ← {_caller_md(c)}: {rate_text(c.rate)} req/s unverified" for c in report.unverified),
         "",
         *(
             f"- {_md(ns.namespace)}: {pct_text(_cov(ns.coverage.current))}, {ns.policy.mode}: **{_ns_verdict(ns)}**"
@@ -491,12 +517,12 @@ def summary(report: Report, *, limit: int = EVENT_TEXT_LIMIT, dated: bool = True
         "",
         "Plaintext callers:" if report.offenders else "No plaintext caller.",
         *(
-            f"- {_md(c.destination)} ← {_caller_md(c)}: {rate_text(c.rate)} req/s "
+            f"- {_md(c.target)} ← {_caller_md(c)}: {rate_text(c.rate)} req/s "
             f"(previous {rate_text(c.previous_rate)}); {_md(_flow_why(c))}"
             for c in sorted(report.offenders, key=lambda c: -c.rate)
         ),
-        *(["", f"{UNVERIFIED_FLAG}:"] if report.unverified else []),
-        *(f"- {_md(c.destination)} ← {_caller_md(c)}: {rate_text(c.rate)} req/s unverified" for c in report.unverified),
+        "",
+        POLICY_STATEMENT,
     ]
     kept: list[str] = []
     size = 0

@@ -30,15 +30,16 @@ from exporter.cli.report import generate, policies
 from exporter.config import Settings
 from exporter.kube.client import KubeClient, api_client
 from exporter.model import ServiceRef
-from exporter.mtls.model import Report, Verdict
+from exporter.mtls.model import PolicyTimeline, Report, Verdict
 from exporter.mtls.policy import Evidence, Mode
 from exporter.mtls.publish import MESH_METRIC, PLAINTEXT_METRIC
-from exporter.mtls.render import count_text, html_page, pct_text
+from exporter.mtls.render import change_text, count_text, html_page, pct_text, rate_text
 from exporter.retry import RetryPolicy
 from sandbox.intake import FakeIntake
 from sandbox.kubeapi import FakeKubeAPI
-from sandbox.meshsim import Caller, Phase, Service, kube_service_manifests
+from sandbox.meshsim import Caller, Phase, Service, Version, kube_service_manifests
 from sandbox.prom import PrometheusServer, build_tsdb
+from tests.support.prom import PrometheusFactory
 
 STEP = 1200.0  # 20 minutes: counters are linear within a phase, so rate() is exact at any step
 DAY, WEEK = 86400.0, 7 * 86400.0
@@ -74,9 +75,10 @@ def week(this: bool) -> tuple[Service, ...]:
         Service("payments", "ledger", (Caller("api", "payments", 6.0, 0.95 if this else 1.0),)),
         # billing: STRICT and clean
         Service("billing", "invoices", (Caller("api", "payments", 3.0),)),
-        # catalog: STRICT, yet search (excepted by a workload policy) still gets 10 % (last week 20 %) plaintext
+        # catalog: STRICT, with a workload and a port exception, and plaintext only where excepted: search (a
+        # workload policy) still gets 10 % (last week 20 %) plaintext, products (a port exception) 1 % this week
         Service("catalog", "search", (Caller(*web, 20.0, 0.9 if this else 0.8),)),
-        Service("catalog", "products", (Caller(*web, 40.0),)),
+        Service("catalog", "products", (Caller(*web, 40.0, 0.99 if this else 1.0),)),
         # vault: STRICT since mid-week; plaintext reaches secrets, which no policy excepts
         Service("vault", "secrets", (Caller("api", "payments", 2.0, 0.75),)),
         # archive: traffic last week only
@@ -132,6 +134,14 @@ def policies_at(at: int) -> tuple[dict[str, Any], ...]:
             iso(at - 2 * DAY),
             selector={"matchLabels": {"app": "search"}},
         ),
+        pa(
+            "catalog",
+            "products-metrics",
+            None,
+            "2025-03-03T00:00:00Z",
+            selector={"matchLabels": {"app": "products"}},
+            portLevelMtls={"9090": {"mode": "PERMISSIVE"}},
+        ),
         pa("vault", "default", "STRICT", iso(at - 3 * DAY)),
         pa("vault", "exporter", "PERMISSIVE", iso(at - 3 * DAY), selector={"matchLabels": {"app": "exporter"}}),
         pa("archive", "default", "PERMISSIVE", "2025-03-01T00:00:00Z"),
@@ -141,7 +151,7 @@ def policies_at(at: int) -> tuple[dict[str, Any], ...]:
 
 
 GHOST = ServiceRef("shop", "ghost")  # migrated, never seen by Prometheus
-MESH_PCT = 100 * 124.2 / (134.5 + TINY)
+MESH_PCT = 100 * 123.8 / (134.5 + TINY)
 
 EXPECTED_VERDICTS = {
     "shop": Verdict.READY,
@@ -257,8 +267,8 @@ def test_coverage_matches_the_generator_for_mesh_namespaces_and_services(report:
         assert got is not None and want is not None
         assert close(got.rate, want.rate) and close(got.plaintext_rate, want.plaintext)
         assert close(got.pct, want.pct) and close(got.requests, want.rate * seconds)
-    # by hand: 134.5 req/s this week (+ TINY), 10.3 of them plaintext (4 mainframe-gw, 0.5 ftp-bridge, 0.3 ledger,
-    # 2 search, 0.5 secrets, 3 sandbox; + TINY); inventory's 1.9 req/s reach no destination-side series
+    # by hand: 134.5 req/s this week (+ TINY), 10.7 of them plaintext (4 mainframe-gw, 0.5 ftp-bridge, 0.3 ledger,
+    # 2 search, 0.4 products, 0.5 secrets, 3 sandbox; + TINY); inventory's 1.9 req/s reach no destination-side series
     assert close(report.mesh.current.pct, MESH_PCT)  # type: ignore[union-attr]
     assert close(report.mesh.change, totals(this).pct - totals(last).pct)  # type: ignore[union-attr]
 
@@ -328,7 +338,7 @@ def test_rows_are_worst_first_with_no_traffic_last(report: Report) -> None:
     # equal coverage (100 %): the bigger volume comes first
     full = [s for s in with_traffic if s.coverage.current.pct == 100.0]  # type: ignore[union-attr]
     rates = [s.coverage.current.rate for s in full]  # type: ignore[union-attr]
-    assert rates == sorted(rates, reverse=True) and len(full) == 5
+    assert rates == sorted(rates, reverse=True) and len(full) == 4
 
 
 def test_every_verdict_and_the_policy_behind_it(report: Report) -> None:
@@ -349,7 +359,8 @@ def test_every_verdict_and_the_policy_behind_it(report: Report) -> None:
     assert namespaces["legacy"].policy.source == "legacy/default"
     assert (report.mesh_policy.mode, report.mesh_policy.source) == (Mode.PERMISSIVE, f"{ROOT}/default")
     assert [e.describe() for e in namespaces["catalog"].policy.exceptions] == [
-        "workloads app=search (catalog/search-legacy): PERMISSIVE"
+        "workloads app=search (catalog/search-legacy): PERMISSIVE",
+        "workloads app=products (catalog/products-metrics): STRICT; port 9090: PERMISSIVE",
     ]
     assert [e.describe() for e in namespaces["payments"].policy.exceptions] == [
         "workloads app=ledger (payments/ledger-metrics): STRICT; port 15020: DISABLE"
@@ -425,7 +436,7 @@ def test_cli_outputs_and_submits_gauges_and_an_event(env: Env, intake: FakeIntak
     assert proc.stdout == "" and text.startswith("# mTLS coverage report")
     for heading in ("## Namespaces", "## Plaintext callers", "## Services by namespace", "## Policies"):
         assert heading in text
-    assert re.search(r"\| catalog \| STRICT \(catalog/default\) \| 96\.67 % \|", text), text  # 58/60
+    assert re.search(r"\| catalog \| STRICT \(catalog/default\) \| 96\.00 % \|", text), text  # 57.6/60
 
 
 def test_cli_rejects_bad_flags_with_exit_2_naming_the_flag(env: Env, tmp_path: Path) -> None:
@@ -433,6 +444,12 @@ def test_cli_rejects_bad_flags_with_exit_2_naming_the_flag(env: Env, tmp_path: P
     assert proc.returncode == 2 and "--window" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     proc = run_exporter(env, None, "--at", str(env.at), "--out", str(tmp_path / "missing" / "r.md"))
     assert proc.returncode == 2 and "--out" in proc.stderr
+    # before any query: neither Prometheus nor Kubernetes is reachable, yet the bad --out is what is reported
+    dead = Env("http://127.0.0.1:9", env.at, env.kube, tmp_path / "no-kubeconfig")
+    for out in (tmp_path / "missing" / "r.md", tmp_path):
+        proc = run_exporter(dead, None, "--at", str(env.at), "--out", str(out))
+        assert proc.returncode == 2 and f"--out: cannot write {out}" in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
     proc = run_exporter(env, None, "--at", str(env.at), "--submit")  # no DD_API_KEY
     assert proc.returncode == 2 and "DD_API_KEY" in proc.stderr and proc.stdout == ""
 
@@ -603,8 +620,13 @@ class _Rows(HTMLParser):
 
 
 def test_markdown_json_html_and_datadog_agree(env: Env, intake: FakeIntake, tmp_path: Path) -> None:
-    proc = run_exporter(env, intake, "--at", str(env.at), "--output", "json", "--submit")
-    assert proc.returncode == 0, proc.stderr
+    # --submit with --fail-on: the gauges and the event are sent, then the gate fails the command
+    proc = run_exporter(
+        env, intake, "--at", str(env.at), "--output", "json", "--submit", "--fail-on", "strict-plaintext"
+    )
+    assert proc.returncode == 3, proc.stderr
+    submitted, gate_line = proc.stderr.index("submitted "), proc.stderr.index("exporter: --fail-on strict-plaintext")
+    assert submitted < gate_line
     doc = json.loads(proc.stdout)
     md, page = tmp_path / "r.md", tmp_path / "r.html"
     for output, path in (("markdown", md), ("html", page)):
@@ -642,7 +664,7 @@ def test_markdown_json_html_and_datadog_agree(env: Env, intake: FakeIntake, tmp_
             assert close(coverage.value, ns["coverage_pct"]) and close(plaintext.value, ns["plaintext_request_rate"])
             assert coverage.timestamp == plaintext.timestamp == env.at
     assert close(gauges[(PLAINTEXT_METRIC, "mesh")].value, doc["mesh"]["plaintext_request_rate"])
-    assert close(doc["mesh"]["plaintext_request_rate"], 10.3 + TINY)
+    assert close(doc["mesh"]["plaintext_request_rate"], 10.7 + TINY)
     # the title counts every verdict class, so its counts add up to the namespaces
     counts = {k: v for k, v in doc["verdict_counts"].items() if v}
     assert sum(counts.values()) == len(doc["namespaces"]) == len(EXPECTED_VERDICTS)
@@ -652,6 +674,162 @@ def test_markdown_json_html_and_datadog_agree(env: Env, intake: FakeIntake, tmp_
     # one number format: the tiny rate is printed in fixed notation everywhere a human reads it
     for text in (markdown_text, page.read_text(), event["text"]):
         assert "0.00002" in text and not re.search(r"\d e[-+]?\d|\de-\d", text)
+    tables_agree(doc, markdown_text, page.read_text(), event["text"])
+
+
+def plain(text: str) -> str:
+    """Markdown or HTML cell text without emphasis or code marks, whitespace collapsed."""
+    return " ".join(text.replace("**", "").replace("`", "").replace("\\|", "|").split())
+
+
+def md_table(text: str, after: str) -> list[tuple[str, ...]]:
+    """The body rows of the first Markdown table after the line that starts with `after`."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(after))
+    first = next(i for i in range(start, len(lines)) if lines[i].startswith("|"))
+    end = next((i for i in range(first, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return [tuple(plain(c) for c in re.split(r"(?<!\\)\|", line)[1:-1]) for line in lines[first + 2 : end]]
+
+
+class _Tables(HTMLParser):
+    """Every <table> of an HTML page: its id, class and section (data-namespace), and its body rows' cell texts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[dict[str, Any]] = []
+        self._section = ""
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "section":
+            self._section = a.get("data-namespace") or ""
+        elif tag == "table":
+            self.tables.append({"id": a.get("id"), "class": a.get("class"), "ns": self._section, "rows": []})
+        elif tag == "tr" and self.tables:
+            self.tables[-1]["rows"].append([])
+        elif tag == "td":
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td" and self._cell is not None:
+            self.tables[-1]["rows"][-1].append(plain("".join(self._cell)))
+            self._cell = None
+        elif tag == "section":
+            self._section = ""
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def rows(self, *, id: str | None = None, cls: str | None = None, ns: str | None = None) -> list[tuple[str, ...]]:
+        found = [
+            t for t in self.tables if (id is None or t["id"] == id) and (cls is None or t["class"] == cls)
+            and (ns is None or t["ns"] == ns)
+        ]  # fmt: skip
+        return [tuple(r) for t in found for r in t["rows"] if r]
+
+
+def tables_agree(doc: dict[str, Any], markdown_text: str, page: str, event: str) -> None:
+    """Every table of the JSON document has the same rows, formatted alike, in Markdown, HTML and the event."""
+    seconds = doc["window_seconds"]
+    tables = _Tables()
+    tables.feed(page)
+    event = plain(event)
+
+    def target(c: dict[str, Any], *, short: bool = False) -> str:
+        d = c["destination"]
+        app = c.get("destination_app") or ""
+        note = f" (app={app})" if app and app != d["service"] else ""
+        return (d["service"] if short else f"{d['namespace']}/{d['service']}") + note
+
+    def who(c: dict[str, Any]) -> str:
+        return (
+            "outside the mesh (unknown)"
+            if c["outside_mesh"]
+            else f"{c['source_workload_namespace']}/{c['source_workload']}"
+        )
+
+    def flow(c: dict[str, Any], *, short: bool = False) -> tuple[str, ...]:
+        rate = c["request_rate"]
+        why = c["allowed_by"]["text"]
+        return (
+            target(c, short=short),
+            who(c),
+            rate_text(rate),
+            count_text(rate * seconds),
+            rate_text(c["previous_request_rate"]),
+            why,
+        )
+
+    offenders = [flow(c) for c in doc["offenders"]]
+    assert len(offenders) == 9 and all(row[5] for row in offenders)  # every flow names its policy
+    assert md_table(markdown_text, "## Plaintext callers") == offenders
+    assert tables.rows(id="offenders") == offenders
+    for row in offenders:
+        assert f"- {row[0]} ← {row[1]}: {row[2]} req/s (previous {row[4]}); {row[5]}" in event, row
+    for ns in doc["namespaces"]:
+        callers = [flow(c, short=True) for c in ns["plaintext_callers"]]
+        assert tables.rows(cls="callers", ns=ns["namespace"]) == callers, ns["namespace"]
+        assert [flow(c) for c in ns["plaintext_callers"]] == [
+            r for r in offenders if r[0].startswith(ns["namespace"] + "/")
+        ]
+
+    unverified = [
+        (target(c), who(c), rate_text(c["request_rate"]), rate_text(c["previous_request_rate"]),
+         rate_text(c["previous_plaintext_request_rate"]))
+        for c in doc["unverified"]
+    ]  # fmt: skip
+    assert unverified == [("shop/inventory", "shop/checkout", "1.90", "0", "1.90")]
+    assert md_table(markdown_text, "## Destinations without sidecar") == unverified
+    assert tables.rows(id="unverified-flows") == unverified
+    for row in unverified:
+        assert f"- {row[0]} ← {row[1]}: {row[2]} req/s unverified" in event
+    for ns in doc["namespaces"]:
+        assert tables.rows(cls="unverified", ns=ns["namespace"]) == [
+            (c["destination"]["service"], who(c), rate_text(c["request_rate"]), rate_text(c["previous_request_rate"]))
+            for c in ns["unverified"]
+        ]
+
+    stopped = [(target(c), who(c), "0", rate_text(c["previous_request_rate"])) for c in doc["resolved"]]
+    assert len(stopped) == 2 and doc["undetermined"] == []
+    assert md_table(markdown_text, "Stopped sending plaintext") == stopped == tables.rows(id="stopped")
+
+    def figures(row: dict[str, Any]) -> tuple[str, ...]:
+        previous = row["previous"]
+        return (
+            pct_text(row["coverage_pct"]), count_text(row["requests"]), rate_text(row["request_rate"]),
+            pct_text(None if previous is None else previous["coverage_pct"]), change_text(row["change_pct_points"]),
+        )  # fmt: skip
+
+    md_services, html_services = [], []
+    for ns in doc["namespaces"]:
+        name = ns["namespace"]
+        for s in (s for s in doc["services"] if s["namespace"] == name):
+            blind = s["unverified_request_rate"]
+            flag = f"destination without sidecar: traffic unverified: {rate_text(blind)} req/s" if blind else ""
+            md_services.append((name, s["service"] + (f" ({flag})" if flag else ""), *figures(s)))
+            html_services.append((name, " ".join(filter(None, (s["service"], flag))), *figures(s)))
+        if ns["other_destinations"] is not None:
+            others = f"other destinations, not migrated Services: {', '.join(ns['other_destinations']['names'])}"
+            md_services.append((name, others, *figures(ns["other_destinations"])))
+            html_services.append(md_services[-1])
+    assert len(md_services) == len(doc["services"]) + 1  # legacy's Others row
+    assert md_table(markdown_text, "## Services by namespace") == md_services
+    got = [
+        (ns["namespace"], *row) for ns in doc["namespaces"] for row in tables.rows(cls="services", ns=ns["namespace"])
+    ]
+    assert got == html_services
+
+    timeline = [
+        (p["policy"], p["scope"], p["mode"], p["created"], p["last_change"],
+         PolicyTimeline(p["policy"], p["scope"], Mode(p["mode"]), p["created"], p["last_change"],
+                        p["created_in_window"], p["changed_in_window"], p["created_after_window"],
+                        p["changed_after_window"]).when)
+        for p in doc["policies"]
+    ]  # fmt: skip
+    assert len(timeline) == 15 and sum(1 for row in timeline if row[5] != "no change") == 3
+    assert md_table(markdown_text, "## Policies") == timeline == tables.rows(id="policies")
 
 
 # --------------------------------------------------------------------- what the destination cannot see
@@ -724,6 +902,7 @@ def test_each_plaintext_flow_names_the_policy_that_allows_it(env: Env, report: R
     expected = {
         ("catalog/search", "frontend/web"): (Evidence.ALLOWED, "catalog/search-legacy", True),
         ("payments/ledger", "payments/api"): (Evidence.MAY_PORT, "payments/ledger-metrics", True),
+        ("catalog/products", "frontend/web"): (Evidence.MAY_PORT, "catalog/products-metrics", True),
         ("vault/secrets", "payments/api"): (Evidence.NONE, "vault/default", False),
         ("legacy/mainframe-gw", "shop/checkout"): (Evidence.ALLOWED, "legacy/default", False),
         ("legacy/mainframe-gw", "outside the mesh (unknown)"): (Evidence.ALLOWED, "legacy/default", False),
@@ -763,3 +942,118 @@ def test_a_historical_report_event_is_posted_now_and_names_its_window(env: Env, 
     assert "date_happened" not in event  # Datadog stamps it with the posting time
     assert event["text"].startswith(f"%%% \nReport for the window 7d from {iso(at - WEEK)} to {iso(at)}")
     assert {p.timestamp for p in intake.points()} == {at}  # the gauges still carry the window's end
+
+
+MTLS, PLAIN = ',connection_security_policy="mutual_tls"', ',connection_security_policy!="mutual_tls"'
+SVC = ("destination_service_namespace", "destination_service_name")
+
+
+def dest(matchers: str = "", offset: str = "") -> str:
+    """Destination-reported requests over the 7-day window, with extra `matchers` (`,name="value"`)."""
+    return 'istio_requests_total{reporter="destination"' + matchers + "}[7d]" + offset
+
+
+def scalar(env: Env, query: str) -> float:
+    (value,) = promql_vector(env, f"sum({query})", ()).values()
+    return value
+
+
+def test_the_remaining_figures_agree_with_hand_written_promql(env: Env, report: Report) -> None:
+    """Mesh and service coverage, caller rates in both windows, the stopped callers, the Others row and the
+    unverified flow's previous rates, each against Prometheus's own answer to PromQL written out here."""
+    for offset, pick in (("", lambda t: t.current), (" offset 7d", lambda t: t.previous)):
+        mesh = 100 * scalar(env, f"rate({dest(MTLS, offset)})") / scalar(env, f"rate({dest('', offset)})")
+        assert close(pick(report.mesh).pct, mesh), offset
+        by, every = ", ".join(SVC), f"sum by ({', '.join(SVC)}) (rate({dest('', offset)}))"
+        mtls = f"sum by ({by}) (rate({dest(MTLS, offset)}))"
+        answer = promql_vector(env, f"100 * ({mtls} or 0 * {every}) / {every}", SVC)  # lab: no mTLS series
+        by_service = {k: v for k, v in answer.items() if not math.isnan(v)}  # 0/0: a series with no requests
+        ours = {(s.service.namespace, s.service.name): pick(s.coverage) for s in report.services}
+        assert {k for k, c in ours.items() if c is not None} == set(by_service) & set(ours), offset
+        for key in set(by_service) & set(ours):
+            assert close(ours[key].pct, by_service[key]), (offset, key)  # type: ignore[union-attr]
+
+    flow = (*SVC, "destination_app", "source_workload", "source_workload_namespace")
+    now, before = (
+        promql_vector(env, f"sum by ({', '.join(flow)}) (rate({dest(PLAIN, offset)}))", flow)
+        for offset in ("", " offset 7d")
+    )
+    got = {(c.destination.namespace, c.destination.name, c.app, c.workload, c.namespace): c for c in report.offenders}
+    assert set(got) == {k for k, v in now.items() if v > 0}
+    for key, caller in got.items():
+        assert close(caller.rate, now[key]) and close(caller.previous_rate, before.get(key) or None), key
+    # stopped: plaintext last week, none this week, and the caller's proxy sends nothing to a silent destination
+    sending = promql_vector(
+        env,
+        'sum by (destination_service_name, source_workload) (rate(istio_requests_total{reporter="source"}[7d]))',
+        ("destination_service_name", "source_workload"),
+    )
+    stopped = {k for k, v in before.items() if v > 0 and now.get(k, 0) == 0 and sending.get((k[1], k[3]), 0) == 0}
+    assert stopped == {
+        ("shop", "checkout", "checkout", "exporter", "batch"),
+        ("archive", "old-api", "old-api", "reports", "archive"),
+    }
+    resolved = {
+        (c.destination.namespace, c.destination.name, c.app, c.workload, c.namespace): c for c in report.resolved
+    }
+    assert set(resolved) == stopped and report.undetermined == ()
+    for key, caller in resolved.items():
+        assert caller.rate == 0 and close(caller.previous_rate, before[key]), key
+
+    # the Others row of legacy: every destination there but its one migrated Service, mainframe-gw
+    others = ',destination_service_namespace="legacy",destination_service_name!="mainframe-gw"'
+    legacy = next(n for n in report.namespaces if n.namespace == "legacy")
+    assert legacy.others is not None
+    for offset, row in (("", legacy.others.coverage.current), (" offset 7d", legacy.others.coverage.previous)):
+        assert row is not None and close(row.rate, scalar(env, f"rate({dest(others, offset)})")), offset
+        assert close(row.plaintext_rate, scalar(env, f"rate({dest(others + PLAIN, offset)})")), offset
+
+    # the unverified flow's previous window: inventory still reported then, so nothing was unverified, and
+    # what it reported as plaintext from that caller is the "previous plaintext" column
+    inventory = ',destination_service_name="inventory"'
+    sent_before = 'sum(rate(istio_requests_total{reporter="source"' + inventory + "}[7d] offset 7d))"
+    reported_before = f"sum(rate({dest(inventory, ' offset 7d')}))"
+    assert promql_vector(env, f"{sent_before} unless on () ({reported_before} > 0)", ()) == {}
+    (blind,) = report.unverified
+    assert blind.previous_rate is None
+    assert close(blind.previous_plaintext, scalar(env, f"rate({dest(inventory + PLAIN, ' offset 7d')})"))
+
+
+def test_one_service_fronting_two_apps_is_judged_per_app(make_prometheus: PrometheusFactory, tmp_path: Path) -> None:
+    """cat/search serves app=search-legacy (excepted) and app=search-v2 (not) alike: each gets 1 req/s of
+    plaintext, tied to its own app's policy, and the namespace is STRICT with plaintext nothing excepts."""
+    at = int(math.floor(time.time() / 60) * 60)
+    versions = (Version("v1", 0.5, app="search-legacy"), Version("v2", 0.5, app="search-v2"))
+    mesh = (Service("cat", "search", (Caller("web", "fe", 4.0, 0.5),), versions=versions),)
+    server = make_prometheus([Phase(at - 3 * 3600, mesh)], end=at, step=60.0)
+    with FakeKubeAPI() as kube:
+        for manifest in kube_service_manifests(mesh):
+            kube.add(manifest)
+        kube.add(pa("cat", "default", "STRICT", "2025-01-01T00:00:00Z"))
+        kube.add(
+            pa(
+                "cat",
+                "legacy",
+                "PERMISSIVE",
+                "2025-01-02T00:00:00Z",
+                selector={"matchLabels": {"app": "search-legacy"}},
+            )
+        )
+        kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")
+        report = generate(Settings(prometheus_url=server.url, kubeconfig=str(kubeconfig)), at=at, window="1h")
+    by_app = promql_vector(
+        Env(server.url, at, kube, kubeconfig),
+        'sum by (destination_app) (rate(istio_requests_total{reporter="destination",'
+        'connection_security_policy!="mutual_tls"}[1h]))',
+        ("destination_app",),
+    )
+    assert by_app == {("search-legacy",): pytest.approx(1.0), ("search-v2",): pytest.approx(1.0)}
+    got = {c.app: c for c in report.offenders}
+    assert set(got) == {"search-legacy", "search-v2"}
+    for app, caller in got.items():
+        assert close(caller.rate, by_app[(app,)]) and close(caller.previous_rate, by_app[(app,)]), app
+    assert got["search-legacy"].allowance is not None and got["search-legacy"].allowance.policy == "cat/legacy"
+    assert got["search-v2"].allowance is not None and got["search-v2"].allowance.evidence is Evidence.NONE
+    (cat,) = report.namespaces
+    assert cat.verdict is Verdict.STRICT_PLAINTEXT
+    assert [c.target for c in report.offenders] == ["cat/search (app=search-legacy)", "cat/search (app=search-v2)"]

@@ -235,6 +235,42 @@ def _ns(*objects: dict[str, Any], namespace: str = "foo") -> tuple[Any, str]:
             "foo/w",
             True,
         ),
+        # a selector with labels besides `app` whose `app` rules this workload out: it cannot apply (G1)
+        (
+            (pa("foo", "default", "STRICT"), pa("foo", "w", "PERMISSIVE", selector={"app": "other", "version": "v1"})),
+            "web",
+            Evidence.NONE,
+            "foo/default",
+            False,
+        ),
+        # ... whose `app` matches: it may select some of this app's pods
+        (
+            (pa("foo", "default", "STRICT"), pa("foo", "w", "PERMISSIVE", selector={"app": "web", "version": "v1"})),
+            "web",
+            Evidence.MAY_SELECTOR,
+            "foo/w",
+            True,
+        ),
+        # ... but an older policy on `app` alone selects every pod of the app, and the oldest applies
+        (
+            (
+                pa("foo", "default", "STRICT"),
+                pa("foo", "all", "STRICT", selector={"app": "web"}, created="2026-01-01T00:00:00Z"),
+                pa("foo", "v1", "PERMISSIVE", selector={"app": "web", "version": "v1"}, created="2026-02-01T00:00:00Z"),
+            ),
+            "web",
+            Evidence.NONE,
+            "foo/all",
+            False,
+        ),
+        # the destination's app is unknown (no destination_app): any permissive selector may apply
+        (
+            (pa("foo", "default", "STRICT"), pa("foo", "w", "PERMISSIVE", selector={"app": "other", "version": "v1"})),
+            "",
+            Evidence.MAY_SELECTOR,
+            "foo/w",
+            True,
+        ),
         # a STRICT workload policy in a PERMISSIVE namespace: nothing allows plaintext to that workload
         (
             (pa("foo", "default", "PERMISSIVE"), pa("foo", "w", "STRICT", selector={"app": "web"})),

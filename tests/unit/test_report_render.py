@@ -16,7 +16,7 @@ from exporter.mtls.build import Traffic, build_report
 from exporter.mtls.model import Report, Verdict
 from exporter.mtls.policy import Mode, Policy, resolve
 from exporter.mtls.publish import date_happened
-from exporter.mtls.render import bar_chart, html_page, markdown, pct_text, rate_text, summary, to_json
+from exporter.mtls.render import change_text, html_page, markdown, pct_text, rate_text, summary, to_json
 
 AT = 1_795_000_000
 HOSTILE_NS = "evil"
@@ -83,8 +83,8 @@ def test_html_is_self_contained_and_escapes_every_name() -> None:
 
 
 def test_bar_lengths_are_proportional_to_coverage() -> None:
-    report = make_report()
-    chart = bar_chart("t", [(n.namespace, n.coverage) for n in report.namespaces])
+    page = html_page(make_report())
+    chart = page[page.index("<svg") : page.index("</svg>")]  # the overview: one bar per namespace
     widths = [float(w) for w in re.findall(r'<rect class="fill \w+" x="\d+" y="\d+" width="([\d.]+)"', chart)]
     assert widths == [180.0, 360.0]  # 50 % and 100 % of the 360-pixel track; no bar for no traffic
     assert re.findall(r'<rect class="fill (\w+)"', chart) == ["warn", "good"]
@@ -140,6 +140,7 @@ def test_event_summary_stays_within_datadogs_limit() -> None:
     assert title.endswith("1 ready for STRICT, 1 STRICT but plaintext observed, 1 no traffic")  # every class
     title, text = summary(make_report())
     assert "more lines" not in text and "evil/svc ← **outside the mesh**" in text
+    assert text.splitlines()[-2].startswith("Policies are read as they are now, when the report runs")
 
 
 @pytest.mark.parametrize(
@@ -258,3 +259,173 @@ def test_event_is_dated_at_the_window_end_only_when_datadog_accepts_it() -> None
     assert date_happened(report, now=AT - 60) is None  # a window ending in the future: posting time
     _, text = summary(report, dated=False)
     assert "Report for the window 1h from 2026-11-18T10:06:40Z to 2026-11-18T11:06:40Z" in text
+
+
+def _strict_catalog(plaintext: dict[tuple[str, ...], float]) -> Report:
+    """cat: STRICT; the Service `search` fronts two apps, and only app=search-legacy is excepted."""
+    policies = [
+        Policy("cat", "default", mode=Mode.STRICT),
+        Policy("cat", "legacy", selector={"app": "search-legacy"}, mode=Mode.PERMISSIVE),
+    ]
+    return build_report(
+        Traffic({("cat", "search"): 10.0}, plaintext),
+        Traffic({}, {}),
+        services=[ServiceRef("cat", "search")],
+        policies=resolve(policies, root_namespace="istio-system"),
+        at=AT,
+        window="1h",
+    )
+
+
+@pytest.mark.parametrize("order", [("search-legacy", "search-v2"), ("search-v2", "search-legacy")])
+def test_flows_to_one_service_are_judged_per_app_whatever_the_order(order: tuple[str, str]) -> None:
+    report = _strict_catalog({("cat", "search", app, "web", "fe"): 1.0 for app in order})
+    got = {(c.app, c.rate, c.allowance.evidence.name if c.allowance else None) for c in report.offenders}
+    assert got == {("search-legacy", 1.0, "ALLOWED"), ("search-v2", 1.0, "NONE")}
+    assert report.namespaces[0].verdict is Verdict.STRICT_PLAINTEXT  # search-v2's plaintext is excepted by nothing
+    assert "| cat/search (app=search-v2) | fe/web | 1.00 |" in markdown(report)
+    assert '<td data-label="Destination">cat/search (app=search-v2)</td>' in html_page(report)
+    assert "- cat/search (app=search-v2) ← fe/web: 1.00 req/s" in summary(report)[1]
+
+
+def test_a_stopped_caller_is_stopped_only_when_a_proxy_can_see_it() -> None:
+    """gw reports nothing now: shop/app's proxy still sends to it (unverified), shop/gone's sends nothing
+    (stopped), and the outside caller has no proxy (cannot tell). api still reports: its outside caller stopped."""
+    current = Traffic({("leg", "api"): 1.0}, {}, unverified={("leg", "gw", "app", "shop"): 1.0})
+    previous = Traffic(
+        {("leg", "gw"): 4.0, ("leg", "api"): 1.0},
+        {
+            ("leg", "gw", "gw", "unknown", "unknown"): 1.0,
+            ("leg", "gw", "gw", "app", "shop"): 1.0,
+            ("leg", "gw", "gw", "gone", "shop"): 0.5,
+            ("leg", "api", "api", "unknown", "unknown"): 0.25,
+        },
+    )
+    report = build_report(
+        current, previous, services=[], policies=resolve([], root_namespace="istio-system"), at=AT, window="1h"
+    )
+    assert [(str(c.destination), c.name) for c in report.resolved] == [
+        ("leg/api", "outside the mesh (unknown)"),
+        ("leg/gw", "shop/gone"),
+    ]
+    assert [(str(c.destination), c.name, c.previous_rate) for c in report.undetermined] == [
+        ("leg/gw", "outside the mesh (unknown)", 1.0)
+    ]
+    assert [c.name for c in report.unverified] == ["shop/app"]
+    text = markdown(report)
+    assert "Cannot tell whether they stopped" in text and "| leg/gw | **outside the mesh** (`unknown`) | 1.00 |" in text
+    assert "Cannot tell whether they stopped" in html_page(report)
+    assert json.loads(to_json(report))["undetermined"][0]["destination"] == {"namespace": "leg", "service": "gw"}
+
+
+def test_the_timeline_places_each_policy_before_in_or_after_a_historical_window() -> None:
+    """The window is 10:06:40 to 11:06:40 on 2026-11-18 (AT); policies are read days later."""
+    policies = [
+        Policy("v", "default", created="2026-11-18T20:00:00Z", mode=Mode.STRICT),  # after the window
+        Policy("a", "default", created="2026-01-01T00:00:00Z", changed="2026-11-19T00:00:00Z", mode=Mode.STRICT),
+        Policy("b", "default", created="2026-11-18T10:30:00Z", changed="2026-11-18T12:00:00Z", mode=Mode.STRICT),
+        Policy("c", "default", created="2026-01-01T00:00:00Z", changed="2026-11-18T11:06:40Z", mode=Mode.STRICT),
+        Policy("d", "default", created="2026-01-01T00:00:00Z", changed="2026-11-18T10:06:39Z", mode=Mode.STRICT),
+    ]
+    plaintext = {(ns, "s", "s", "api", "pay"): 0.5 for ns in "vabcd"}
+    report = build_report(
+        Traffic({(ns, "s"): 1.0 for ns in "vabcd"}, plaintext),
+        Traffic({}, {}),
+        services=[],
+        policies=resolve(policies, root_namespace="istio-system"),
+        at=AT,
+        window="1h",
+    )
+    when = {p.ref: p.when for p in report.policies}
+    assert when == {
+        "v/default": "created after the window (2026-11-18T20:00:00Z)",
+        "a/default": "changed after the window (2026-11-19T00:00:00Z)",
+        "b/default": "created during the window (2026-11-18T10:30:00Z), "
+        "changed after the window (2026-11-18T12:00:00Z)",
+        "c/default": "changed during the window (2026-11-18T11:06:40Z)",  # the window's end is in it
+        "d/default": "no change",
+    }
+    flags = {p.ref: (p.created_in_window, p.changed_in_window, p.created_after_window) for p in report.policies}
+    assert flags["v/default"] == (False, False, True) and flags["a/default"] == (False, False, False)
+    why = {c.destination.namespace: c.allowance.text for c in report.offenders if c.allowance}
+    assert why["v"].endswith(
+        "v/default created after the window (2026-11-18T20:00:00Z): it did not apply to this traffic"
+    )
+    assert "during the window" not in why["a"] and "a/default changed after the window" in why["a"]
+    assert why["d"] == "no policy allows it (STRICT from d/default)"
+    assert "| v/default | namespace-wide | STRICT | 2026-11-18T20:00:00Z | 2026-11-18T20:00:00Z | created after" in (
+        markdown(report)
+    )
+    doc = json.loads(to_json(report))["policies"]
+    assert {p["policy"]: p["changed_after_window"] for p in doc} == {
+        "a/default": True, "b/default": True, "c/default": False, "d/default": False, "v/default": True,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (None, "n/a"),
+        (0.0, "+0.00 pts"),
+        (-0.0, "+0.00 pts"),
+        (-0.001, "-0.001 pts"),
+        (0.0012345, "+0.00123 pts"),
+        (-0.004999, "-0.005 pts"),
+        (-0.005, "-0.01 pts"),
+        (4.8249, "+4.82 pts"),
+        (-25.0, "-25.00 pts"),
+    ],
+)
+def test_changes_never_read_minus_zero(value: float | None, text: str) -> None:
+    assert change_text(value) == text
+
+
+def test_the_gate_line_is_never_in_scientific_notation() -> None:
+    dropped = blind_report(swap=True)  # -25 pts
+    assert gate.failures(dropped, gate.parse("coverage-drop:0.00001")) == [
+        "coverage-drop:0.00001: mesh -25.00 pts, legacy -25.00 pts"
+    ]
+    assert gate.failures(dropped, gate.parse("coverage-drop"))[0].startswith("coverage-drop:0: mesh")
+
+
+def test_an_empty_mesh_reads_no_traffic_without_a_count() -> None:
+    report = build_report(
+        Traffic({}, {}), Traffic({}, {}), services=[], policies=resolve([], root_namespace="istio-system"), at=AT,
+        window="1h",
+    )  # fmt: skip
+    for text in (markdown(report), summary(report)[1], html_page(report)):
+        assert "Mesh: no traffic in the window" in text.replace("**", "").replace("<span", " ")
+        assert "of 0 requests" not in text
+
+
+def test_truncating_the_event_keeps_the_unverified_flows_and_the_title_names_the_flag() -> None:
+    plaintext = {("legacy", "gw", "gw", f"w{i:04d}", "many"): 0.001 for i in range(300)}
+    current = Traffic({("legacy", "gw"): 3.0}, plaintext, unverified={("legacy", "old", "app", "shop"): 1.9})
+    report = build_report(
+        current, Traffic({}, {}), services=[], policies=resolve([], root_namespace="istio-system"), at=AT, window="1h"
+    )
+    title, text = summary(report)
+    assert "more lines in the full report" in text and len(text) <= 4000
+    assert "- legacy/old ← shop/app: 1.90 req/s unverified" in text
+    assert title.endswith("1 blocked; 1 also flagged: destination without sidecar: traffic unverified")
+
+
+def test_a_selector_for_another_app_neither_calms_the_verdict_nor_passes_the_gate() -> None:
+    policies = [
+        Policy("vault", "default", mode=Mode.STRICT),
+        Policy("vault", "other", selector={"app": "other", "version": "v1"}, mode=Mode.PERMISSIVE),
+    ]
+    report = build_report(
+        Traffic({("vault", "secrets"): 2.0}, {("vault", "secrets", "secrets", "api", "pay"): 0.5}),
+        Traffic({}, {}),
+        services=[],
+        policies=resolve(policies, root_namespace="istio-system"),
+        at=AT,
+        window="1h",
+    )
+    assert report.namespaces[0].verdict is Verdict.STRICT_PLAINTEXT
+    assert report.offenders[0].allowance is not None
+    assert report.offenders[0].allowance.text == "no policy allows it (STRICT from vault/default)"
+    assert gate.failures(report, gate.parse("strict-plaintext")) == [
+        "strict-plaintext: plaintext no exception allows reaches STRICT vault"
+    ]
