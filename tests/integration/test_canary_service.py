@@ -4,6 +4,7 @@ CLI's JSON at the same instant), Flagger's workload naming, the cache, the bound
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -27,6 +28,7 @@ from exporter.cli.run import canary_routes
 from exporter.config import Settings
 from exporter.export.daemon import Daemon
 from exporter.export.health import Request
+from exporter.logs import redactor
 from exporter.query.prometheus import PrometheusClient
 from sandbox.intake import FakeIntake
 from sandbox.kubeapi import FakeKubeAPI
@@ -44,6 +46,7 @@ from tests.support.canary_api import (
 from tests.support.canary_mesh import expected_counts
 from tests.support.procs import API_KEY, free_port, wait_for
 from tests.support.prom import PrometheusFactory
+from tests.support.scripted import ScriptedServer
 
 pytestmark = pytest.mark.integration
 
@@ -244,6 +247,38 @@ def test_prometheus_down_is_503_never_a_verdict() -> None:
             )
             == 1.0
         )
+
+
+PROM_PASSWORD, PROM_TOKEN = "pw-Zq9~canary", "prom-bearer-secret-55ef10aa"
+
+
+def test_no_reply_carries_a_prometheus_password_or_token_under_failure() -> None:
+    """Prometheus down (its URL, with userinfo, in the error) and Prometheus echoing the credentials in a
+    400 body: every endpoint answers 503 with the error, and neither secret (nor its Basic-auth form)."""
+    error = (f"tenant for token {PROM_TOKEN} unknown; Authorization: Bearer {PROM_TOKEN}; "
+             f"userinfo http://exporter:{PROM_PASSWORD}@thanos; {PROM_PASSWORD}")  # fmt: skip
+    echo = json.dumps({"status": "error", "errorType": "bad_data", "error": error}).encode()
+    with ScriptedServer(lambda method, path, query: (400, {"Content-Type": "application/json"}, echo)) as echoing:
+        down = f"http://127.0.0.1:{free_port()}"
+        for upstream in (down, echoing.url):
+            url = upstream.replace("http://", f"http://exporter:{PROM_PASSWORD}@")
+            settings = Settings(prometheus_url=url, prometheus_headers={"Authorization": f"Bearer {PROM_TOKEN}"})
+            redactor.set(settings.secrets())  # as `exporter run` does at start
+            try:
+                with serve(prometheus_url=url, prometheus_headers=settings.prometheus_headers) as (base, _):
+                    replies = [
+                        requests.get(base + ANALYSIS, params=params("reviews"), timeout=30),
+                        requests.post(base + ANALYSIS, json=params("reviews"), timeout=30),
+                        *(requests.post(base + path, json={"name": "podinfo", "namespace": "test"}, timeout=30)
+                          for path in (CHECK, GATE)),
+                    ]  # fmt: skip
+                    text = "".join(r.text for r in replies) + requests.get(base + "/metrics", timeout=5).text
+            finally:
+                redactor.set(())
+            assert [r.status_code for r in replies] == [503] * 4, text
+            assert all(r.text.startswith("could not analyse: ") for r in replies), text
+            for secret in (PROM_PASSWORD, PROM_TOKEN, base64.b64encode(f"exporter:{PROM_PASSWORD}".encode()).decode()):
+                assert secret not in text
 
 
 def test_shutdown_ends_retry_waits_at_once() -> None:
