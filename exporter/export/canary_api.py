@@ -86,7 +86,7 @@ class GuardedEndpoints:
 
     def _serve(self, endpoint: Endpoint, request: Request) -> tuple[Reply, str | None]:
         if not self._authorized(request):
-            return _text(401, "missing or wrong bearer token"), None
+            return _text(401, "missing or wrong Authorization token"), None
         if not self._slots.acquire(blocking=False):
             return _text(429, f"busy: {self.workers} analyses already running; retry shortly"), None
 

@@ -26,8 +26,9 @@ from exporter.canary.measure import Scope, analyse
 from exporter.cli import clients
 from exporter.cli.run import canary_routes
 from exporter.config import Settings
+from exporter.export.canary_api import GuardedEndpoints
 from exporter.export.daemon import Daemon
-from exporter.export.health import Request
+from exporter.export.health import HealthServer, Request
 from exporter.logs import redactor
 from exporter.query.prometheus import PrometheusClient
 from sandbox.intake import FakeIntake
@@ -233,6 +234,44 @@ def test_concurrency_bound_and_deadline_never_hold_the_probes(prom: CanaryProm) 
         assert requests.get(base + ANALYSIS, params=params("reviews"), timeout=30).status_code == 429
 
 
+@pytest.mark.parametrize("workers", [Settings().canary_api_concurrency, 6], ids=["default", "six"])
+def test_the_canary_routes_are_bounded_by_their_own_setting_alone(workers: int) -> None:
+    """As many analyses as EXPORTER_CANARY_API_CONCURRENCY run at once through the daemon's HTTP server (the
+    default and more than 4); one more is refused with 429 and counted; the probes answer meanwhile."""
+    entered, release = threading.Semaphore(0), threading.Event()
+
+    def held(method: str, query: str, body: bytes) -> tuple[int, dict[str, Any] | str]:
+        entered.release()
+        release.wait(30)
+        return 200, {"verdict": PASS}
+
+    registry = CollectorRegistry()
+    guarded = GuardedEndpoints({ANALYSIS: held}, registry=registry, workers=workers, deadline=30)
+    server = HealthServer(ready=lambda: (True, "ready\n"), registry=registry, routes=guarded.routes())
+    base = f"http://127.0.0.1:{server.start(0)}"
+    replies: list[int] = []
+    callers = [threading.Thread(target=lambda: replies.append(requests.get(base + ANALYSIS, timeout=30).status_code))
+               for _ in range(workers)]  # fmt: skip
+    try:
+        for t in callers:
+            t.start()
+        for _ in range(workers):
+            assert entered.acquire(timeout=30)  # every analysis is running
+        busy = requests.get(base + ANALYSIS, timeout=30)
+        assert busy.status_code == 429 and busy.text.startswith(f"busy: {workers} analyses already running")
+        for path in ("/healthz", "/readyz", "/metrics"):
+            assert requests.get(base + path, timeout=5).status_code == 200
+    finally:
+        release.set()
+        for t in callers:
+            t.join(timeout=30)
+        server.stop()
+    assert replies == [200] * workers
+    count = registry.get_sample_value
+    assert count("mesh_exporter_canary_api_requests_total", {"endpoint": ANALYSIS, "status": "429"}) == 1.0
+    assert count("mesh_exporter_canary_api_requests_total", {"endpoint": ANALYSIS, "status": "200"}) == workers
+
+
 def test_prometheus_down_is_503_never_a_verdict() -> None:
     with serve(prometheus_url=f"http://127.0.0.1:{free_port()}") as (base, registry):
         reply = requests.get(base + ANALYSIS, params=params("reviews"), timeout=30)
@@ -295,7 +334,7 @@ def test_the_token_when_set(prom: CanaryProm) -> None:
     with serve(prometheus_url=prom.url, canary_api_token=token) as (base, _):
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token}):
             reply = requests.get(base + ANALYSIS, params=params("reviews"), headers=headers, timeout=30)
-            assert reply.status_code == 401 and reply.text == "missing or wrong bearer token\n"
+            assert reply.status_code == 401 and reply.text == "missing or wrong Authorization token\n"
         ok = requests.get(base + ANALYSIS, params=params("reviews"), timeout=30,
                           headers={"Authorization": f"Bearer {token}"})  # fmt: skip
         assert ok.status_code == 200 and ok.json()["verdict"] == FAIL
