@@ -22,7 +22,6 @@ import requests
 from prometheus_client import CollectorRegistry
 
 from exporter.canary.analysis import FAIL, INCONCLUSIVE, PASS
-from exporter.canary.measure import Scope, analyse
 from exporter.cli import clients
 from exporter.cli.run import canary_routes
 from exporter.config import Settings
@@ -30,7 +29,6 @@ from exporter.export.canary_api import GuardedEndpoints
 from exporter.export.daemon import Daemon
 from exporter.export.health import HealthServer, Request
 from exporter.logs import redactor
-from exporter.query.prometheus import PrometheusClient
 from sandbox.intake import FakeIntake
 from sandbox.kubeapi import FakeKubeAPI
 from sandbox.proxy import Fault, FaultProxy
@@ -72,8 +70,11 @@ def params(service: str) -> dict[str, str]:
     return {"namespace": "shop", "service": service, "canary": "canary", "stable": "stable"}
 
 
-def cli_json(url: str, at: int, service: str) -> dict[str, Any]:
-    code, doc, out = analyze_cli(url, *(f"--{k}={v}" for k, v in params(service).items()),
+def cli_json(url: str, at: int, service: str | None = None, *, workload: str | None = None) -> dict[str, Any]:
+    """`canary analyze --output json` at `at`: the service's canary against stable, or a workload's
+    (Flagger's naming)."""
+    flags = params(service) if service else {"namespace": "test", "workload": workload}
+    code, doc, out = analyze_cli(url, *(f"--{k}={v}" for k, v in flags.items()),
                                  "--at", str(at), "--output", "json")  # fmt: skip
     assert code in (0, 1, 3), out
     return doc
@@ -93,8 +94,7 @@ def test_analysis_get_and_post_serve_the_clis_json_with_200_for_every_verdict(
     assert doc == cli_json(prom.url, doc["evaluated_at"], service.name)  # reproducible with --at
     posted = requests.post(api + ANALYSIS, json=params(service.name), timeout=30)
     assert posted.status_code == 200
-    if posted.json()["evaluated_at"] == doc["evaluated_at"]:
-        assert posted.json() == doc
+    assert posted.json() == cli_json(prom.url, posted.json()["evaluated_at"], service.name)
 
 
 def test_thresholds_are_the_clis_flags_in_snake_case(prom: CanaryProm, api: str) -> None:
@@ -126,11 +126,23 @@ def test_flagger_hooks_select_workloads_name_and_name_primary(prom: CanaryProm, 
     pair = FLAGGER_PAIRS[name]
     assert (doc["canary"]["requests"], doc["canary"]["errors"]) == expected_counts(pair, "canary")
     assert (doc["stable"]["requests"], doc["stable"]["errors"]) == expected_counts(pair, "stable")
-    scope = Scope.workloads("test", (name, f"{name}-primary"))
-    direct = analyse(PrometheusClient(prom.url), scope, name=name, canary=name,
-                     stable=f"{name}-primary", at=doc["evaluated_at"], window="5m",
-                     label="destination_workload")  # fmt: skip
-    assert direct.to_dict() == doc
+    assert doc == cli_json(prom.url, doc["evaluated_at"], workload=name)  # reproducible with --workload --at
+    assert gate.json() == cli_json(prom.url, gate.json()["evaluated_at"], workload=name)
+
+
+def test_flagger_metadata_names_the_workload_of_a_canary_named_otherwise(prom: CanaryProm, api: str) -> None:
+    """A Canary `podinfo-canary` whose targetRef is the Deployment `podinfo`: `metadata.workload` selects
+    `podinfo` and `podinfo-primary`; without it the scope matches nothing (never a pass)."""
+    payload = {"name": "podinfo-canary", "namespace": "test", "metadata": {"workload": "podinfo"}}
+    gate = requests.post(api + GATE, json=payload, timeout=30)
+    assert gate.status_code == 200 and gate.json()["verdict"] == PASS
+    pair = FLAGGER_PAIRS["podinfo"]
+    assert (gate.json()["canary"]["requests"], gate.json()["stable"]["requests"]) == (
+        expected_counts(pair, "canary")[0], expected_counts(pair, "stable")[0])  # fmt: skip
+    assert gate.json() == cli_json(prom.url, gate.json()["evaluated_at"], workload="podinfo")
+    unnamed = requests.post(api + GATE, json={**payload, "metadata": {}}, timeout=30)
+    assert unnamed.status_code == 412 and unnamed.json()["verdict"] == INCONCLUSIVE
+    assert unnamed.json()["canary"]["seen"] is False
 
 
 def test_a_service_name_filter_finds_nothing_for_flagger_names(prom: CanaryProm) -> None:
@@ -168,6 +180,12 @@ def test_flagger_metadata_overrides_label_versions_and_thresholds(api: str) -> N
          "confidence: must be within (0, 1), e.g. 0.95"),
         (ANALYSIS, "GET", "namespace=shop&service=reviews&canary=a&stable=b&window=5x", None,
          "window: not a PromQL duration: '5x'"),
+        (ANALYSIS, "GET", "namespace=shop&service=reviews&canary=a&stable=b&window=99999999999999999999y", None,
+         "window: must be at most ten years"),
+        (ANALYSIS, "GET", "namespace=shop&service=reviews&workload=reviews", None,
+         "workload: give service or workload, not both"),
+        (CHECK, "POST", "", b'{"name": "podinfo", "namespace": "test", "metadata": {"window": "3661d"}}',
+         "window: must be at most ten years"),
         (ANALYSIS, "GET", "namespace=shop&service=reviews&canary=a&stable=a", None, "canary: must differ"),
         (ANALYSIS, "GET", "namespace=shop&service=reviews&canary=a&stable=b&at=1", None, "at: unknown parameter"),
         (ANALYSIS, "GET", "namespace=shop&service=reviews&canary=a%22%7D&stable=b", None,

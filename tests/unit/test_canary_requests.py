@@ -7,6 +7,7 @@ import pytest
 from exporter.canary.analysis import Thresholds
 from exporter.canary.measure import Scope
 from exporter.canary.service import (
+    MAX_WINDOW_SECONDS,
     InvalidRequest,
     flagger_request,
     json_object,
@@ -14,6 +15,7 @@ from exporter.canary.service import (
     service_request,
     thresholds_from,
 )
+from exporter.cli.common import MAX_DURATION_SECONDS
 from exporter.model import ServiceRef
 from exporter.query import promql
 
@@ -37,7 +39,12 @@ def test_thresholds_accept_numbers_and_strings() -> None:
 @pytest.mark.parametrize(
     ("values", "field", "message"),
     [
-        ({"namespace": "shop"}, "service", "required"),
+        ({"namespace": "shop"}, "service", "required (or workload)"),
+        ({"service": "reviews", "canary": "v2", "stable": "v1"}, "namespace", "required"),
+        ({**BASE, "workload": "reviews"}, "workload", "give service or workload, not both"),
+        ({"namespace": "shop", "workload": "Reviews"}, "workload", "not a Kubernetes name"),
+        ({**BASE, "window": "3661d"}, "window", "must be at most ten years"),
+        ({**BASE, "window": "99999999999999999999y"}, "window", "must be at most ten years"),
         ({**BASE, "namespace": "a" * 64}, "namespace", "not a Kubernetes name"),
         ({**BASE, "namespace": "-shop"}, "namespace", "not a Kubernetes name"),
         ({**BASE, "service": "9lives"}, "service", "not a Kubernetes name"),
@@ -75,6 +82,31 @@ def test_flagger_payload_maps_to_workloads() -> None:
         with pytest.raises(InvalidRequest) as caught:
             flagger_request(payload)
         assert caught.value.field == field
+
+
+def test_the_window_bound_is_the_cli_duration_flags_bound() -> None:
+    assert MAX_WINDOW_SECONDS == MAX_DURATION_SECONDS == promql.duration_seconds("3660d")
+    assert service_request({**BASE, "window": "3660d"}).window == "3660d"
+
+
+def test_a_workload_request_is_flaggers_scope() -> None:
+    r = service_request({"namespace": "test", "workload": "podinfo", "service": None, "canary": ""})
+    assert r == flagger_request({"name": "podinfo", "namespace": "test"})
+    assert (r.canary, r.stable, r.label, r.name) == ("podinfo", "podinfo-primary", "destination_workload", "podinfo")
+    versions = service_request({"namespace": "test", "workload": "podinfo", "canary": "v2", "stable": "v1",
+                                "version_label": "destination_version"})  # fmt: skip
+    assert (versions.scope, versions.canary, versions.label) == (r.scope, "v2", "destination_version")
+
+
+def test_flagger_metadata_names_the_workload_when_the_canary_is_named_otherwise() -> None:
+    r = flagger_request({"name": "podinfo-canary", "namespace": "test", "metadata": {"workload": "podinfo"}})
+    assert (r.canary, r.stable, r.name) == ("podinfo", "podinfo-primary", "podinfo")
+    assert [str(m) for m in r.scope.matchers] == [
+        'destination_workload_namespace="test"',
+        'destination_workload=~"podinfo|podinfo-primary"',
+    ]
+    with pytest.raises(InvalidRequest, match=r"^workload: not a Kubernetes name"):
+        flagger_request({"name": "podinfo", "namespace": "test", "metadata": {"workload": "Podinfo"}})
 
 
 def test_query_strings_and_bodies() -> None:
