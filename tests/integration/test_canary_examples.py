@@ -162,3 +162,9 @@ def test_flagger_canary_webhooks_on_real_answers(apis: dict[str, str], name: str
         reply = requests.post(local(hook["url"], apis[PLAIN]), json=payload, timeout=30)
         outcomes[hook["type"]] = flagger_hook(hook["type"], reply.status_code)
     assert outcomes == {"rollout": check, "confirm-promotion": gate}
+
+
+@pytest.mark.parametrize("example", [PLAIN, "flagger-canary.yaml"])
+def test_the_docs_show_the_examples_as_they_are(example: str) -> None:
+    docs = (EXAMPLES.parents[1] / "docs" / "canary-service.md").read_text()
+    assert f"```yaml\n{(EXAMPLES / example).read_text()}```" in docs
