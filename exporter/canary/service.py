@@ -1,6 +1,6 @@
-"""Canary analysis as a service: requests (query string, JSON body, Flagger webhook payload) validated into
-one AnalysisRequest, answered by measure.analyse at the current instant floored to a step, cached per
-(request, instant) so that a controller polling every few seconds costs one set of queries per step.
+"""Canary analysis as a service: requests (query string, JSON body, Flagger webhook payload, the CLI's
+flags) validated into one AnalysisRequest, answered by measure.analyse at the current instant floored to a
+step, cached per (request, instant) so that a controller polling every few seconds costs one set of queries per step.
 
 HTTP-free: `CanaryService.endpoints()` maps each path to a handler `(method, query, body) -> (status,
 document or one-line message)`; exporter.export.canary_api serves them with bounds, deadline and token.
@@ -36,8 +36,11 @@ _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _MAX_BODY = 64 * 1024
 FLAGGER_LABEL = "destination_workload"
 THRESHOLDS = tuple(f.name for f in fields(Thresholds))
-FIELDS = ("namespace", "service", "canary", "stable", "window", "version_label", *THRESHOLDS)
-FLAGGER_OVERRIDES = ("canary", "stable", "window", "version_label", *THRESHOLDS)
+FIELDS = ("namespace", "service", "workload", "canary", "stable", "window", "version_label", *THRESHOLDS)
+FLAGGER_OVERRIDES = ("workload", "canary", "stable", "window", "version_label", *THRESHOLDS)
+MAX_WINDOW_SECONDS = 10 * 366 * 86400.0
+"""The longest window: the bound of the CLI's duration flags (exporter.cli.common.duration_flag), so the
+endpoint and `canary analyze --window` accept the same windows (tests/unit/test_canary_requests.py)."""
 
 
 class InvalidRequest(ValueError):
@@ -136,8 +139,11 @@ def _common(values: Mapping[str, Any], scope: Scope, name: str) -> AnalysisReque
         raise InvalidRequest("canary", "must differ from stable")
     window = str(values.get("window", "5m"))
     try:
-        if promql.duration_seconds(window) <= 0:
+        seconds = promql.duration_seconds(window)
+        if seconds <= 0:
             raise ValueError(f"must be longer than 0, got {window!r}")
+        if seconds > MAX_WINDOW_SECONDS:
+            raise ValueError(f"must be at most ten years, got {window!r}")
     except ValueError as e:
         raise InvalidRequest("window", str(e)) from None
     label = str(values.get("version_label", DEFAULT_VERSION_LABEL))
@@ -155,30 +161,50 @@ def _known(values: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> N
 
 
 def service_request(values: Mapping[str, Any]) -> AnalysisRequest:
-    """The analysis endpoint's (and `canary analyze`'s) parameters, by the CLI's flag names in snake_case."""
+    """The analysis endpoint's (and `canary analyze`'s) parameters, by the CLI's flag names in snake_case:
+    `namespace` with either a `service` and the `canary` and `stable` versions, or a `workload` (Flagger's
+    scope: see workload_request). Missing values are None or empty."""
     _known(values, FIELDS, "parameter")
-    for required in ("namespace", "service", "canary", "stable"):
-        if values.get(required) in (None, ""):
-            raise InvalidRequest(required, "required")
+    given = {k: v for k, v in values.items() if v not in (None, "")}
+    if "namespace" not in given:
+        raise InvalidRequest("namespace", "required")
+    if "workload" in given:
+        if "service" in given:
+            raise InvalidRequest("workload", "give service or workload, not both")
+        return workload_request(given)
+    for required in ("service", "canary", "stable"):
+        if required not in given:
+            raise InvalidRequest(required, "required" if required != "service" else "required (or workload)")
     ref = ServiceRef(
-        check_name("namespace", str(values["namespace"])),
-        check_name("service", str(values["service"]), service=True),
+        check_name("namespace", str(given["namespace"])),
+        check_name("service", str(given["service"]), service=True),
     )
-    return _common(values, Scope.service(ref), ref.name)
+    return _common(given, Scope.service(ref), ref.name)
+
+
+def workload_request(values: Mapping[str, Any]) -> AnalysisRequest:
+    """Flagger's naming: the workloads `<workload>` (canary) and `<workload>-primary` (stable) of `namespace`,
+    selected by destination_workload_namespace/destination_workload and told apart by destination_workload,
+    unless `canary`, `stable` or `version_label` say otherwise."""
+    namespace = check_name("namespace", str(values["namespace"]))
+    workload = check_name("workload", str(values["workload"]))
+    pair = (workload, f"{workload}-primary")
+    rest = {k: v for k, v in values.items() if k not in ("namespace", "workload")}
+    defaults = {"canary": pair[0], "stable": pair[1], "version_label": FLAGGER_LABEL}
+    return _common(defaults | rest, Scope.workloads(namespace, pair), workload)
 
 
 def flagger_request(payload: Mapping[str, Any]) -> AnalysisRequest:
-    """A Flagger webhook payload: canary workload `<name>`, primary `<name>-primary` in `namespace`, selected
-    by destination_workload_namespace/destination_workload; `metadata` may override versions, label,
-    window and thresholds."""
+    """A Flagger webhook payload: the workload is the Canary's `name` (Flagger's default assumes the Canary
+    is named like its targetRef) unless `metadata` names it (`workload: <targetRef.name>`); `metadata` may
+    also override versions, label, window and thresholds."""
     name = check_name("name", str(payload.get("name") or ""))
     namespace = check_name("namespace", str(payload.get("namespace") or ""))
     metadata = payload.get("metadata") or {}
     if not isinstance(metadata, Mapping):
         raise InvalidRequest("metadata", "must be an object of strings")
     _known(metadata, FLAGGER_OVERRIDES, "metadata key")
-    values = {"canary": name, "stable": f"{name}-primary", "version_label": FLAGGER_LABEL, **metadata}
-    return _common(values, Scope.workloads(namespace, (name, f"{name}-primary")), name)
+    return workload_request({"workload": name, **metadata, "namespace": namespace})
 
 
 def query_values(query: str) -> dict[str, str]:

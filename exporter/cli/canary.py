@@ -1,7 +1,8 @@
 """`exporter canary analyze`: flags, thresholds, text/JSON output and the exit code of a verdict.
 
 Exit codes: 0 pass, 1 fail, 3 inconclusive, 4 could not analyse (Prometheus failed after retries: no
-verdict), 2 bad flags or names. Flags are validated by the same code as the analysis endpoint's parameters.
+verdict), 2 bad flags or names. Flags are validated by the same code as the analysis endpoint's parameters
+(the same names in snake_case), so `--workload NAME --at T` reproduces a Flagger webhook's answer.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from exporter.canary import service
 from exporter.canary.analysis import FAIL, INCONCLUSIVE, PASS, Thresholds
 from exporter.canary.measure import DEFAULT_VERSION_LABEL
 from exporter.cli import clients
-from exporter.cli.common import number, parse_time, table
+from exporter.cli.common import duration_flag, number, parse_time, table
 from exporter.errors import ConfigError, QueryError
 from exporter.logs import redactor
 from exporter.query import promql
@@ -31,13 +32,15 @@ EXIT_NOT_ANALYSED = 4
 """Prometheus failed after retries: no verdict could be computed (never confused with fail)."""
 
 
-def add_analysis_flags(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by `canary analyze` and `rollout`: the version label and every threshold."""
+def add_analysis_flags(parser: argparse.ArgumentParser, *, label_default: str | None = DEFAULT_VERSION_LABEL) -> None:
+    """Flags shared by `canary analyze` and `rollout`: the version label and every threshold. A None
+    `label_default` leaves the label to the request (destination_workload with --workload)."""
     d = Thresholds()
     parser.add_argument(
         "--version-label",
-        default=DEFAULT_VERSION_LABEL,
-        help="Istio label that tells the subsets apart (default %(default)s; e.g. destination_workload)",
+        default=label_default,
+        help=f"Istio label that tells the subsets apart (default {DEFAULT_VERSION_LABEL}"
+        + ("; destination_workload with --workload)" if label_default is None else "; e.g. destination_workload)"),
     )
     parser.add_argument("--min-success-pct", type=float, default=d.min_success_pct, metavar="PCT",
                         help="canary success rate must be at least this (default %(default)s)")  # fmt: skip
@@ -96,6 +99,7 @@ def render_text(doc: dict[str, Any]) -> str:
 
 
 def cmd_analyze(args: argparse.Namespace, settings: Settings) -> int:
+    duration_flag("--window", args.window)
     values = {name: getattr(args, name) for name in service.FIELDS}
     try:
         request = service.service_request(values)
@@ -126,11 +130,20 @@ def register(subparsers: Any) -> None:
         "(Prometheus failed after retries), 2 bad flags or names.",
     )
     analyze_parser.add_argument("--namespace", required=True)
-    analyze_parser.add_argument("--service", required=True)
-    analyze_parser.add_argument("--canary", required=True, metavar="VERSION", help="version label value of the canary")
-    analyze_parser.add_argument("--stable", required=True, metavar="VERSION", help="version label value of stable")
+    scope = analyze_parser.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--service", help="the Service whose canary and stable versions are compared")
+    scope.add_argument(
+        "--workload",
+        metavar="NAME",
+        help="Flagger's naming instead: canary workload NAME, stable NAME-primary, told apart by "
+        "destination_workload (what /v1/flagger/check and /gate analyse for a Canary whose target is NAME)",
+    )
+    analyze_parser.add_argument("--canary", metavar="VERSION", help="version label value of the canary (required "
+                                "with --service; NAME with --workload)")  # fmt: skip
+    analyze_parser.add_argument("--stable", metavar="VERSION", help="version label value of stable (required with "
+                                "--service; NAME-primary with --workload)")  # fmt: skip
     analyze_parser.add_argument("--window", default="5m", help="PromQL duration measured (default %(default)s)")
     analyze_parser.add_argument("--at", type=parse_time, metavar="TIME", help="end of the window: RFC 3339 or unix s")
     analyze_parser.add_argument("--output", choices=("text", "json"), default="text")
-    add_analysis_flags(analyze_parser)
+    add_analysis_flags(analyze_parser, label_default=None)
     analyze_parser.set_defaults(func=cmd_analyze)

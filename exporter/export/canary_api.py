@@ -4,8 +4,9 @@ Each request runs in this module's own bounded pool, never on the server's threa
 at most `workers` analyses run at once (a request over the bound is refused at once with 429), and a
 request whose work outlasts `deadline` seconds is answered 503 while its work finishes in the pool
 (the slot is freed only then, so the bound holds). /healthz, /readyz and /metrics never wait on it.
-An optional bearer token guards every endpoint. Self-metrics: requests by endpoint and status, and
-verdicts by endpoint.
+An optional bearer token guards every endpoint. Every reply passes the log redactor (an upstream error
+can echo a URL password or a header value). Self-metrics: requests by endpoint and status (the 429s
+included), and verdicts by endpoint.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter
 
 from exporter.export.health import Reply, Request, Route
+from exporter.logs import redactor
 
 log = structlog.get_logger("exporter.export.canary_api")
 
@@ -84,7 +86,7 @@ class GuardedEndpoints:
 
     def _serve(self, endpoint: Endpoint, request: Request) -> tuple[Reply, str | None]:
         if not self._authorized(request):
-            return _text(401, "missing or wrong bearer token"), None
+            return _text(401, "missing or wrong Authorization token"), None
         if not self._slots.acquire(blocking=False):
             return _text(429, f"busy: {self.workers} analyses already running; retry shortly"), None
 
@@ -109,8 +111,8 @@ class GuardedEndpoints:
             return _text(500, f"internal error: {type(e).__name__}"), None
         if isinstance(body, str):
             return _text(status, body), None
-        return Reply(status, json.dumps(body).encode() + b"\n", JSON), str(body.get("verdict"))
+        return Reply(status, json.dumps(redactor.scrub(body)).encode() + b"\n", JSON), str(body.get("verdict"))
 
 
 def _text(status: int, line: str) -> Reply:
-    return Reply(status, (" ".join(line.split()) + "\n").encode())
+    return Reply(status, (" ".join(redactor.scrub(line).split()) + "\n").encode())

@@ -1,47 +1,76 @@
 """The daemon's HTTP server: /healthz (the process lives), /readyz (see Daemon.ready), /metrics (self-metrics),
 plus the routes other features register (a path → handler table).
 
-Bounded: every connection has a read/idle timeout (a silent client is dropped), at most
-MAX_CONNECTIONS are served at once (more are closed straight away), request bodies are capped, and
-registered routes share a few slots (a request over the bound gets 503 at once); the probes and
-/metrics never wait for those slots, so a slow route cannot starve them.
+Bounded: a request (request line, headers and body) must arrive whole within `read_seconds` of when the
+server starts waiting for it, however slowly it drips, or its connection is closed; at most
+MAX_CONNECTIONS are served at once, and a connection beyond that evicts the one that has been waiting
+longest for its request (slow or idle clients cannot keep the probes out); request bodies are capped.
+The probes and /metrics wait on nothing; a registered route that can be slow brings its own bound
+(exporter.export.canary_api). A client that goes away mid-reply is one log line, never a traceback.
 A port already in use is a ConfigError naming EXPORTER_HTTP_PORT.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import io
+import math
+import socket
+import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 
+import structlog
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from exporter.errors import ConfigError
 
-IDLE_SECONDS = 10.0  # a connection that sends nothing for this long is closed
+log = structlog.get_logger("exporter.export.health")
+
+READ_SECONDS = 10.0  # a request (line, headers, body) must arrive whole within this, idle wait included
 MAX_BODY_BYTES = 1024 * 1024
-ROUTE_SLOTS = 4  # registered routes running at once; the built-in probes never wait for a slot
-PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
-MAX_CONNECTIONS = 64  # open connections served at once; more are closed at once (no thread, no descriptor kept)
+MAX_CONNECTIONS = 64  # connections served at once; one more evicts the longest-waiting request read
+EVICTION_WAIT_SECONDS = 1.0  # how long a new connection waits for an evicted one's thread to end
 
 
 class _BoundedServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer with at most MAX_CONNECTIONS connection threads."""
+    """ThreadingHTTPServer with at most MAX_CONNECTIONS connection threads. When they are all taken, a new
+    connection evicts the one that has waited longest for its request to arrive; when none is waiting
+    (every thread is answering), the new connection is closed at once."""
 
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], handler: Any) -> None:
         super().__init__(address, handler)
         self._connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._lock = threading.Lock()
+        self._reading: dict[socket.socket, None] = {}  # connections waiting for a request, oldest first
+
+    def reading(self, connection: socket.socket, waiting: bool) -> None:
+        """Mark `connection` as waiting for (or done reading) its next request."""
+        with self._lock:
+            self._reading.pop(connection, None)
+            if waiting:
+                self._reading[connection] = None
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._connections.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
+            with self._lock:
+                victim = next(iter(self._reading), None)
+                if victim is not None:
+                    del self._reading[victim]
+            if victim is not None:
+                with contextlib.suppress(OSError):  # already closed by its client
+                    victim.shutdown(socket.SHUT_RDWR)  # its read returns at once and its thread ends
+            if victim is None or not self._connections.acquire(timeout=EVICTION_WAIT_SECONDS):
+                self.shutdown_request(request)
+                return
         try:
             super().process_request(request, client_address)
         except BaseException:
@@ -52,7 +81,31 @@ class _BoundedServer(ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
+            self.reading(request, False)
             self._connections.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One log line (a client that resets mid-reply is routine), never socketserver's traceback."""
+        error = sys.exc_info()[1]
+        log.info("http connection ended early", error=f"{type(error).__name__}: {error}")
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The socket's reads, each allowed only what is left before `deadline` (time.monotonic)."""
+
+    def __init__(self, connection: socket.socket) -> None:
+        self.connection = connection
+        self.deadline = math.inf
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request did not arrive within its read deadline")
+        self.connection.settimeout(left)
+        return self.connection.recv_into(buffer)
 
 
 @dataclass(frozen=True)
@@ -88,10 +141,10 @@ class HealthServer:
         ready: Callable[[], tuple[bool, str]],
         registry: CollectorRegistry,
         routes: Mapping[str, Route] | None = None,
-        idle_seconds: float = IDLE_SECONDS,
+        read_seconds: float = READ_SECONDS,
     ) -> None:
         self.ready = ready
-        self.idle_seconds = idle_seconds
+        self.read_seconds = read_seconds
         self.registry = registry
         self.routes: dict[str, Route] = {
             "/healthz": lambda request: Reply(200, b"ok\n"),
@@ -99,8 +152,7 @@ class HealthServer:
             "/metrics": lambda request: Reply(200, generate_latest(self.registry), CONTENT_TYPE_LATEST),
             **(routes or {}),
         }
-        self._http: ThreadingHTTPServer | None = None
-        self._slots = threading.BoundedSemaphore(ROUTE_SLOTS)
+        self._http: _BoundedServer | None = None
 
     def _readyz(self, request: Request) -> Reply:
         ok, text = self.ready()
@@ -110,14 +162,7 @@ class HealthServer:
         route = self.routes.get(request.path)
         if route is None:
             return Reply(404, b"not found\n")
-        if request.path in PROBES:
-            return route(request)
-        if not self._slots.acquire(blocking=False):
-            return Reply(503, b"busy: too many requests in progress\n")
-        try:
-            return route(request)
-        finally:
-            self._slots.release()
+        return route(request)
 
     def start(self, port: int) -> int:
         """Start serving; returns the port."""
@@ -125,7 +170,17 @@ class HealthServer:
 
         class Handler(BaseHTTPRequestHandler):
             disable_nagle_algorithm = True  # headers and body leave in two writes: no delayed-ACK stall
-            timeout = server.idle_seconds  # socket timeout: an idle or slow client is dropped, its thread freed
+            timeout = server.read_seconds  # for writes: a client that stops reading is dropped
+
+            def setup(self) -> None:
+                super().setup()
+                self._reader = _DeadlineReader(self.connection)
+                self.rfile = io.BufferedReader(self._reader)
+
+            def handle_one_request(self) -> None:
+                self._reader.deadline = time.monotonic() + server.read_seconds
+                cast(_BoundedServer, self.server).reading(self.connection, True)
+                super().handle_one_request()
 
             def _serve(self) -> None:
                 path, _, query = self.path.partition("?")
@@ -137,6 +192,12 @@ class HealthServer:
                     self.send_error(413 if length > 0 else 400)
                     return
                 body = self.rfile.read(length) if length > 0 else b""
+                cast(_BoundedServer, self.server).reading(self.connection, False)  # read whole: not evictable
+                self._reader.deadline = math.inf
+                self.connection.settimeout(server.read_seconds)
+                if len(body) != length:  # evicted mid-body, or the client closed: nothing to answer
+                    self.close_connection = True
+                    return
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 reply = server.handle(Request(self.command, path, query, headers, body))
                 self.send_response(reply.status)

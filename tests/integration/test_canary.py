@@ -173,6 +173,8 @@ def test_a_version_never_seen_is_told_apart_from_zero_requests(prom: tuple[str, 
         ("--service", "reviews.v1", "--service: not a Kubernetes name: 'reviews.v1'"),
         ("--canary", 'x"}', "--canary: not a Kubernetes label value: 'x\"}'"),
         ("--window", "0s", "--window: must be longer than 0, got '0s'"),
+        ("--window", "99999999999999999999y", "--window: "),  # the bound is exporter.cli.common.duration_flag's
+        ("--window", "3661d", "--window: "),
     ],
 )
 def test_invalid_names_are_exit_2_with_one_line(flag: str, value: str, line: str) -> None:

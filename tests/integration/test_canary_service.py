@@ -4,6 +4,7 @@ CLI's JSON at the same instant), Flagger's workload naming, the cache, the bound
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -21,13 +22,13 @@ import requests
 from prometheus_client import CollectorRegistry
 
 from exporter.canary.analysis import FAIL, INCONCLUSIVE, PASS
-from exporter.canary.measure import Scope, analyse
 from exporter.cli import clients
 from exporter.cli.run import canary_routes
 from exporter.config import Settings
+from exporter.export.canary_api import GuardedEndpoints
 from exporter.export.daemon import Daemon
-from exporter.export.health import Request
-from exporter.query.prometheus import PrometheusClient
+from exporter.export.health import HealthServer, Request
+from exporter.logs import redactor
 from sandbox.intake import FakeIntake
 from sandbox.kubeapi import FakeKubeAPI
 from sandbox.proxy import Fault, FaultProxy
@@ -44,6 +45,7 @@ from tests.support.canary_api import (
 from tests.support.canary_mesh import expected_counts
 from tests.support.procs import API_KEY, free_port, wait_for
 from tests.support.prom import PrometheusFactory
+from tests.support.scripted import ScriptedServer
 
 pytestmark = pytest.mark.integration
 
@@ -68,8 +70,11 @@ def params(service: str) -> dict[str, str]:
     return {"namespace": "shop", "service": service, "canary": "canary", "stable": "stable"}
 
 
-def cli_json(url: str, at: int, service: str) -> dict[str, Any]:
-    code, doc, out = analyze_cli(url, *(f"--{k}={v}" for k, v in params(service).items()),
+def cli_json(url: str, at: int, service: str | None = None, *, workload: str | None = None) -> dict[str, Any]:
+    """`canary analyze --output json` at `at`: the service's canary against stable, or a workload's
+    (Flagger's naming)."""
+    flags = params(service) if service else {"namespace": "test", "workload": workload}
+    code, doc, out = analyze_cli(url, *(f"--{k}={v}" for k, v in flags.items()),
                                  "--at", str(at), "--output", "json")  # fmt: skip
     assert code in (0, 1, 3), out
     return doc
@@ -89,8 +94,7 @@ def test_analysis_get_and_post_serve_the_clis_json_with_200_for_every_verdict(
     assert doc == cli_json(prom.url, doc["evaluated_at"], service.name)  # reproducible with --at
     posted = requests.post(api + ANALYSIS, json=params(service.name), timeout=30)
     assert posted.status_code == 200
-    if posted.json()["evaluated_at"] == doc["evaluated_at"]:
-        assert posted.json() == doc
+    assert posted.json() == cli_json(prom.url, posted.json()["evaluated_at"], service.name)
 
 
 def test_thresholds_are_the_clis_flags_in_snake_case(prom: CanaryProm, api: str) -> None:
@@ -122,11 +126,23 @@ def test_flagger_hooks_select_workloads_name_and_name_primary(prom: CanaryProm, 
     pair = FLAGGER_PAIRS[name]
     assert (doc["canary"]["requests"], doc["canary"]["errors"]) == expected_counts(pair, "canary")
     assert (doc["stable"]["requests"], doc["stable"]["errors"]) == expected_counts(pair, "stable")
-    scope = Scope.workloads("test", (name, f"{name}-primary"))
-    direct = analyse(PrometheusClient(prom.url), scope, name=name, canary=name,
-                     stable=f"{name}-primary", at=doc["evaluated_at"], window="5m",
-                     label="destination_workload")  # fmt: skip
-    assert direct.to_dict() == doc
+    assert doc == cli_json(prom.url, doc["evaluated_at"], workload=name)  # reproducible with --workload --at
+    assert gate.json() == cli_json(prom.url, gate.json()["evaluated_at"], workload=name)
+
+
+def test_flagger_metadata_names_the_workload_of_a_canary_named_otherwise(prom: CanaryProm, api: str) -> None:
+    """A Canary `podinfo-canary` whose targetRef is the Deployment `podinfo`: `metadata.workload` selects
+    `podinfo` and `podinfo-primary`; without it the scope matches nothing (never a pass)."""
+    payload = {"name": "podinfo-canary", "namespace": "test", "metadata": {"workload": "podinfo"}}
+    gate = requests.post(api + GATE, json=payload, timeout=30)
+    assert gate.status_code == 200 and gate.json()["verdict"] == PASS
+    pair = FLAGGER_PAIRS["podinfo"]
+    assert (gate.json()["canary"]["requests"], gate.json()["stable"]["requests"]) == (
+        expected_counts(pair, "canary")[0], expected_counts(pair, "stable")[0])  # fmt: skip
+    assert gate.json() == cli_json(prom.url, gate.json()["evaluated_at"], workload="podinfo")
+    unnamed = requests.post(api + GATE, json={**payload, "metadata": {}}, timeout=30)
+    assert unnamed.status_code == 412 and unnamed.json()["verdict"] == INCONCLUSIVE
+    assert unnamed.json()["canary"]["seen"] is False
 
 
 def test_a_service_name_filter_finds_nothing_for_flagger_names(prom: CanaryProm) -> None:
@@ -164,6 +180,12 @@ def test_flagger_metadata_overrides_label_versions_and_thresholds(api: str) -> N
          "confidence: must be within (0, 1), e.g. 0.95"),
         (ANALYSIS, "GET", "namespace=shop&service=reviews&canary=a&stable=b&window=5x", None,
          "window: not a PromQL duration: '5x'"),
+        (ANALYSIS, "GET", "namespace=shop&service=reviews&canary=a&stable=b&window=99999999999999999999y", None,
+         "window: "),
+        (ANALYSIS, "GET", "namespace=shop&service=reviews&workload=reviews", None,
+         "workload: give service or workload, not both"),
+        (CHECK, "POST", "", b'{"name": "podinfo", "namespace": "test", "metadata": {"window": "3661d"}}',
+         "window: "),
         (ANALYSIS, "GET", "namespace=shop&service=reviews&canary=a&stable=a", None, "canary: must differ"),
         (ANALYSIS, "GET", "namespace=shop&service=reviews&canary=a&stable=b&at=1", None, "at: unknown parameter"),
         (ANALYSIS, "GET", "namespace=shop&service=reviews&canary=a%22%7D&stable=b", None,
@@ -230,6 +252,44 @@ def test_concurrency_bound_and_deadline_never_hold_the_probes(prom: CanaryProm) 
         assert requests.get(base + ANALYSIS, params=params("reviews"), timeout=30).status_code == 429
 
 
+@pytest.mark.parametrize("workers", [Settings().canary_api_concurrency, 6], ids=["default", "six"])
+def test_the_canary_routes_are_bounded_by_their_own_setting_alone(workers: int) -> None:
+    """As many analyses as EXPORTER_CANARY_API_CONCURRENCY run at once through the daemon's HTTP server (the
+    default and more than 4); one more is refused with 429 and counted; the probes answer meanwhile."""
+    entered, release = threading.Semaphore(0), threading.Event()
+
+    def held(method: str, query: str, body: bytes) -> tuple[int, dict[str, Any] | str]:
+        entered.release()
+        release.wait(30)
+        return 200, {"verdict": PASS}
+
+    registry = CollectorRegistry()
+    guarded = GuardedEndpoints({ANALYSIS: held}, registry=registry, workers=workers, deadline=30)
+    server = HealthServer(ready=lambda: (True, "ready\n"), registry=registry, routes=guarded.routes())
+    base = f"http://127.0.0.1:{server.start(0)}"
+    replies: list[int] = []
+    callers = [threading.Thread(target=lambda: replies.append(requests.get(base + ANALYSIS, timeout=30).status_code))
+               for _ in range(workers)]  # fmt: skip
+    try:
+        for t in callers:
+            t.start()
+        for _ in range(workers):
+            assert entered.acquire(timeout=30)  # every analysis is running
+        busy = requests.get(base + ANALYSIS, timeout=30)
+        assert busy.status_code == 429 and busy.text.startswith(f"busy: {workers} analyses already running")
+        for path in ("/healthz", "/readyz", "/metrics"):
+            assert requests.get(base + path, timeout=5).status_code == 200
+    finally:
+        release.set()
+        for t in callers:
+            t.join(timeout=30)
+        server.stop()
+    assert replies == [200] * workers
+    count = registry.get_sample_value
+    assert count("mesh_exporter_canary_api_requests_total", {"endpoint": ANALYSIS, "status": "429"}) == 1.0
+    assert count("mesh_exporter_canary_api_requests_total", {"endpoint": ANALYSIS, "status": "200"}) == workers
+
+
 def test_prometheus_down_is_503_never_a_verdict() -> None:
     with serve(prometheus_url=f"http://127.0.0.1:{free_port()}") as (base, registry):
         reply = requests.get(base + ANALYSIS, params=params("reviews"), timeout=30)
@@ -246,6 +306,38 @@ def test_prometheus_down_is_503_never_a_verdict() -> None:
         )
 
 
+PROM_PASSWORD, PROM_TOKEN = "pw-Zq9~canary", "prom-bearer-secret-55ef10aa"
+
+
+def test_no_reply_carries_a_prometheus_password_or_token_under_failure() -> None:
+    """Prometheus down (its URL, with userinfo, in the error) and Prometheus echoing the credentials in a
+    400 body: every endpoint answers 503 with the error, and neither secret (nor its Basic-auth form)."""
+    error = (f"tenant for token {PROM_TOKEN} unknown; Authorization: Bearer {PROM_TOKEN}; "
+             f"userinfo http://exporter:{PROM_PASSWORD}@thanos; {PROM_PASSWORD}")  # fmt: skip
+    echo = json.dumps({"status": "error", "errorType": "bad_data", "error": error}).encode()
+    with ScriptedServer(lambda method, path, query: (400, {"Content-Type": "application/json"}, echo)) as echoing:
+        down = f"http://127.0.0.1:{free_port()}"
+        for upstream in (down, echoing.url):
+            url = upstream.replace("http://", f"http://exporter:{PROM_PASSWORD}@")
+            settings = Settings(prometheus_url=url, prometheus_headers={"Authorization": f"Bearer {PROM_TOKEN}"})
+            redactor.set(settings.secrets())  # as `exporter run` does at start
+            try:
+                with serve(prometheus_url=url, prometheus_headers=settings.prometheus_headers) as (base, _):
+                    replies = [
+                        requests.get(base + ANALYSIS, params=params("reviews"), timeout=30),
+                        requests.post(base + ANALYSIS, json=params("reviews"), timeout=30),
+                        *(requests.post(base + path, json={"name": "podinfo", "namespace": "test"}, timeout=30)
+                          for path in (CHECK, GATE)),
+                    ]  # fmt: skip
+                    text = "".join(r.text for r in replies) + requests.get(base + "/metrics", timeout=5).text
+            finally:
+                redactor.set(())
+            assert [r.status_code for r in replies] == [503] * 4, text
+            assert all(r.text.startswith("could not analyse: ") for r in replies), text
+            for secret in (PROM_PASSWORD, PROM_TOKEN, base64.b64encode(f"exporter:{PROM_PASSWORD}".encode()).decode()):
+                assert secret not in text
+
+
 def test_shutdown_ends_retry_waits_at_once() -> None:
     stopping = threading.Event()
     stopping.set()
@@ -260,7 +352,7 @@ def test_the_token_when_set(prom: CanaryProm) -> None:
     with serve(prometheus_url=prom.url, canary_api_token=token) as (base, _):
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token}):
             reply = requests.get(base + ANALYSIS, params=params("reviews"), headers=headers, timeout=30)
-            assert reply.status_code == 401 and reply.text == "missing or wrong bearer token\n"
+            assert reply.status_code == 401 and reply.text == "missing or wrong Authorization token\n"
         ok = requests.get(base + ANALYSIS, params=params("reviews"), timeout=30,
                           headers={"Authorization": f"Bearer {token}"})  # fmt: skip
         assert ok.status_code == 200 and ok.json()["verdict"] == FAIL

@@ -21,13 +21,18 @@ from exporter.cli.run import canary_routes
 from exporter.config import Settings
 from exporter.export.health import HealthServer
 from sandbox.meshsim import Phase, Service
-from tests.support.canary_mesh import equal, flagger, sparse, worse
+from tests.support.canary_mesh import equal, flagger, fresh, sparse, worse
 from tests.support.prom import PrometheusFactory
 
 STEP = 30.0
 WORSE, EQUAL, SPARSE = worse("reviews"), equal("ratings"), sparse("details")
 FLAGGER_PAIRS = {"podinfo": equal("podinfo"), "bad": worse("bad"), "thin": sparse("thin")}
 """Flagger canaries by name: podinfo passes, bad fails, thin is inconclusive."""
+
+
+FRESH_BEFORE, FRESH = fresh("cart")
+FRESH_AGE = 300.0
+"""A healthy canary of cart started this long before the Prometheus was built (see canary_prometheus)."""
 
 
 def canary_services() -> tuple[Service, ...]:
@@ -40,13 +45,18 @@ class CanaryProm:
     url: str
     start: float
     end: float
+    fresh_start: float
+    """When cart's canary started (FRESH_AGE before the Prometheus was built)."""
 
 
 def canary_prometheus(make_prometheus: PrometheusFactory, *, past: float = 1800, future: float = 1800) -> CanaryProm:
-    """The canary meshes from `past` seconds ago to `future` seconds ahead (on the step grid)."""
+    """The canary meshes from `past` seconds ago to `future` seconds ahead (on the step grid), and cart, whose
+    canary starts FRESH_AGE seconds before now."""
     now = math.floor(time.time() / STEP) * STEP
-    server = make_prometheus((Phase(now - past, canary_services()),), end=now + future, step=STEP)
-    return CanaryProm(server.url, now - past, now + future)
+    phases = (Phase(now - past, (*canary_services(), FRESH_BEFORE)),
+              Phase(now - FRESH_AGE, (*canary_services(), FRESH)))  # fmt: skip
+    server = make_prometheus(phases, end=now + future, step=STEP)
+    return CanaryProm(server.url, now - past, now + future, now - FRESH_AGE)
 
 
 @contextmanager

@@ -46,6 +46,15 @@ def sparse(name: str, rps: float = 2.0) -> Service:
     ))  # fmt: skip
 
 
+def fresh(name: str) -> tuple[Service, Service]:
+    """A healthy canary with little traffic (0.5 rps: 150 requests in 5 minutes, 30 in its first minute),
+    before and after it starts: (stable alone, stable and canary). Its stable keeps its 4.5 rps."""
+    caller = Caller("web", "frontend", 5.0)
+    stable = Version("stable", share=0.9, error_rate=0.0005, latency=QUICK)
+    before = Service("shop", name, (replace(caller, rps=4.5),), (replace(stable, share=1.0),))
+    return before, Service("shop", name, (caller,), (stable, replace(stable, name="canary", share=0.1)))
+
+
 def flagger(pair: Service, namespace: str = "test") -> tuple[Service, Service]:
     """The same traffic as `pair` the way Flagger lays it out with Istio: the primary workload
     `<name>-primary` behind the Service `<name>-primary`, the canary workload `<name>` behind `<name>-canary`.

@@ -3,8 +3,10 @@
 Argo Rollouts' web provider: `{{args.NAME}}` templating, `jsonPath` of the form `{$.a.b}`, and conditions
 made of `result` (or `result.a.b`) compared with `==` / `!=` to a string or number literal, joined by
 `&&` / `||` (evaluated left to right with && binding tighter, as in expr). Anything else raises, so an
-example cannot silently use syntax this evaluator does not understand. A measurement whose
-failureCondition holds is Failed, else Successful when successCondition holds, else Inconclusive.
+example cannot silently use syntax this evaluator does not understand. A measurement is judged as Argo's
+utils/evaluate.EvaluateResult does: both conditions are evaluated and failure wins; with only a
+successCondition, not meeting it is Failed; with only a failureCondition, not meeting it is Successful;
+with both and neither met, Inconclusive; with neither, Successful. A non-2xx answer is an Error.
 
 Flagger: a `rollout` hook succeeds on any 2xx; a `confirm-*` gate opens only on 200.
 """
@@ -61,11 +63,15 @@ def argo_measurement(metric: Mapping[str, Any], status: int, body: bytes) -> str
     result = json.loads(body)
     if "jsonPath" in web:
         result = json_path(web["jsonPath"], result)
-    if "failureCondition" in metric and condition(metric["failureCondition"], result):
-        return "Failed"
-    if "successCondition" in metric and condition(metric["successCondition"], result):
+    success = condition(metric["successCondition"], result) if metric.get("successCondition") else None
+    failure = condition(metric["failureCondition"], result) if metric.get("failureCondition") else None
+    if success is None and failure is None:
         return "Successful"
-    return "Inconclusive"
+    if failure is None:
+        failure = not success
+    if success is None:
+        success = not failure
+    return "Failed" if failure else "Successful" if success else "Inconclusive"
 
 
 def flagger_hook(kind: str, status: int) -> str:

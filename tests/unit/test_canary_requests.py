@@ -7,6 +7,7 @@ import pytest
 from exporter.canary.analysis import Thresholds
 from exporter.canary.measure import Scope
 from exporter.canary.service import (
+    MAX_WINDOW_SECONDS,
     InvalidRequest,
     flagger_request,
     json_object,
@@ -14,6 +15,8 @@ from exporter.canary.service import (
     service_request,
     thresholds_from,
 )
+from exporter.cli.common import duration_flag
+from exporter.errors import ConfigError
 from exporter.model import ServiceRef
 from exporter.query import promql
 
@@ -37,7 +40,11 @@ def test_thresholds_accept_numbers_and_strings() -> None:
 @pytest.mark.parametrize(
     ("values", "field", "message"),
     [
-        ({"namespace": "shop"}, "service", "required"),
+        ({"namespace": "shop"}, "service", "required (or workload)"),
+        ({"service": "reviews", "canary": "v2", "stable": "v1"}, "namespace", "required"),
+        ({**BASE, "workload": "reviews"}, "workload", "give service or workload, not both"),
+        ({"namespace": "shop", "workload": "Reviews"}, "workload", "not a Kubernetes name"),
+        ({**BASE, "window": "99999999999999999999y"}, "window", ""),
         ({**BASE, "namespace": "a" * 64}, "namespace", "not a Kubernetes name"),
         ({**BASE, "namespace": "-shop"}, "namespace", "not a Kubernetes name"),
         ({**BASE, "service": "9lives"}, "service", "not a Kubernetes name"),
@@ -75,6 +82,43 @@ def test_flagger_payload_maps_to_workloads() -> None:
         with pytest.raises(InvalidRequest) as caught:
             flagger_request(payload)
         assert caught.value.field == field
+
+
+@pytest.mark.parametrize("window", ["1s", "5m", "366d", "367d", "3660d", "3661d", "99999999999999999999y", "0s"])
+def test_the_endpoint_accepts_the_windows_the_cli_accepts(window: str) -> None:
+    """One bound for `window` whether it comes as an endpoint parameter or as `canary analyze --window`."""
+    try:
+        duration_flag("--window", window)
+        cli_accepts = True
+    except ConfigError:
+        cli_accepts = False
+    try:
+        endpoint_accepts = service_request({**BASE, "window": window}).window == window
+    except InvalidRequest as e:
+        assert e.field == "window"
+        endpoint_accepts = False
+    assert endpoint_accepts == cli_accepts
+    assert cli_accepts == (0 < promql.duration_seconds(window) <= MAX_WINDOW_SECONDS)
+
+
+def test_a_workload_request_is_flaggers_scope() -> None:
+    r = service_request({"namespace": "test", "workload": "podinfo", "service": None, "canary": ""})
+    assert r == flagger_request({"name": "podinfo", "namespace": "test"})
+    assert (r.canary, r.stable, r.label, r.name) == ("podinfo", "podinfo-primary", "destination_workload", "podinfo")
+    versions = service_request({"namespace": "test", "workload": "podinfo", "canary": "v2", "stable": "v1",
+                                "version_label": "destination_version"})  # fmt: skip
+    assert (versions.scope, versions.canary, versions.label) == (r.scope, "v2", "destination_version")
+
+
+def test_flagger_metadata_names_the_workload_when_the_canary_is_named_otherwise() -> None:
+    r = flagger_request({"name": "podinfo-canary", "namespace": "test", "metadata": {"workload": "podinfo"}})
+    assert (r.canary, r.stable, r.name) == ("podinfo", "podinfo-primary", "podinfo")
+    assert [str(m) for m in r.scope.matchers] == [
+        'destination_workload_namespace="test"',
+        'destination_workload=~"podinfo|podinfo-primary"',
+    ]
+    with pytest.raises(InvalidRequest, match=r"^workload: not a Kubernetes name"):
+        flagger_request({"name": "podinfo", "namespace": "test", "metadata": {"workload": "Podinfo"}})
 
 
 def test_query_strings_and_bodies() -> None:

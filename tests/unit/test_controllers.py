@@ -32,3 +32,23 @@ def test_measurements_and_hooks() -> None:
     assert argo_measurement(metric, 503, b"could not analyse") == "Error"
     assert [flagger_hook("rollout", s) for s in (200, 412, 503)] == ["ok", "failed", "failed"]
     assert [flagger_hook("confirm-promotion", s) for s in (200, 202, 412)] == ["open", "waiting", "waiting"]
+
+
+@pytest.mark.parametrize(
+    ("conditions", "verdict", "expected"),
+    [
+        ({"successCondition": 'result == "pass"', "failureCondition": 'result != "pass"'}, "pass", "Successful"),
+        # both evaluated, failure wins even when success also holds
+        ({"successCondition": 'result == "pass"', "failureCondition": 'result == "pass"'}, "pass", "Failed"),
+        ({"successCondition": 'result == "pass"', "failureCondition": 'result == "fail"'}, "x", "Inconclusive"),
+        ({"successCondition": 'result == "pass"'}, "inconclusive", "Failed"),  # not Inconclusive
+        ({"successCondition": 'result == "pass"'}, "pass", "Successful"),
+        ({"failureCondition": 'result == "fail"'}, "inconclusive", "Successful"),
+        ({"failureCondition": 'result == "fail"'}, "fail", "Failed"),
+        ({}, "fail", "Successful"),
+    ],
+)
+def test_argo_conditions_as_argo_evaluates_them(conditions: dict[str, str], verdict: str, expected: str) -> None:
+    metric = {**conditions, "provider": {"web": {"jsonPath": "{$.verdict}"}}}
+    assert argo_measurement(metric, 200, f'{{"verdict": "{verdict}"}}'.encode()) == expected
+    assert argo_measurement(metric, 404, b"not found") == "Error"
