@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonpatch
 
 from exporter.errors import KubeError
-from exporter.kube.client import JSON, KubeClient
+
+if TYPE_CHECKING:  # the pure helpers above the class load no Kubernetes client (rollout/plan.py imports them)
+    from exporter.kube.client import JSON, KubeClient
 
 Op = dict[str, Any]
 
@@ -85,6 +87,9 @@ class Kube:
 
     def list_hpas(self, namespace: str) -> list[JSON]:
         return self.kube.list(_hpa_path(namespace), what=f"list horizontalpodautoscalers in {namespace}")
+
+    def get_hpa(self, namespace: str, name: str) -> JSON:
+        return self.kube.get(f"{_hpa_path(namespace)}/{name}", what=f"GET horizontalpodautoscaler {namespace}/{name}")
 
     def patch_hpa(self, namespace: str, name: str, ops: list[Op]) -> JSON:
         path = f"{_hpa_path(namespace)}/{name}"
