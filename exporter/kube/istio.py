@@ -88,9 +88,6 @@ class Kube:
     def list_hpas(self, namespace: str) -> list[JSON]:
         return self.kube.list(_hpa_path(namespace), what=f"list horizontalpodautoscalers in {namespace}")
 
-    def get_hpa(self, namespace: str, name: str) -> JSON:
-        return self.kube.get(f"{_hpa_path(namespace)}/{name}", what=f"GET horizontalpodautoscaler {namespace}/{name}")
-
     def patch_hpa(self, namespace: str, name: str, ops: list[Op]) -> JSON:
         path = f"{_hpa_path(namespace)}/{name}"
         return self.kube.patch(path, ops, what=f"PATCH horizontalpodautoscaler {namespace}/{name}")

@@ -429,8 +429,8 @@ class Rollout:
                     {"op": "replace", "path": "/spec/maxReplicas", "value": high},
                 ]
 
-            get, send = self.kube.get_hpa, self.kube.patch_hpa
-            self._patch_guarded("HorizontalPodAutoscaler", state.canary_hpa, get, send, why, bounds)
+            send = self.kube.patch_hpa
+            self._patch_guarded("HorizontalPodAutoscaler", state.canary_hpa, self._get_hpa, send, why, bounds)
             self._log.info("canary autoscaler set", hpa=state.canary_hpa, min_replicas=low, max_replicas=high, why=why)
             return
         target = replicas or state.canary_replicas
@@ -442,6 +442,13 @@ class Rollout:
 
         self._patch_deployment(name, why, change)
         self._log.info("canary scaled", deployment=name, replicas=target, why=why)
+
+    def _get_hpa(self, namespace: str, name: str) -> JSON:
+        """An autoscaler, read through the list the rollout is already allowed (RBAC: list and patch only)."""
+        found = next((h for h in self.kube.list_hpas(namespace) if h["metadata"]["name"] == name), None)
+        if found is None:
+            raise RolloutError(f"HorizontalPodAutoscaler {namespace}/{name} not found (it managed the canary)")
+        return found
 
     def _ensure_capacity(self, weight: int) -> int:
         """Scale the canary to carry `weight` % before it gets it, and wait until that many are available."""
@@ -489,8 +496,8 @@ class Rollout:
                 ready, detail = rolled_out(
                     self.kube.get_deployment(self.ns, deployment), replicas=0, image=image, container=container
                 )
-            except ExporterError as e:
-                ready, detail = False, str(e)
+            except Exception as e:  # whatever a read returns, the rollback goes on to its end
+                ready, detail = False, _describe(e)
             if ready:
                 self._log.info("rollback: restored image ready", deployment=deployment, image=image)
                 return True
