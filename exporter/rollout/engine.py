@@ -36,6 +36,7 @@ from exporter.kube.istio import ISTIO_GROUP, ISTIO_VERSION, Kube, Op, apply_patc
 from exporter.logs import redactor
 from exporter.rollout.plan import (
     ACTIVE_PHASES,
+    MESH_GATEWAY,
     Plan,
     RolloutError,
     State,
@@ -209,7 +210,15 @@ class Rollout:
                 "name the VirtualService that routes it with --virtual-service"
             )
         if plan.header is not None:
-            header_gateways(self.vs, plan)  # refuses a header route that could never match
+            through = [g for g in header_gateways(self.vs, plan) if g != MESH_GATEWAY]  # refuses a dead route
+            hosts = {resolve_host(str(h), self.vs_ns, plan.cluster_domain) for h in self.vs["spec"].get("hosts") or []}
+            if through and hosts - {plan.host}:
+                self._log.warning(
+                    "header route through gateways serves every host of the virtual service",
+                    gateways=through,
+                    hosts=sorted(hosts),
+                    why="through a gateway requests carry external hosts: the header sends any of them to the canary",
+                )
         if not routes:
             raise RolloutError(
                 f"no HTTP route of {self.vs_where} to {plan.host} splits traffic between subsets "

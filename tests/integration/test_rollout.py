@@ -875,9 +875,13 @@ def test_the_header_route_through_a_named_gateway_and_header_routes_that_could_n
     at_step: list[dict[str, Any]] = []
     clock = FakeClock(data.t0 + 900, hooks={1: lambda: at_step.append(vs(server, "storefront"))})
     gateway = "istio-system/public-gateway"
-    outcome = make_rollout(data, api, "cart", clock, virtual_service="storefront", header=("x-qa", "true"),
-                           header_gateways=(gateway,), steps=(50, 100)).run()  # fmt: skip
+    with structlog.testing.capture_logs() as logs:
+        outcome = make_rollout(data, api, "cart", clock, virtual_service="storefront", header=("x-qa", "true"),
+                               header_gateways=(gateway,), steps=(50, 100)).run()  # fmt: skip
     assert outcome == PROMOTED
+    warning = next(e for e in logs if e["event"] == "header route through gateways serves every host of the virtual "
+                   "service")  # fmt: skip
+    assert warning["gateways"] == [gateway] and "widgets.shop.svc.cluster.local" in warning["hosts"]
     (header,) = header_routes(at_step[0]).values()
     # through the gateway requests carry the public host: no in-mesh authority restriction to defeat them
     assert header["match"] == [{"headers": {"x-qa": {"exact": "true"}}, "gateways": [gateway]}]
