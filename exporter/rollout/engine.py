@@ -168,6 +168,7 @@ class Rollout:
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="k8s-events") if kube_events and not dry_run else None
         )
         self._pending: list[Future[None]] = []
+        self._abandoned: list[threading.Thread] = []
         self._rolling_back = False
         self._finishing = False
         self._log = log.bind(service=str(plan.service), canary_image=plan.image, dry_run=dry_run)
@@ -302,9 +303,10 @@ class Rollout:
         return names.index(wanted)
 
     # ---- preemption -------------------------------------------------------------------------------
-    def _preemptible(self, fn: Callable[[], T], *, deadline_s: float, what: str) -> T:
+    def _preemptible(self, fn: Callable[[], T], *, deadline_s: float, what: str, settle: bool = False) -> T:
         """`fn()` in a worker thread; Stopped at once on a stop, RolloutError past the deadline. An abandoned
-        call ends with its own client timeout (its thread is a daemon: it never holds the process)."""
+        call ends with its own client timeout (its thread is a daemon: it never holds the process); with
+        `settle`, a rollback lets it end before restoring anything (see `_settle`)."""
         box: dict[str, Any] = {}
         done = threading.Event()
 
@@ -318,9 +320,12 @@ class Rollout:
 
         if self.waiter.stopped():
             raise Stopped
-        threading.Thread(target=work, name=f"rollout-{what}", daemon=True).start()
+        worker = threading.Thread(target=work, name=f"rollout-{what}", daemon=True)
+        worker.start()
         end = time.monotonic() + deadline_s
         while not done.wait(0.02):
+            if settle and (self.waiter.stopped() or time.monotonic() >= end):
+                self._abandoned.append(worker)
             if self.waiter.stopped():
                 self._log.info("abandoned on stop", call=what)
                 raise Stopped
@@ -332,12 +337,21 @@ class Rollout:
         return value
 
     def _call(self, fn: Callable[[], T], what: str) -> T:
-        """A Kubernetes call on the way forward: abandoned on a stop like the analysis (a write it abandons is
-        resourceVersion-guarded, so if it lands after the rollback's it is refused with a 409). A rollback's
-        own calls run directly: nothing interrupts them."""
+        """A Kubernetes call on the way forward: abandoned on a stop like the analysis. A rollback's own calls
+        run directly: nothing interrupts them."""
         if self._rolling_back or self._finishing or self.dry_run:
             return fn()
-        return self._preemptible(fn, deadline_s=READ_DEADLINE_S, what=what)
+        return self._preemptible(fn, deadline_s=READ_DEADLINE_S, what=what, settle=True)
+
+    def _settle(self) -> None:
+        """Once traffic is on stable, let the Kubernetes calls abandoned on the way forward end (bounded by
+        their deadline) before images and replicas are restored: a write still in flight (an image, the
+        canary's replicas or its HPA bounds) may land late, and what it changed must be seen and given back,
+        not restored over before it lands. (A late VirtualService write is refused: the rollback's own write
+        moved the resourceVersion it is guarded by.)"""
+        end = time.monotonic() + READ_DEADLINE_S
+        for worker in self._abandoned:
+            worker.join(max(0.0, end - time.monotonic()))
 
     def _wait(self, seconds: float) -> None:
         if self.waiter.wait(seconds):
@@ -827,6 +841,7 @@ class Rollout:
                 self.vs = self.kube.get_istio(VIRTUAL_SERVICES, self.vs_ns, self.plan.vs_name)
         since = None if decided is None else round(time.monotonic() - decided, 3)
         self._log.warning("rollback traffic switched", reason=reason, seconds_since_decision=since)
+        self._settle()
         targets, state = self.targets, self.state
         restored: list[tuple[str, str, int]] = []
         if state.previous_image:

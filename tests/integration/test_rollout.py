@@ -1099,6 +1099,43 @@ def test_an_hpa_managed_canary_is_restored_on_rollback_and_its_guarded_patch_kee
     assert [r.status for r in refused] == [409, 200, 200]  # the stale patch was refused, re-read, then sent
 
 
+def test_a_stop_during_a_hung_hpa_patch_rolls_back_at_once_and_the_late_patch_is_undone(
+    data: Data, api: Cluster
+) -> None:
+    server = api.server
+    server.add(hpa("reviews-canary", min_replicas=1, max_replicas=2))
+    clock = FakeClock(data.t0 + 900)
+    path = "/apis/autoscaling/v2/namespaces/shop/horizontalpodautoscalers/reviews-canary"
+    stopped_at: list[float] = []
+    held: list[bool] = []
+
+    class SlowHPAPatch(Kube):
+        """The real client; the API server holds the first HPA patch 2 s, and a stop comes 0.2 s in."""
+
+        def patch_hpa(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+            if not held:
+                held.append(True)
+                server.slow_next(1, 2.0, path_prefix=path)
+
+                def stop() -> None:
+                    stopped_at.append(time.monotonic())
+                    clock.stop = True
+
+                threading.Timer(0.2, stop).start()
+            return super().patch_hpa(namespace, name, ops)
+
+    rollout = make_rollout(data, api, "reviews", clock, steps=(50, 100), kube_type=SlowHPAPatch)
+    assert rollout.run() == ROLLED_BACK and rollout.cause == SIGNAL
+    time.sleep(2.2)  # anything still held has been served meanwhile
+    writes = [r for r in server.requests if r.method == "PATCH" and r.received > stopped_at[0]]
+    assert writes[0].path.endswith("/virtualservices/reviews") and writes[0].received - stopped_at[0] < 1.0
+    patches = [r for r in server.requests if r.method == "PATCH" and r.path == path]
+    assert [json.loads(r.body)[1]["value"] for r in patches] == [2, 1]  # raised (held, landed late), then restored
+    h = server.get("autoscaling/v2", "horizontalpodautoscalers", "shop", "reviews-canary")
+    assert h is not None and (h["spec"]["minReplicas"], h["spec"]["maxReplicas"]) == (1, 2)
+    assert weights(vs(server, "reviews")) == {"stable": 100, "canary": 0}
+
+
 class Crash(BaseException):
     """The process dies here (as on SIGKILL): nothing of the rollout runs after it."""
 
