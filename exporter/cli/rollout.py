@@ -1,7 +1,8 @@
 """`exporter rollout`: flags to a Plan, the real clients, signals, the JSON summary and the exit code of the outcome.
 
 Exit codes: 0 promoted (or dry run done); 1 rolled back or stopped because of an error (an upstream failed,
-a concurrent edit, a crash) or a signal; 2 bad usage; 3 rolled back because the canary failed its analysis.
+a concurrent edit, a crash) or a signal (SIGTERM or SIGINT); 2 bad usage; 3 rolled back because the canary
+failed its analysis. Whatever the ending, `--output json` prints the summary.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from itertools import pairwise
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from exporter.canary import service
 from exporter.canary.measure import run_analysis
 from exporter.cli import clients
 from exporter.cli.canary import add_analysis_flags, thresholds_from
 from exporter.cli.common import duration_flag
-from exporter.errors import ConfigError, ExporterError
+from exporter.errors import ConfigError
 from exporter.model import ServiceRef
 
 if TYPE_CHECKING:  # the engine and the Kubernetes client load when a rollout runs (start-up time)
@@ -31,7 +33,7 @@ if TYPE_CHECKING:  # the engine and the Kubernetes client load when a rollout ru
     from exporter.rollout.engine import Analyzer, Rollout, SignalWaiter
     from exporter.rollout.plan import Plan, Targets
 
-EXIT_PROMOTED, EXIT_ERROR, EXIT_USAGE, EXIT_ANALYSIS = 0, 1, 2, 3
+EXIT_PROMOTED, EXIT_ERROR, EXIT_ANALYSIS = 0, 1, 3
 
 _HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+\-.^_`|~]+$")
 
@@ -59,10 +61,25 @@ def parse_header(text: str | None) -> tuple[str, str] | None:
     return name, value or "true"
 
 
+def check_names(args: argparse.Namespace) -> None:
+    """--namespace, --service and the namespace of --virtual-service NS/NAME are Kubernetes names."""
+    vs_namespace, slash, vs_name = (args.virtual_service or "").rpartition("/")
+    if slash and (not vs_name or "/" in vs_namespace):
+        raise ConfigError("--virtual-service", f"expected NAME or NAMESPACE/NAME, got {args.virtual_service!r}")
+    try:
+        service.check_name("namespace", args.namespace)
+        service.check_name("service", args.service, service=True)
+        if slash:
+            service.check_name("virtual-service", vs_namespace)
+    except service.InvalidRequest as e:
+        raise ConfigError(f"--{e.field}", e.message) from None
+
+
 def plan_from(args: argparse.Namespace, settings: Settings) -> Plan:
     from exporter.rollout.plan import Plan
     from exporter.sink.datadog import global_tags
 
+    check_names(args)
     interval = duration_flag("--step-interval", args.step_interval)
     ready_timeout = duration_flag("--ready-timeout", args.ready_timeout, allow_zero=True)
     window = args.window or args.step_interval
@@ -182,17 +199,17 @@ def cmd_rollout(args: argparse.Namespace, settings: Settings) -> int:
     rollout = Rollout(
         plan, kube, analyzer_for(plan, settings, waiter), waiter=waiter, events=events, dry_run=args.dry_run, out=out
     )
-    error: ExporterError | None = None
+    error: Exception | None = None
     with stop_on_signals(waiter):
         try:
             rollout.run()
-        except ExporterError as e:
+        except Exception as e:  # a crash too: the rollout rolled back; CI still gets its summary
             error = e
     code = exit_code(rollout, failed=error is not None)
     if as_json:
         print(json.dumps({**rollout.summary(), "exit_code": code}, indent=2))
     if error is not None:
-        raise error  # reported by exporter.cli.main as every command's errors are (exit 1)
+        raise error  # reported by exporter.cli.main in one line as every command's errors are (exit 1)
     why = f" ({rollout.cause}: {rollout.reason})" if rollout.cause else ""
     print(
         f"rollout of {plan.image} to {plan.service}: {rollout.outcome}{why}" + (" (dry run)" if args.dry_run else ""),
@@ -206,7 +223,8 @@ def register(subparsers: Any) -> None:
         "rollout",
         help="progressive canary rollout with Istio traffic splitting, analysis and rollback",
         description="Set the canary Deployment's image, then shift traffic step by step through the service's "
-        "VirtualService, judging the canary after every step; roll back on failure, error or SIGTERM; promote at "
+        "VirtualService, judging the canary after every step; roll back on failure, error, SIGTERM or SIGINT; "
+        "promote at "
         "100 %. Exit 0 promoted (or dry run done), 1 rolled back or stopped because of an error or a signal, "
         "2 bad flags, 3 rolled back because the canary failed its analysis.",
     )
@@ -257,7 +275,11 @@ def register(subparsers: Any) -> None:
         help="json: a summary of every step on stdout, for CI (default %(default)s)",
     )
     p.add_argument("--dry-run", action="store_true", help="print every patch it would send; change nothing")
-    p.add_argument("--virtual-service", metavar="NAME", help="default: the service name")
+    p.add_argument(
+        "--virtual-service",
+        metavar="[NAMESPACE/]NAME",
+        help="default: the service name; in the service's namespace unless NAMESPACE/ is given",
+    )
     p.add_argument("--destination-rule", metavar="NAME", help="default: the service name")
     p.add_argument(
         "--stable-subset", default="stable", metavar="NAME", help="DestinationRule subset (default %(default)s)"

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonpatch
 
 from exporter.errors import KubeError
-from exporter.kube.client import JSON, KubeClient
+
+if TYPE_CHECKING:  # the pure helpers above the class load no Kubernetes client (rollout/plan.py imports them)
+    from exporter.kube.client import JSON, KubeClient
 
 Op = dict[str, Any]
 

@@ -3,9 +3,11 @@ analysis, holds, rollback and promotion, recorded in the VirtualService so a res
 
 Every VirtualService write is a JSON patch guarded by the resourceVersion of our own previous write, so
 anyone else's edit in between is detected (409) and reported, never overwritten; progress lives in the
-`mesh-exporter.io/rollout` annotation, written in the same patch as the weights. A stop (SIGTERM/SIGINT)
-preempts everything: the analysis and every read made while waiting run in a worker thread that the main
-thread abandons at once, so the first rollback write follows the signal whatever an upstream is doing.
+`<service>.<namespace>.rollout.mesh-exporter.io/state` annotation (one per service: services sharing a
+VirtualService never touch each other's record or header route), written in the same patch as the weights.
+A stop (SIGTERM/SIGINT) preempts everything: the analysis and every read made while waiting run in a worker
+thread that the main thread abandons at once, so the first rollback write follows the signal whatever an
+upstream is doing.
 Datadog events and core/v1 Kubernetes Events go out from background threads, after the traffic writes.
 The clock and the wait are injected: tests drive the real code.
 """
@@ -31,16 +33,19 @@ from exporter.canary.analysis import FAIL, PASS, Verdict
 from exporter.errors import ExporterError, KubeError
 from exporter.kube.client import JSON
 from exporter.kube.istio import ISTIO_GROUP, ISTIO_VERSION, Kube, Op, apply_patch, pointer, rv_guard
+from exporter.logs import redactor
 from exporter.rollout.plan import (
     ACTIVE_PHASES,
-    ANNOTATION,
+    MESH_GATEWAY,
     Plan,
     RolloutError,
     State,
     Targets,
     canary_replicas,
+    header_gateways,
     hpa_for,
     managed_routes,
+    partial_hosts,
     resolve_host,
     rolled_out,
     routes_of_host,
@@ -150,6 +155,8 @@ class Rollout:
         self.dry_run = dry_run
         self.out = out or sys.stdout
         self.ns = plan.service.namespace
+        self.vs_ns = plan.vs_namespace
+        self.vs_where = f"VirtualService {self.vs_ns}/{plan.vs_name}"
         self.vs: JSON = {}
         self.targets: Targets | None = None
         self.state = State(image=plan.image, previous_image="")
@@ -161,7 +168,9 @@ class Rollout:
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="k8s-events") if kube_events and not dry_run else None
         )
         self._pending: list[Future[None]] = []
+        self._abandoned: list[threading.Thread] = []
         self._rolling_back = False
+        self._finishing = False
         self._log = log.bind(service=str(plan.service), canary_image=plan.image, dry_run=dry_run)
 
     # ---- preflight ------------------------------------------------------------------------------
@@ -181,23 +190,39 @@ class Rollout:
                     istio_version=istio,
                     supported=f"{low[0]}.{low[1]}-{high[0]}.{high[1]}",
                 )
-        self.vs = self._must(
-            lambda: self.kube.get_istio(VIRTUAL_SERVICES, ns, plan.vs_name), f"VirtualService {ns}/{plan.vs_name}"
-        )
+        self.vs = self._must(lambda: self.kube.get_istio(VIRTUAL_SERVICES, self.vs_ns, plan.vs_name), self.vs_where)
         dr = self._must(
             lambda: self.kube.get_istio(DESTINATION_RULES, ns, plan.dr_name), f"DestinationRule {ns}/{plan.dr_name}"
         )
         self._check_destination_rule(dr)
         subsets = {s.get("name"): s.get("labels") or {} for s in dr.get("spec", {}).get("subsets") or []}
         routes = managed_routes(self.vs, plan)
+        for route, host in partial_hosts(self.vs, plan):
+            self._log.warning(
+                "route host is not the service's for istio",
+                route=route,
+                host=host,
+                service_host=plan.host,
+                why="Istio completes only names without a dot; this host is taken as written and left alone",
+            )
         if not routes_of_host(self.vs, plan):
             raise RolloutError(
-                f"VirtualService {ns}/{plan.vs_name} has no route to {plan.host}, the host of {plan.service}; "
+                f"{self.vs_where} has no route to {plan.host}, the host of {plan.service}; "
                 "name the VirtualService that routes it with --virtual-service"
             )
+        if plan.header is not None:
+            through = [g for g in header_gateways(self.vs, plan) if g != MESH_GATEWAY]  # refuses a dead route
+            hosts = {resolve_host(str(h), self.vs_ns, plan.cluster_domain) for h in self.vs["spec"].get("hosts") or []}
+            if through and hosts - {plan.host}:
+                self._log.warning(
+                    "header route through gateways serves every host of the virtual service",
+                    gateways=through,
+                    hosts=sorted(hosts),
+                    why="through a gateway requests carry external hosts: the header sends any of them to the canary",
+                )
         if not routes:
             raise RolloutError(
-                f"no HTTP route of VirtualService {ns}/{plan.vs_name} to {plan.host} splits traffic between subsets "
+                f"no HTTP route of {self.vs_where} to {plan.host} splits traffic between subsets "
                 f"{plan.stable_subset!r} and {plan.canary_subset!r}; give it one with two destinations, e.g. "
                 f"route: [{{destination: {{host: {plan.service.name}, subset: {plan.stable_subset}}}, weight: 100}}, "
                 f"{{destination: {{host: {plan.service.name}, subset: {plan.canary_subset}}}, weight: 0}}]"
@@ -278,9 +303,10 @@ class Rollout:
         return names.index(wanted)
 
     # ---- preemption -------------------------------------------------------------------------------
-    def _preemptible(self, fn: Callable[[], T], *, deadline_s: float, what: str) -> T:
+    def _preemptible(self, fn: Callable[[], T], *, deadline_s: float, what: str, settle: bool = False) -> T:
         """`fn()` in a worker thread; Stopped at once on a stop, RolloutError past the deadline. An abandoned
-        call ends with its own client timeout (its thread is a daemon: it never holds the process)."""
+        call ends with its own client timeout (its thread is a daemon: it never holds the process); with
+        `settle`, a rollback lets it end before restoring anything (see `_settle`)."""
         box: dict[str, Any] = {}
         done = threading.Event()
 
@@ -294,9 +320,12 @@ class Rollout:
 
         if self.waiter.stopped():
             raise Stopped
-        threading.Thread(target=work, name=f"rollout-{what}", daemon=True).start()
+        worker = threading.Thread(target=work, name=f"rollout-{what}", daemon=True)
+        worker.start()
         end = time.monotonic() + deadline_s
         while not done.wait(0.02):
+            if settle and (self.waiter.stopped() or time.monotonic() >= end):
+                self._abandoned.append(worker)
             if self.waiter.stopped():
                 self._log.info("abandoned on stop", call=what)
                 raise Stopped
@@ -308,12 +337,21 @@ class Rollout:
         return value
 
     def _call(self, fn: Callable[[], T], what: str) -> T:
-        """A Kubernetes call on the way forward: abandoned on a stop like the analysis (a write it abandons is
-        resourceVersion-guarded, so if it lands after the rollback's it is refused with a 409). A rollback's
-        own calls run directly: nothing interrupts them."""
-        if self._rolling_back or self.dry_run:
+        """A Kubernetes call on the way forward: abandoned on a stop like the analysis. A rollback's own calls
+        run directly: nothing interrupts them."""
+        if self._rolling_back or self._finishing or self.dry_run:
             return fn()
-        return self._preemptible(fn, deadline_s=READ_DEADLINE_S, what=what)
+        return self._preemptible(fn, deadline_s=READ_DEADLINE_S, what=what, settle=True)
+
+    def _settle(self) -> None:
+        """Once traffic is on stable, let the Kubernetes calls abandoned on the way forward end (bounded by
+        their deadline) before images and replicas are restored: a write still in flight (an image, the
+        canary's replicas or its HPA bounds) may land late, and what it changed must be seen and given back,
+        not restored over before it lands. (A late VirtualService write is refused: the rollback's own write
+        moved the resourceVersion it is guarded by.)"""
+        end = time.monotonic() + READ_DEADLINE_S
+        for worker in self._abandoned:
+            worker.join(max(0.0, end - time.monotonic()))
 
     def _wait(self, seconds: float) -> None:
         if self.waiter.wait(seconds):
@@ -324,41 +362,52 @@ class Rollout:
         ops = vs_ops(self.vs, self.plan, canary_weight=canary_weight, header=header, state=self.state)
         patch = [rv_guard(self.vs), *ops]
         if self.dry_run:
-            self._print(f"VirtualService {self.ns}/{self.plan.vs_name}", why, patch)
+            self._print(self.vs_where, why, patch)
             self.vs = apply_patch(self.vs, ops)
             return
         try:
             self.vs = self._call(
-                lambda: self.kube.patch_istio(VIRTUAL_SERVICES, self.ns, self.plan.vs_name, patch),
+                lambda: self.kube.patch_istio(VIRTUAL_SERVICES, self.vs_ns, self.plan.vs_name, patch),
                 f"PATCH {self.plan.vs_name}",
             )
         except KubeError as e:
             if e.status == 409:
                 raise RolloutError(
-                    f"VirtualService {self.ns}/{self.plan.vs_name} was changed by someone else since our last write "
+                    f"{self.vs_where} was changed by someone else since our last write "
                     f"(409 Conflict); their change was not overwritten: {e}"
                 ) from None
             raise
 
     def _patch_deployment(self, deployment: str, why: str, change: Callable[[JSON], list[Op] | None]) -> JSON:
+        get, send = self.kube.get_deployment, self.kube.patch_deployment
+        return self._patch_guarded("Deployment", deployment, get, send, why, change)
+
+    def _patch_guarded(
+        self,
+        kind: str,
+        name: str,
+        get: Callable[[str, str], JSON],
+        send: Callable[[str, str, list[Op]], JSON],
+        why: str,
+        change: Callable[[JSON], list[Op] | None],
+    ) -> JSON:
         """Re-read, build ops with `change` (None: nothing to do), send them guarded by resourceVersion; a 409
-        (the controller writes status often) is re-read and tried again, up to three times."""
+        (a controller writes status often) is re-read and tried again, up to three times."""
         for attempt in range(3):
-            dep = self._call(lambda: self.kube.get_deployment(self.ns, deployment), f"GET {deployment}")
-            ops = change(dep)
+            obj = self._call(partial(get, self.ns, name), f"GET {name}")
+            ops = change(obj)
             if not ops:
-                return dep
-            patch = [rv_guard(dep), *ops]
+                return obj
+            patch = [rv_guard(obj), *ops]
             if self.dry_run:
-                self._print(f"Deployment {self.ns}/{deployment}", why, patch)
-                return dep
+                self._print(f"{kind} {self.ns}/{name}", why, patch)
+                return obj
             try:
-                send = partial(self.kube.patch_deployment, self.ns, deployment, patch)
-                return self._call(send, f"PATCH {deployment}")
+                return self._call(partial(send, self.ns, name, patch), f"PATCH {name}")
             except KubeError as e:
                 if e.status != 409 or attempt == 2:
                     raise
-                self._log.info("deployment changed meanwhile; re-reading", deployment=deployment)
+                self._log.info("changed meanwhile; re-reading", kind=kind, name=name)
         raise AssertionError("unreachable")
 
     def _set_image(self, deployment: str, container: int, image: str, why: str, *, expect: str = "") -> str:
@@ -393,14 +442,18 @@ class Rollout:
         if state.canary_hpa:
             low = replicas or state.canary_hpa_min
             high = max(low, state.canary_hpa_max) if replicas else state.canary_hpa_max
-            ops: list[Op] = [
-                {"op": "add", "path": "/spec/minReplicas", "value": low},
-                {"op": "replace", "path": "/spec/maxReplicas", "value": high},
-            ]
-            if self.dry_run:
-                self._print(f"HorizontalPodAutoscaler {self.ns}/{state.canary_hpa}", why, ops)
-                return
-            self.kube.patch_hpa(self.ns, state.canary_hpa, ops)
+
+            def bounds(hpa: JSON) -> list[Op] | None:
+                spec = hpa.get("spec", {})
+                if (spec.get("minReplicas", 1), spec.get("maxReplicas")) == (low, high):
+                    return None
+                return [
+                    {"op": "add", "path": "/spec/minReplicas", "value": low},
+                    {"op": "replace", "path": "/spec/maxReplicas", "value": high},
+                ]
+
+            send = self.kube.patch_hpa
+            self._patch_guarded("HorizontalPodAutoscaler", state.canary_hpa, self._get_hpa, send, why, bounds)
             self._log.info("canary autoscaler set", hpa=state.canary_hpa, min_replicas=low, max_replicas=high, why=why)
             return
         target = replicas or state.canary_replicas
@@ -412,6 +465,13 @@ class Rollout:
 
         self._patch_deployment(name, why, change)
         self._log.info("canary scaled", deployment=name, replicas=target, why=why)
+
+    def _get_hpa(self, namespace: str, name: str) -> JSON:
+        """An autoscaler, read through the list the rollout is already allowed (RBAC: list and patch only)."""
+        found = next((h for h in self.kube.list_hpas(namespace) if h["metadata"]["name"] == name), None)
+        if found is None:
+            raise RolloutError(f"HorizontalPodAutoscaler {namespace}/{name} not found (it managed the canary)")
+        return found
 
     def _ensure_capacity(self, weight: int) -> int:
         """Scale the canary to carry `weight` % before it gets it, and wait until that many are available."""
@@ -459,8 +519,8 @@ class Rollout:
                 ready, detail = rolled_out(
                     self.kube.get_deployment(self.ns, deployment), replicas=0, image=image, container=container
                 )
-            except ExporterError as e:
-                ready, detail = False, str(e)
+            except Exception as e:  # whatever a read returns, the rollback goes on to its end
+                ready, detail = False, _describe(e)
             if ready:
                 self._log.info("rollback: restored image ready", deployment=deployment, image=image)
                 return True
@@ -484,7 +544,8 @@ class Rollout:
         getattr(self._log, level)(event, **fields)
         if self.dry_run:
             return
-        text = ", ".join(f"{k}={v}" for k, v in fields.items())
+        # error texts may quote a URL or a header: what leaves the process passes the process-wide redactor
+        title, text = redactor.scrub(title), redactor.scrub(", ".join(f"{k}={v}" for k, v in fields.items()))
         if self._k8s_pool is not None and self.vs:
             body = self._k8s_event(event, title, text, warning=alert in ("error", "warning"))
             self._pending.append(self._k8s_pool.submit(self._send_k8s_event, event, body))
@@ -512,11 +573,11 @@ class Rollout:
         return {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{self.plan.vs_name}.", "namespace": self.ns},
+            "metadata": {"generateName": f"{self.plan.vs_name}.", "namespace": self.vs_ns},
             "involvedObject": {
                 "apiVersion": f"{ISTIO_GROUP}/{ISTIO_VERSION}",
                 "kind": "VirtualService",
-                "namespace": self.ns,
+                "namespace": self.vs_ns,
                 "name": self.plan.vs_name,
                 "uid": meta.get("uid", ""),
                 "resourceVersion": meta.get("resourceVersion", ""),
@@ -535,7 +596,7 @@ class Rollout:
 
     def _send_k8s_event(self, event: str, body: JSON) -> None:
         try:
-            self.kube.create_event(self.ns, body)
+            self.kube.create_event(self.vs_ns, body)
         except ExporterError as e:
             self._log.warning("kubernetes event not recorded", event=event, error=str(e))
 
@@ -544,7 +605,7 @@ class Rollout:
         return {
             "namespace": self.plan.service.namespace,
             "service": self.plan.service.name,
-            "virtual_service": self.plan.vs_name,
+            "virtual_service": f"{self.vs_ns}/{self.plan.vs_name}",
             "image": self.plan.image,
             "previous_image": self.state.previous_image,
             "outcome": self.outcome or "error",
@@ -561,8 +622,8 @@ class Rollout:
         try:
             self.outcome = self._run()
             return self.outcome
-        except ExporterError as e:
-            self.cause, self.reason = self.cause or ERROR, self.reason or str(e)
+        except Exception as e:
+            self.cause, self.reason = self.cause or ERROR, self.reason or _describe(e)
             self.outcome = self.outcome or (ROLLED_BACK if self.state.phase == "rolled-back" else "error")
             raise
         finally:
@@ -578,7 +639,7 @@ class Rollout:
     def _run(self) -> str:
         plan = self.plan
         targets = self.preflight()
-        recorded = State.parse((self.vs["metadata"].get("annotations") or {}).get(ANNOTATION))
+        recorded = State.recorded(self.vs, plan)
         if recorded and recorded.phase in ACTIVE_PHASES:
             if not recorded.stable_replicas:  # recorded by a version that did not scale the canary
                 found = self._initial_state(targets)
@@ -620,20 +681,21 @@ class Rollout:
             return self._progress()
         except Stopped:
             return self._interrupted()
-        except ExporterError as e:
+        except Exception as e:  # an upstream failure, a conflict, or a bug: traffic goes back all the same
+            error = _describe(e)
             if self.waiter.stopped() and not self._rolling_back:  # e.g. a write cut short by the signal
-                self._log.warning("error after the stop request", error=str(e))
+                self._log.warning("error after the stop request", error=error)
                 return self._interrupted()
             self._notify(
                 "rollout error",
                 title=f"Rollout of {plan.service} failed",
                 alert="error",
-                error=str(e),
+                error=error,
                 step=self.state.step + 1,
             )
-            self.cause, self.reason = ERROR, str(e)
-            if plan.on_error == "rollback" and self.state.phase != "promoted" and not self.dry_run:
-                self._rollback(f"error: {e}", None, cause=ERROR)
+            self.cause, self.reason = ERROR, error
+            if plan.on_error == "rollback" and not self._finishing and not self.dry_run:
+                self._rollback(f"error: {error}", None, cause=ERROR)
             raise
 
     def _initial_state(self, targets: Targets) -> State:
@@ -645,6 +707,7 @@ class Rollout:
         return State(
             image=self.plan.image,
             previous_image=previous,
+            host=self.plan.host,
             stable_replicas=int(stable["spec"].get("replicas", 1)),
             canary_replicas=int(canary["spec"].get("replicas", 1)),
             canary_hpa=(hpa or {}).get("metadata", {}).get("name", ""),
@@ -729,11 +792,10 @@ class Rollout:
                 state.holds += 1
                 give_up = state.holds > plan.hold_limit
                 reason = f"inconclusive {state.holds} times at {state.weight} %: " + "; ".join(verdict.reasons)
-            if give_up:
-                outcome = self._rollback(reason, decided, cause=ANALYSIS)  # traffic first: events and logs can wait
-                title = f"Canary of {plan.service}: {verdict.result}, rolled back"
+            if give_up:  # the verdict's events are queued (not sent) before the rollback: they come first
+                title = f"Canary of {plan.service}: {verdict.result}, rolling back"
                 self._notify("canary verdict", title=title, alert="error", **where, **figures)
-                return outcome
+                return self._rollback(reason, decided, cause=ANALYSIS)
             self._write_vs(canary_weight=state.weight, header=plan.header is not None, why="record the verdict")
             title = f"Canary of {plan.service}: {verdict.result} at {state.weight} %, holding the step"
             self._notify(
@@ -776,9 +838,10 @@ class Rollout:
                 if attempt == 2:
                     raise
                 self._log.error("rollout conflict", error=str(e), action="re-read, then all traffic to stable")
-                self.vs = self.kube.get_istio(VIRTUAL_SERVICES, self.ns, self.plan.vs_name)
+                self.vs = self.kube.get_istio(VIRTUAL_SERVICES, self.vs_ns, self.plan.vs_name)
         since = None if decided is None else round(time.monotonic() - decided, 3)
         self._log.warning("rollback traffic switched", reason=reason, seconds_since_decision=since)
+        self._settle()
         targets, state = self.targets, self.state
         restored: list[tuple[str, str, int]] = []
         if state.previous_image:
@@ -813,10 +876,14 @@ class Rollout:
 
     def _promote(self) -> str:
         """Canary scaled to stable's size and given all traffic; stable rolls out the new image and is ready
-        before traffic returns to it; the canary keeps its replicas until then."""
+        before traffic returns to it; the canary keeps its replicas until then. Traffic back on stable is
+        recorded as still "promoting" (weight 0) until the canary's replicas are given back, so a run that
+        dies in between is finished by the next run rather than leaving the canary scaled up for good."""
         plan = self.plan
         assert self.targets is not None
         targets = self.targets
+        if self.state.phase == "promoting" and self.state.weight == 0:
+            return self._promoted()
         replicas = self._ensure_capacity(100)
         before = self.state.stable_previous_image or self._current_image(
             targets.stable_deployment, targets.stable_container
@@ -829,9 +896,23 @@ class Rollout:
         why = "promotion: stable gets the canary image"
         self._set_image(targets.stable_deployment, targets.stable_container, plan.image, why, expect=before)
         self._wait_ready(targets.stable_deployment, image=plan.image, container=targets.stable_container)
-        self.state = replace(self.state, phase="promoted", weight=0)
+        self.state = replace(self.state, weight=0)
         self._write_vs(canary_weight=0, header=False, why="promotion: stable 100 % (now on the new image)")
+        return self._promoted()
+
+    def _promoted(self) -> str:
+        """Traffic is on the promoted stable: give the canary's replicas back, then record the promotion. Not
+        interrupted by a stop, and never rolled back: the new image already serves everything."""
+        plan = self.plan
+        self._finishing = True
         if self.state.canary_replicas or self.state.canary_hpa:
             self._scale_canary(0, "after promotion: the canary's replicas as they were")
+        self.state = replace(self.state, phase="promoted")
+        self._write_vs(canary_weight=0, header=False, why="promotion done")
         self._notify("rollout promoted", title=f"Rollout of {plan.service} promoted", alert="success", image=plan.image)
         return PROMOTED
+
+
+def _describe(e: BaseException) -> str:
+    """An error as one line: ours by their message, anything else (a bug) with its type."""
+    return str(e) if isinstance(e, ExporterError) else f"{type(e).__name__}: {e}"

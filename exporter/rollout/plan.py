@@ -1,21 +1,29 @@
 """The rollout's pure parts: the Plan, the recorded State, which routes are the service's own (hosts resolved
-the way Istio does), the VirtualService patch ops, and the canary's capacity maths. No I/O, no clock."""
+exactly as Istio does), the header route, the VirtualService patch ops, and the canary's capacity maths.
+No I/O, no clock, and nothing heavy to import (no Kubernetes client)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import re
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from exporter.canary.analysis import Thresholds
 from exporter.errors import ExporterError
-from exporter.kube.client import JSON
 from exporter.kube.istio import Op, apply_patch, pointer
 from exporter.model import ServiceRef
 
-ANNOTATION = "mesh-exporter.io/rollout"
+if TYPE_CHECKING:
+    from exporter.kube.client import JSON
+
+ANNOTATION_SUFFIX = "rollout.mesh-exporter.io/state"
+"""The progress annotation is `<service>.<namespace>.rollout.mesh-exporter.io/state`: one per service, so
+services sharing a VirtualService never read or write each other's record."""
 HEADER_ROUTE = "mesh-exporter-canary-header"
+"""The header route is named `mesh-exporter-canary-header.<service>.<namespace>`, one per service."""
 MESH_GATEWAY = "mesh"
 ACTIVE_PHASES = ("progressing", "promoting", "rolling-back")
 
@@ -38,6 +46,7 @@ class Plan:
     header_gateways: tuple[str, ...] = ()
     """Gateways the header route matches on; empty: in-mesh traffic only when the VirtualService has gateways."""
     virtual_service: str = ""
+    """NAME or NAMESPACE/NAME; default: the service's name in the service's namespace."""
     destination_rule: str = ""
     stable_subset: str = "stable"
     canary_subset: str = "canary"
@@ -60,7 +69,19 @@ class Plan:
 
     @property
     def vs_name(self) -> str:
-        return self.virtual_service or self.service.name
+        return self.virtual_service.rpartition("/")[2] or self.service.name
+
+    @property
+    def vs_namespace(self) -> str:
+        return self.virtual_service.rpartition("/")[0] or self.service.namespace
+
+    @property
+    def annotation(self) -> str:
+        return f"{self.service.name}.{self.service.namespace}.{ANNOTATION_SUFFIX}"
+
+    @property
+    def header_route_name(self) -> str:
+        return f"{HEADER_ROUTE}.{self.service.name}.{self.service.namespace}"
 
     @property
     def dr_name(self) -> str:
@@ -83,6 +104,8 @@ class State:
 
     image: str
     previous_image: str
+    host: str = ""
+    """The rolled-out service's host: a record of another host is never taken for ours."""
     phase: str = "progressing"
     step: int = 0
     weight: int = 0
@@ -101,14 +124,22 @@ class State:
     canary_hpa_max: int = 0
 
     @classmethod
-    def parse(cls, text: str | None) -> State | None:
+    def recorded(cls, vs: JSON, plan: Plan) -> State | None:
+        """The service's record in the VirtualService, if any; RolloutError if it is not one, or not of our host."""
+        text = (vs.get("metadata", {}).get("annotations") or {}).get(plan.annotation)
         if not text:
             return None
         try:
             data = json.loads(text)
-            return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+            state = cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
         except (ValueError, TypeError, KeyError):
-            raise RolloutError(f"annotation {ANNOTATION} is not a rollout record: {text[:200]!r}") from None
+            raise RolloutError(f"annotation {plan.annotation} is not a rollout record: {text[:200]!r}") from None
+        if state.host != plan.host:
+            raise RolloutError(
+                f"annotation {plan.annotation} records a rollout of host {state.host or '(none)'}, not {plan.host}; "
+                "it is not ours and is left alone"
+            )
+        return state
 
 
 @dataclass(frozen=True)
@@ -127,23 +158,29 @@ class Targets:
 
 # ------------------------------------------------------------------------------------------------ hosts
 def resolve_host(host: str, namespace: str, cluster_domain: str = "cluster.local") -> str:
-    """A VirtualService/DestinationRule host as Istio reads it in `namespace`: `name` and `name.ns` are
-    completed to `name.ns.svc.<domain>` (a bare name relative to the object's namespace, not the service's);
-    anything longer is taken as written."""
-    host = host.lower().rstrip(".")
-    parts = host.split(".")
-    if len(parts) == 1 and host != "*":
-        return f"{host}.{namespace}.svc.{cluster_domain}"
-    if len(parts) == 2:
-        return f"{host}.svc.{cluster_domain}"
-    if len(parts) == 3 and parts[2] == "svc":
-        return f"{host}.{cluster_domain}"
-    return host
+    """A VirtualService/DestinationRule host as Istio reads it in `namespace` (pilot's ResolveShortnameToFQDN):
+    only a name without a dot is completed, to `name.<namespace>.svc.<domain>`; `*`, an IP address and
+    anything with a dot (`name.ns` included) are taken as written."""
+    if not host or host == "*" or "." in host or _is_ip(host):
+        return host
+    return f"{host}.{namespace}.svc.{cluster_domain}"
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _vs_namespace(vs: JSON, plan: Plan) -> str:
+    return str(vs.get("metadata", {}).get("namespace") or plan.vs_namespace)
 
 
 def _destination_host(destination: JSON, vs: JSON, plan: Plan) -> str:
-    namespace = vs.get("metadata", {}).get("namespace") or plan.service.namespace
-    return resolve_host(str((destination.get("destination") or {}).get("host", "")), namespace, plan.cluster_domain)
+    host = str((destination.get("destination") or {}).get("host", ""))
+    return resolve_host(host, _vs_namespace(vs, plan), plan.cluster_domain)
 
 
 def managed_routes(vs: JSON, plan: Plan) -> list[tuple[int, int, int]]:
@@ -151,7 +188,7 @@ def managed_routes(vs: JSON, plan: Plan) -> list[tuple[int, int, int]]:
     host that splits traffic between its two subsets; routes of any other host are never ours."""
     out = []
     for i, http in enumerate(vs.get("spec", {}).get("http") or []):
-        if http.get("name") == HEADER_ROUTE:
+        if http.get("name") == plan.header_route_name:
             continue
         route = http.get("route") or []
         subsets = [(d.get("destination") or {}).get("subset") for d in route]
@@ -171,6 +208,52 @@ def routes_of_host(vs: JSON, plan: Plan) -> list[int]:
     ]
 
 
+def partial_hosts(vs: JSON, plan: Plan) -> list[tuple[str, str]]:
+    """(route name or index, host) of destinations written as a partial form of the service's FQDN, such as
+    `name.ns`: Istio takes them literally, so they route to no service of ours (worth a warning)."""
+    found: dict[tuple[str, str], None] = {}
+    for i, http in enumerate(vs.get("spec", {}).get("http") or []):
+        for d in http.get("route") or []:
+            host = str((d.get("destination") or {}).get("host", ""))
+            if "." in host and host != plan.host and plan.host.startswith(host.rstrip(".") + "."):
+                found[str(http.get("name") or i), host] = None
+    return list(found)
+
+
+# ------------------------------------------------------------------------------------------ header route
+def gateway_ref(name: str, namespace: str) -> str:
+    """A gateway as Istio names it from an object in `namespace`: `mesh`, or `<namespace>/<name>`."""
+    return name if name == MESH_GATEWAY or "/" in name else f"{namespace}/{name}"
+
+
+def bound_gateways(vs: JSON, plan: Plan) -> list[str]:
+    """The gateways the VirtualService applies to (none written: the mesh only)."""
+    namespace = _vs_namespace(vs, plan)
+    return [gateway_ref(str(g), namespace) for g in vs.get("spec", {}).get("gateways") or [MESH_GATEWAY]]
+
+
+def header_gateways(vs: JSON, plan: Plan) -> list[str]:
+    """The gateways the header route is for: those named by the plan, each bound to the VirtualService, or
+    in-mesh traffic; RolloutError when the route could never match."""
+    bound = bound_gateways(vs, plan)
+    where = f"VirtualService {_vs_namespace(vs, plan)}/{plan.vs_name}"
+    if plan.header_gateways:
+        wanted = [gateway_ref(g, _vs_namespace(vs, plan)) for g in plan.header_gateways]
+        unbound = [g for g in wanted if g not in bound]
+        if unbound:
+            raise RolloutError(
+                f"--header-gateways names {', '.join(unbound)}, not bound to {where} (bound: {', '.join(bound)}); "
+                "the header route would never match there"
+            )
+        return wanted
+    if MESH_GATEWAY not in bound:
+        raise RolloutError(
+            f"{where} is bound only to gateways {', '.join(bound)}: in-mesh traffic never uses it, so the header "
+            "route (in-mesh by default) would never match; name the gateway(s) with --header-gateways"
+        )
+    return [MESH_GATEWAY]
+
+
 def _authority_regex(plan: Plan) -> str:
     """Every authority in-mesh clients use for the service: name, name.ns, name.ns.svc, the FQDN, with a port."""
     name, ns, domain = (re.escape(p) for p in (plan.service.name, plan.service.namespace, plan.cluster_domain))
@@ -180,39 +263,45 @@ def _authority_regex(plan: Plan) -> str:
 def header_route(vs: JSON, plan: Plan) -> JSON:
     """The route sending requests with the header to the canary of the service's own host only.
 
-    Bound to a gateway other than `mesh`, the VirtualService would otherwise open the canary to whoever can
-    reach that gateway: the match is limited to in-mesh traffic unless `plan.header_gateways` names gateways.
-    When the VirtualService serves other hosts too, the match is limited to the service's own authority.
+    In-mesh by default: bound to a gateway other than `mesh`, the VirtualService would otherwise open the
+    canary to whoever can reach that gateway. In-mesh, when the VirtualService serves other hosts too, the
+    match is limited to the service's own authority (the names in-mesh clients call it by). Through a gateway
+    named with --header-gateways requests carry external hosts, so that match has no authority restriction.
     """
     assert plan.header is not None
     name, value = plan.header
-    match: JSON = {"headers": {name: {"exact": value}}}
-    spec = vs.get("spec", {})
-    gateways = [str(g) for g in spec.get("gateways") or []]
-    if plan.header_gateways:
-        match["gateways"] = list(plan.header_gateways)
-    elif any(g != MESH_GATEWAY for g in gateways):
-        match["gateways"] = [MESH_GATEWAY]
-    namespace = vs.get("metadata", {}).get("namespace") or plan.service.namespace
-    if any(resolve_host(str(h), namespace, plan.cluster_domain) != plan.host for h in spec.get("hosts") or []):
-        match["authority"] = {"regex": _authority_regex(plan)}
+    headers = {name: {"exact": value}}
+    gateways = header_gateways(vs, plan)
+    matches: list[JSON] = []
+    if MESH_GATEWAY in gateways:
+        match: JSON = {"headers": headers}
+        if bound_gateways(vs, plan) != [MESH_GATEWAY]:
+            match["gateways"] = [MESH_GATEWAY]
+        namespace = _vs_namespace(vs, plan)
+        if any(
+            resolve_host(str(h), namespace, plan.cluster_domain) != plan.host for h in vs["spec"].get("hosts") or []
+        ):
+            match["authority"] = {"regex": _authority_regex(plan)}
+        matches.append(match)
+    if others := [g for g in gateways if g != MESH_GATEWAY]:
+        matches.append({"headers": headers, "gateways": others})
     return {
-        "name": HEADER_ROUTE,
-        "match": [match],
+        "name": plan.header_route_name,
+        "match": matches,
         "route": [{"destination": {"host": plan.host, "subset": plan.canary_subset}}],
     }
 
 
-def _header_index(vs: JSON) -> int | None:
+def _header_index(vs: JSON, plan: Plan) -> int | None:
     routes = vs.get("spec", {}).get("http") or []
-    return next((i for i, http in enumerate(routes) if http.get("name") == HEADER_ROUTE), None)
+    return next((i for i, http in enumerate(routes) if http.get("name") == plan.header_route_name), None)
 
 
 def vs_ops(vs: JSON, plan: Plan, *, canary_weight: int, header: bool, state: State) -> list[Op]:
     """Ops moving `vs` to the given canary weight on the service's own routes (stable gets the rest), with or
     without the header route, and the recorded state. Nothing else in `vs` changes."""
     ops: list[Op] = []
-    index = _header_index(vs)
+    index = _header_index(vs, plan)
     if header and index is None and plan.header is not None:
         ops.append({"op": "add", "path": "/spec/http/0", "value": header_route(vs, plan)})
     elif not header and index is not None:
@@ -225,9 +314,9 @@ def vs_ops(vs: JSON, plan: Plan, *, canary_weight: int, header: bool, state: Sta
         ops.append({"op": "add", "path": pointer("spec", "http", i, "route", c, "weight"), "value": canary_weight})
     record = json.dumps(asdict(state), separators=(",", ":"))
     if "annotations" in vs["metadata"]:
-        ops.append({"op": "add", "path": pointer("metadata", "annotations", ANNOTATION), "value": record})
+        ops.append({"op": "add", "path": pointer("metadata", "annotations", plan.annotation), "value": record})
     else:
-        ops.append({"op": "add", "path": "/metadata/annotations", "value": {ANNOTATION: record}})
+        ops.append({"op": "add", "path": "/metadata/annotations", "value": {plan.annotation: record}})
     return ops
 
 

@@ -35,7 +35,7 @@ from exporter.kube.istio import Kube
 from exporter.model import ServiceRef
 from exporter.retry import RetryPolicy
 from exporter.rollout.engine import ANALYSIS, LEFT, PROMOTED, ROLLED_BACK, SIGNAL, Rollout
-from exporter.rollout.plan import ANNOTATION, Plan, RolloutError
+from exporter.rollout.plan import Plan, RolloutError
 from exporter.sink.datadog import DatadogAPI, DatadogSink
 from sandbox.intake import FakeIntake, Reply
 from sandbox.kubeapi import FakeKubeAPI
@@ -60,6 +60,8 @@ from tests.support.prom import PrometheusFactory
 STEP = 30.0
 INTERVAL = 300.0
 DD_KEY = "dd-api-key-rollout-tests-0123456789"
+PLANTED = "pl4nted-pa55w0rd"
+"""A password planted in the Prometheus URL: it must never reach an Event, a log line or the summary."""
 
 
 @dataclass(frozen=True)
@@ -210,13 +212,18 @@ def weights(obj: dict[str, Any]) -> dict[str, int]:
     return out
 
 
-def record(obj: dict[str, Any]) -> dict[str, Any]:
-    return dict(json.loads(obj["metadata"]["annotations"][ANNOTATION]))
+def annotation(service: str) -> str:
+    return f"{service}.shop.rollout.mesh-exporter.io/state"
+
+
+def record(obj: dict[str, Any], service: str = "") -> dict[str, Any]:
+    """The rollout record of `service` (default: the VirtualService's own name) in the VirtualService."""
+    return dict(json.loads(obj["metadata"]["annotations"][annotation(service or obj["metadata"]["name"])]))
 
 
 def user_fields(obj: dict[str, Any]) -> Any:
     """Everything in the VirtualService the rollout must never touch."""
-    http = [h for h in obj["spec"]["http"] if h.get("name") != "mesh-exporter-canary-header"]
+    http = [h for h in obj["spec"]["http"] if not h.get("name", "").startswith("mesh-exporter-canary-header")]
     primary = next(h for h in http if h["name"] == "primary")
     stripped = [{k: v for k, v in d.items() if k != "weight"} for d in primary["route"]]
     return (obj["spec"]["hosts"], obj["metadata"]["labels"], http[0], primary["timeout"], primary["retries"], stripped)
@@ -240,6 +247,36 @@ def make_rollout(
     kube = kube_type(KubeClient(api_client(str(cluster.kubeconfig)), retry=RetryPolicy(sleep=lambda s: None)))
     clock.controller = clock.controller or cluster.controller
     return Rollout(plan, kube, analyzer, clock=clock, waiter=clock, events=events, dry_run=dry_run, out=out)
+
+
+def write_watch(observe: Callable[[], None]) -> type[Kube]:
+    """The real client, calling `observe()` after every write it makes (VirtualService, Deployment, HPA), so a
+    test looks at what the API holds after each one (answered or refused)."""
+
+    class Watched(Kube):
+        def patch_istio(self, plural: str, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+            try:
+                return super().patch_istio(plural, namespace, name, ops)
+            finally:
+                observe()
+
+        def patch_deployment(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+            try:
+                return super().patch_deployment(namespace, name, ops)
+            finally:
+                observe()
+
+        def patch_hpa(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+            try:
+                return super().patch_hpa(namespace, name, ops)
+            finally:
+                observe()
+
+    return Watched
+
+
+def by_name(obj: dict[str, Any]) -> dict[str, Any]:
+    return {h["name"]: h for h in obj["spec"]["http"]}
 
 
 def snapshots(api: FakeKubeAPI, name: str, clock: FakeClock, count: int = 12) -> list[dict[str, Any]]:
@@ -282,7 +319,7 @@ def test_promotion_walks_every_step_with_the_header_route_then_promotes(data: Da
     assert [weights(s)["canary"] for s in seen] == [5, 10, 25, 50]
     for s in seen:
         header = s["spec"]["http"][0]
-        assert header["name"] == "mesh-exporter-canary-header"
+        assert header["name"] == "mesh-exporter-canary-header.reviews.shop"
         assert header["match"] == [{"headers": {"x-canary": {"exact": "true"}}}]
         assert header["route"] == [{"destination": {"host": "reviews.shop.svc.cluster.local", "subset": "canary"}}]
         assert user_fields(s) == user_fields(before)
@@ -390,7 +427,8 @@ def test_resume_after_restart_continues_from_the_recorded_step(data: Data, api: 
     held = vs(server, "reviews")
     assert weights(held)["canary"] == 10
     assert record(held) | {"reason": ""} == {
-        "image": NEW_IMAGE, "previous_image": OLD_IMAGE, "phase": "progressing", "step": 1, "weight": 10,
+        "image": NEW_IMAGE, "previous_image": OLD_IMAGE, "host": "reviews.shop.svc.cluster.local",
+        "phase": "progressing", "step": 1, "weight": 10,
         "holds": 0, "failures": 0, "reason": "", "stable_previous_image": "",
         "stable_replicas": STABLE_REPLICAS, "canary_replicas": CANARY_REPLICAS,
         "canary_hpa": "", "canary_hpa_min": 0, "canary_hpa_max": 0,
@@ -419,9 +457,10 @@ def test_restart_finishes_an_interrupted_rollback(data: Data, api: Cluster) -> N
     obj = vs(server, "ratings")  # as left by a rollout that died mid-rollback: traffic still at 25 %
     primary = next(h for h in obj["spec"]["http"] if h["name"] == "primary")
     primary["route"][0]["weight"], primary["route"][1]["weight"] = 75, 25
-    state = {"image": NEW_IMAGE, "previous_image": OLD_IMAGE, "phase": "rolling-back", "step": 2, "weight": 25,
-             "holds": 0, "failures": 2, "reason": "failed 2 analyses in a row"}  # fmt: skip
-    obj["metadata"]["annotations"] = {ANNOTATION: json.dumps(state)}
+    state = {"image": NEW_IMAGE, "previous_image": OLD_IMAGE, "host": "ratings.shop.svc.cluster.local",
+             "phase": "rolling-back", "step": 2, "weight": 25, "holds": 0, "failures": 2,
+             "reason": "failed 2 analyses in a row"}  # fmt: skip
+    obj["metadata"]["annotations"] = {annotation("ratings"): json.dumps(state)}
     server.add(obj)
     canary = server.get("apps/v1", "deployments", "shop", "ratings-canary")
     assert canary is not None
@@ -472,6 +511,7 @@ def test_dry_run_prints_every_patch_and_changes_nothing(data: Data, api: Cluster
         "# promotion: canary 100 %",
         "# promotion: stable gets the canary image",
         "# promotion: stable 100 % (now on the new image)",
+        "# promotion done",
     ]  # fmt: skip  (ceil(3 × 25 / 100) = 1 replica is what the canary has; ceil(3 × 50 / 100) = 2)
     assert all(p[0]["path"] == "/metadata/resourceVersion" for p in patches)
     vs_patches = [p for h, p in zip(headers, patches, strict=True) if "step" in h or "canary 100" in h]
@@ -518,7 +558,10 @@ def controller_running(api: Cluster) -> Iterator[None]:
         thread.join(5)
 
 
-def test_sigterm_while_prometheus_hangs_rolls_back_within_a_second(data: Data, api: Cluster) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_prometheus_hangs_rolls_back_within_a_second(
+    data: Data, api: Cluster, sig: signal.Signals
+) -> None:
     server = api.server
     intake = FakeIntake(api_key=DD_KEY).start()
     proxy = FaultProxy(data.url).start()
@@ -540,7 +583,7 @@ def test_sigterm_while_prometheus_hangs_rolls_back_within_a_second(data: Data, a
                 assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
                 time.sleep(0.005)
             time.sleep(0.3)
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(sig)
             signalled = time.monotonic()
             _, stderr = proc.communicate(timeout=30)
             events = intake.events()
@@ -553,14 +596,14 @@ def test_sigterm_while_prometheus_hangs_rolls_back_within_a_second(data: Data, a
     writes = [r for r in server.requests if r.method == "PATCH" and r.received > signalled]
     first = writes[0]
     assert first.path.endswith("/virtualservices/orders")
-    assert first.received - signalled < 1.0, f"first rollback write {first.received - signalled:.3f}s after SIGTERM"
+    assert first.received - signalled < 1.0, f"first rollback write {first.received - signalled:.3f}s after {sig.name}"
     assert [op["value"] for op in json.loads(first.body) if op["path"].endswith("/weight")] == [100, 0]
-    assert proc.returncode == 1, stderr
+    assert proc.returncode == 1, stderr  # SIGINT as SIGTERM: rolled back because of a signal, not 130
     after = vs(server, "orders")
     assert weights(after) == {"stable": 100, "canary": 0}
-    assert record(after)["phase"] == "rolled-back" and record(after)["reason"] == "interrupted (SIGTERM)"
+    assert record(after)["phase"] == "rolled-back" and record(after)["reason"] == f"interrupted ({sig.name})"
     assert image(server, "orders-canary") == OLD_IMAGE
-    assert "rolled-back (signal: interrupted (SIGTERM))" in stderr
+    assert f"rolled-back (signal: interrupted ({sig.name}))" in stderr
     assert "did not finish" not in stderr  # the reason is the signal, not the Prometheus timeout
     assert DD_KEY not in stderr
     assert [e["title"] for e in events] == [
@@ -719,45 +762,177 @@ def test_on_error_leave_keeps_the_state_for_a_person_to_decide(data: Data, api: 
 
 
 # ------------------------------------------------------------------------ ownership on a shared VirtualService
-def test_on_a_shared_virtual_service_nothing_outside_our_routes_ever_changes(data: Data, api: Cluster) -> None:
+HEADER_PREFIX = "mesh-exporter-canary-header"
+
+
+def header_routes(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {h["name"]: h for h in obj["spec"]["http"] if h["name"].startswith(HEADER_PREFIX)}
+
+
+@pytest.mark.parametrize(("ours", "outcome"), [("cart", PROMOTED), ("ratings", ROLLED_BACK)])
+def test_on_a_shared_virtual_service_nothing_outside_our_routes_ever_changes(
+    data: Data, api: Cluster, ours: str, outcome: str
+) -> None:
     server = api.server
-    server.add(shared_virtual_service("cart"))  # cart's routes share it with widgets' own 80/20 canary
+    server.add(shared_virtual_service(ours))  # shared with widgets' own 80/20 canary, same subset names
     before = vs(server, "storefront")
-    clock = FakeClock(data.t0 + 900)
-    seen = snapshots(server, "storefront", clock)
-    outcome = make_rollout(data, api, "cart", clock, virtual_service="storefront", header=("x-canary", "true")).run()
-    assert outcome == PROMOTED
-
-    def by_name(obj: dict[str, Any]) -> dict[str, Any]:
-        return {h["name"]: h for h in obj["spec"]["http"]}
-
-    def ours(obj: dict[str, Any]) -> list[list[int]]:
-        return [[d["weight"] for d in by_name(obj)[n]["route"]] for n in ("cart", "cart-api")]
-
     original = by_name(before)
-    assert [ours(s) for s in seen] == [[[100 - w, w]] * 2 for w in (5, 10, 25, 50)]
-    for s in [*seen, vs(server, "storefront")]:
-        routes = by_name(s)
-        for name in ("widgets", "widgets-fqdn", "default"):  # never read as ours, never written
-            assert routes[name] == original[name]
-        for name in ("cart", "cart-api"):  # ours: only the weights move
-            assert [{k: v for k, v in d.items() if k != "weight"} for d in routes[name]["route"]] == [
-                {k: v for k, v in d.items() if k != "weight"} for d in original[name]["route"]
-            ]
-        assert s["spec"]["hosts"] == before["spec"]["hosts"] and s["spec"]["gateways"] == before["spec"]["gateways"]
-    for s in seen:  # the header route: our host's canary, in-mesh callers of our authority only
-        header = s["spec"]["http"][0]
-        assert header["name"] == "mesh-exporter-canary-header"
-        assert header["route"] == [{"destination": {"host": "cart.shop.svc.cluster.local", "subset": "canary"}}]
-        assert header["match"][0]["gateways"] == ["mesh"]
-        assert header["match"][0]["authority"]["regex"].startswith("^cart")
+    seen: list[dict[str, Any]] = []
+
+    def look() -> None:
+        seen.append(vs(server, "storefront"))
+
+    clock = FakeClock(data.t0 + 900, observe=look)  # at every wait and poll...
+    with structlog.testing.capture_logs() as logs:
+        rollout = make_rollout(
+            data,
+            api,
+            ours,
+            clock,
+            virtual_service="storefront",
+            header=("x-canary", "true"),
+            failure_limit=1,
+            kube_type=write_watch(look),
+        )  # fmt: skip  (...and after every write)
+        assert rollout.run() == outcome
     after = vs(server, "storefront")
-    assert ours(after) == [[100, 0], [100, 0]]
-    assert after["spec"] | {"http": after["spec"]["http"]} == before["spec"] | {"http": after["spec"]["http"]}
+    ours_weights = {by_name(s)[ours]["route"][1]["weight"] for s in seen}
+    assert ours_weights == ({0, 5, 10, 25, 50, 100} if outcome == PROMOTED else {0, 5})  # promotion observed too
+    mine = f"{HEADER_PREFIX}.{ours}.shop"
+    for s in [*seen, after]:
+        routes = by_name(s)
+        # widgets' routes, the catch-all, and `<ours>.shop` (a literal host for Istio, not ours) never change
+        for name in ("widgets", "widgets-fqdn", f"{ours}-api", "default"):
+            assert routes[name] == original[name]
+        assert [{k: v for k, v in d.items() if k != "weight"} for d in routes[ours]["route"]] == [
+            {k: v for k, v in d.items() if k != "weight"} for d in original[ours]["route"]
+        ]  # ours: only the weights move
+        assert s["spec"]["hosts"] == before["spec"]["hosts"] and s["spec"]["gateways"] == before["spec"]["gateways"]
+        assert set(s["metadata"].get("annotations") or {}) <= {annotation(ours)}
+        assert set(header_routes(s)) <= {mine}
+        if header := header_routes(s).get(mine):  # our host's canary, in-mesh callers of our authority only
+            assert header["route"] == [{"destination": {"host": f"{ours}.shop.svc.cluster.local", "subset": "canary"}}]
+            assert header["match"][0]["gateways"] == ["mesh"]
+            assert header["match"][0]["authority"]["regex"].startswith(f"^{ours}")
+    assert any(header_routes(s) for s in seen)
+    assert [d["weight"] for d in by_name(after)[ours]["route"]] == [100, 0]
     assert [h["name"] for h in after["spec"]["http"]] == [h["name"] for h in before["spec"]["http"]]
-    # widgets' own VirtualService-level state is untouched too: nothing else was written
+    assert record(after, ours)["phase"] == outcome
+    warning = next(e for e in logs if e["event"] == "route host is not the service's for istio")
+    assert (warning["route"], warning["host"]) == (f"{ours}-api", f"{ours}.shop")
     vs_writes = {r.path for r in server.requests if r.method == "PATCH" and "/virtualservices/" in r.path}
     assert vs_writes == {"/apis/networking.istio.io/v1/namespaces/shop/virtualservices/storefront"}
+
+
+@pytest.mark.parametrize(("other", "outcome"), [("reviews", PROMOTED), ("ratings", ROLLED_BACK)])
+def test_two_rollouts_on_one_virtual_service_never_touch_each_other(
+    data: Data, api: Cluster, other: str, outcome: str
+) -> None:
+    server = api.server
+    server.add(shared_virtual_service("cart", other))  # `other` has its own 80/20 split on it
+    options: dict[str, Any] = {"virtual_service": "storefront", "header": ("x-canary", "true"), "steps": (10, 50, 100)}
+    first = FakeClock(data.t0 + 900, stop_at=1)  # cart's rollout is left mid-way, at 10 %, to resume later
+    assert make_rollout(data, api, "cart", first, on_sigterm="leave", **options).run() == LEFT
+
+    def carts(obj: dict[str, Any]) -> Any:
+        """Cart's routes, record and header route."""
+        routes = by_name(obj)
+        return routes["cart"], routes["cart-api"], record(obj, "cart"), routes[f"{HEADER_PREFIX}.cart.shop"]
+
+    held = carts(vs(server, "storefront"))
+    assert [d["weight"] for d in held[0]["route"]] == [90, 10] and held[2]["phase"] == "progressing"
+    seen: list[dict[str, Any]] = []
+
+    def look() -> None:
+        seen.append(vs(server, "storefront"))
+
+    second = FakeClock(first.now, observe=look)
+    rollout = make_rollout(data, api, other, second, failure_limit=1, kube_type=write_watch(look), **options)
+    assert rollout.run() == outcome
+    after = vs(server, "storefront")
+    assert {by_name(s)[other]["route"][1]["weight"] for s in seen} == (
+        {20, 10, 50, 100, 0} if outcome == PROMOTED else {20, 10, 0}
+    )  # fmt: skip  (its own 80/20 split first)
+    for s in [*seen, after]:  # cart's part of the object, as the API holds it after every write of the other
+        assert carts(s) == held
+    assert (
+        record(after, other)["phase"] == outcome and record(after, other)["host"] == f"{other}.shop.svc.cluster.local"
+    )
+    assert f"{HEADER_PREFIX}.{other}.shop" not in by_name(after)
+    # cart resumes from its own record (not the other's) and finishes; the other's record stays as it ended
+    ended = record(after, other)
+    assert make_rollout(data, api, "cart", FakeClock(second.now), **options).run() == PROMOTED
+    final = vs(server, "storefront")
+    assert record(final, other) == ended and record(final, "cart")["phase"] == "promoted"
+    assert image(server, "cart-stable") == NEW_IMAGE
+
+
+def test_the_header_route_through_a_named_gateway_and_header_routes_that_could_never_match(
+    data: Data, api: Cluster
+) -> None:
+    server = api.server
+    server.add(shared_virtual_service("cart"))
+    at_step: list[dict[str, Any]] = []
+    clock = FakeClock(data.t0 + 900, hooks={1: lambda: at_step.append(vs(server, "storefront"))})
+    gateway = "istio-system/public-gateway"
+    with structlog.testing.capture_logs() as logs:
+        outcome = make_rollout(data, api, "cart", clock, virtual_service="storefront", header=("x-qa", "true"),
+                               header_gateways=(gateway,), steps=(50, 100)).run()  # fmt: skip
+    assert outcome == PROMOTED
+    warning = next(e for e in logs if e["event"] == "header route through gateways serves every host of the virtual "
+                   "service")  # fmt: skip
+    assert warning["gateways"] == [gateway] and "widgets.shop.svc.cluster.local" in warning["hosts"]
+    (header,) = header_routes(at_step[0]).values()
+    # through the gateway requests carry the public host: no in-mesh authority restriction to defeat them
+    assert header["match"] == [{"headers": {"x-qa": {"exact": "true"}}, "gateways": [gateway]}]
+    assert header["route"] == [{"destination": {"host": "cart.shop.svc.cluster.local", "subset": "canary"}}]
+    before, mark = vs(server, "storefront"), len(server.requests)
+    with pytest.raises(RolloutError, match=r"--header-gateways names istio-system/qa-gateway, not bound to "
+                       r"VirtualService shop/storefront"):  # fmt: skip
+        make_rollout(data, api, "cart", FakeClock(data.t0 + 900), virtual_service="storefront",
+                     header=("x-qa", "true"), header_gateways=("istio-system/qa-gateway",)).run()  # fmt: skip
+    edge = shared_virtual_service("cart")
+    edge["metadata"]["name"], edge["spec"]["gateways"] = "edge", [gateway]
+    server.add(edge)
+    with pytest.raises(RolloutError, match=r"shop/edge is bound only to gateways istio-system/public-gateway"):
+        make_rollout(data, api, "cart", FakeClock(data.t0 + 900), virtual_service="edge",
+                     header=("x-qa", "true")).run()  # fmt: skip
+    assert vs(server, "storefront") == before
+    assert not [r for r in server.requests[mark:] if r.method != "GET"]
+
+
+def test_a_virtual_service_in_another_namespace_routes_hosts_relative_to_its_own(data: Data, api: Cluster) -> None:
+    server = api.server
+    edge = shared_virtual_service("cart")
+    edge["metadata"]["namespace"] = "edge"  # there, `cart` means cart.edge: only the FQDN route is cart's
+    edge["spec"]["http"][3]["route"] = [
+        {**d, "destination": {**d["destination"], "host": "cart.shop.svc.cluster.local"}}
+        for d in edge["spec"]["http"][3]["route"]
+    ]
+    server.add(edge)
+    before = server.get("networking.istio.io/v1", "virtualservices", "edge", "storefront")
+    assert before is not None
+    at_step: list[dict[str, Any]] = []
+
+    def look() -> None:
+        obj = server.get("networking.istio.io/v1", "virtualservices", "edge", "storefront")
+        assert obj is not None
+        at_step.append(obj)
+
+    clock = FakeClock(data.t0 + 900, hooks={1: look})
+    rollout = make_rollout(data, api, "cart", clock, virtual_service="edge/storefront", steps=(50, 100))
+    assert rollout.run() == PROMOTED
+    assert [d["weight"] for d in by_name(at_step[0])["cart-api"]["route"]] == [50, 50]
+    assert by_name(at_step[0])["cart"] == by_name(before)["cart"]  # cart.edge: not ours
+    assert record(at_step[0], "cart")["host"] == "cart.shop.svc.cluster.local"
+    assert image(server, "cart-stable") == NEW_IMAGE
+    events = [e for e in server.objects("v1", "events") if e["involvedObject"]["name"] == "storefront"]
+    assert events and all(
+        e["metadata"]["namespace"] == e["involvedObject"]["namespace"] == "edge"
+        and e["involvedObject"]["uid"] == before["metadata"]["uid"]
+        for e in events
+    )
+    assert rollout.summary()["virtual_service"] == "edge/storefront"
 
 
 def test_a_virtual_service_without_a_route_of_the_service_is_a_preflight_error(data: Data, api: Cluster) -> None:
@@ -882,6 +1057,120 @@ def test_an_hpa_managed_canary_gets_its_min_replicas_raised_then_restored(data: 
     assert stable_hpa is not None and stable_hpa["spec"]["minReplicas"] == 3
 
 
+def test_an_hpa_managed_canary_is_restored_on_rollback_and_its_guarded_patch_keeps_their_edit(
+    data: Data, api: Cluster
+) -> None:
+    server = api.server
+    server.add(hpa("ratings-canary", min_replicas=1, max_replicas=2))
+    seen: list[tuple[int, int, int]] = []
+
+    def the_hpa() -> dict[str, Any]:
+        h = server.get("autoscaling/v2", "horizontalpodautoscalers", "shop", "ratings-canary")
+        assert h is not None
+        return h
+
+    def look() -> None:
+        spec = the_hpa()["spec"]
+        seen.append((weights(vs(server, "ratings"))["canary"], spec["minReplicas"], spec["maxReplicas"]))
+
+    edited: list[bool] = []
+
+    class SomeoneEditsTheHPA(write_watch(look)):  # type: ignore[misc]
+        """Just before the rollout's first HPA patch, another owner labels the HPA: its read is stale."""
+
+        def patch_hpa(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+            if not edited:
+                theirs = the_hpa()
+                theirs["metadata"]["labels"] = {"owner": "platform"}
+                server.add(theirs)
+                edited.append(True)
+            return super().patch_hpa(namespace, name, ops)
+
+    clock = FakeClock(data.t0 + 900, observe=look)
+    rollout = make_rollout(data, api, "ratings", clock, steps=(50, 100), failure_limit=1, kube_type=SomeoneEditsTheHPA)
+    assert rollout.run() == ROLLED_BACK and rollout.cause == ANALYSIS
+    assert (50, 2, 2) in seen  # ceil(3 × 50 / 100) = 2 through the autoscaler while the canary had 50 %
+    for weight, low, _ in seen:  # after every write and at every wait: the autoscaler keeps the share's replicas
+        assert low * 100 >= STABLE_REPLICAS * weight, seen
+    after = the_hpa()
+    assert (after["spec"]["minReplicas"], after["spec"]["maxReplicas"]) == (1, 2)  # restored by the rollback
+    assert after["metadata"]["labels"] == {"owner": "platform"}  # their edit stands
+    refused = [r for r in server.requests if r.method == "PATCH" and "/horizontalpodautoscalers/" in r.path]
+    assert [r.status for r in refused] == [409, 200, 200]  # the stale patch was refused, re-read, then sent
+
+
+def test_a_stop_during_a_hung_hpa_patch_rolls_back_at_once_and_the_late_patch_is_undone(
+    data: Data, api: Cluster
+) -> None:
+    server = api.server
+    server.add(hpa("reviews-canary", min_replicas=1, max_replicas=2))
+    clock = FakeClock(data.t0 + 900)
+    path = "/apis/autoscaling/v2/namespaces/shop/horizontalpodautoscalers/reviews-canary"
+    stopped_at: list[float] = []
+    held: list[bool] = []
+
+    class SlowHPAPatch(Kube):
+        """The real client; the API server holds the first HPA patch 2 s, and a stop comes 0.2 s in."""
+
+        def patch_hpa(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+            if not held:
+                held.append(True)
+                server.slow_next(1, 2.0, path_prefix=path)
+
+                def stop() -> None:
+                    stopped_at.append(time.monotonic())
+                    clock.stop = True
+
+                threading.Timer(0.2, stop).start()
+            return super().patch_hpa(namespace, name, ops)
+
+    rollout = make_rollout(data, api, "reviews", clock, steps=(50, 100), kube_type=SlowHPAPatch)
+    assert rollout.run() == ROLLED_BACK and rollout.cause == SIGNAL
+    time.sleep(2.2)  # anything still held has been served meanwhile
+    writes = [r for r in server.requests if r.method == "PATCH" and r.received > stopped_at[0]]
+    assert writes[0].path.endswith("/virtualservices/reviews") and writes[0].received - stopped_at[0] < 1.0
+    patches = [r for r in server.requests if r.method == "PATCH" and r.path == path]
+    assert [json.loads(r.body)[1]["value"] for r in patches] == [2, 1]  # raised (held, landed late), then restored
+    h = server.get("autoscaling/v2", "horizontalpodautoscalers", "shop", "reviews-canary")
+    assert h is not None and (h["spec"]["minReplicas"], h["spec"]["maxReplicas"]) == (1, 2)
+    assert weights(vs(server, "reviews")) == {"stable": 100, "canary": 0}
+
+
+class Crash(BaseException):
+    """The process dies here (as on SIGKILL): nothing of the rollout runs after it."""
+
+
+def test_a_run_that_dies_after_traffic_returned_to_stable_is_finished_by_the_next(data: Data, api: Cluster) -> None:
+    server = api.server
+    give_back = {"op": "add", "path": "/spec/replicas", "value": CANARY_REPLICAS}
+
+    class DiesOnTheScaleDown(Kube):
+        def patch_deployment(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+            if name == "reviews-canary" and give_back in ops:
+                raise Crash
+            return super().patch_deployment(namespace, name, ops)
+
+    clock = FakeClock(data.t0 + 900)
+    with pytest.raises(Crash):
+        make_rollout(data, api, "reviews", clock, steps=(50, 100), kube_type=DiesOnTheScaleDown).run()
+    left = vs(server, "reviews")
+    assert weights(left) == {"stable": 100, "canary": 0}  # traffic is back on the promoted stable...
+    assert (record(left)["phase"], record(left)["weight"]) == ("promoting", 0)  # ...but the promotion is not done
+    assert replicas(server, "reviews-canary")[0] == STABLE_REPLICAS
+    seen: list[int] = []
+
+    def look() -> None:
+        seen.append(weights(vs(server, "reviews"))["canary"])
+
+    again = make_rollout(data, api, "reviews", FakeClock(clock.now, observe=look), steps=(50, 100),
+                         kube_type=write_watch(look))  # fmt: skip
+    assert again.run() == PROMOTED
+    assert seen and set(seen) == {0}  # the re-run never sent traffic to the canary again
+    assert replicas(server, "reviews-canary")[0] == CANARY_REPLICAS  # given back
+    assert record(vs(server, "reviews"))["phase"] == "promoted"
+    assert image(server, "reviews-stable") == image(server, "reviews-canary") == NEW_IMAGE
+
+
 # ---------------------------------------------------------------------------------- exit codes, JSON, Events
 @pytest.mark.parametrize(
     ("service", "extra", "code", "outcome", "cause"),
@@ -894,7 +1183,7 @@ def test_an_hpa_managed_canary_gets_its_min_replicas_raised_then_restored(data: 
 def test_exit_codes_and_the_json_summary(
     data: Data, api: Cluster, service: str, extra: list[str], code: int, outcome: str, cause: str | None
 ) -> None:
-    url = "http://127.0.0.1:9" if "--prometheus-down" in extra else data.url
+    url = f"http://rollout:{PLANTED}@127.0.0.1:9" if "--prometheus-down" in extra else data.url
     flags = [f for f in extra if f != "--prometheus-down"]
     with controller_running(api):
         proc = subprocess.run(
@@ -913,7 +1202,16 @@ def test_exit_codes_and_the_json_summary(
     assert weights(after) == {"stable": 100, "canary": 0}
     assert record(after)["phase"] == outcome
     assert replicas(api.server, f"{service}-canary")[0] == CANARY_REPLICAS
-    reasons = [e["reason"] for e in k8s_events(api.server, service)]
+    events = k8s_events(api.server, service)
+    reasons = [e["reason"] for e in events]
+    for e in events:  # what `kubectl describe virtualservice` matches them by
+        assert e["metadata"]["namespace"] == "shop"
+        assert {k: e["involvedObject"][k] for k in ("apiVersion", "kind", "name", "namespace", "uid")} == {
+            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "name": service, "namespace": "shop",
+            "uid": after["metadata"]["uid"],
+        }  # fmt: skip
+    # a failing Prometheus's URL carries a password: it is in no Event, and nowhere in the output
+    assert PLANTED not in json.dumps(events) and PLANTED not in proc.stdout + proc.stderr
     if code == 0:
         assert [a["verdict"] for a in summary["steps"][0]["analyses"]] == ["pass"]
         assert [s["weight"] for s in summary["steps"]] == [50, 100]
@@ -922,8 +1220,44 @@ def test_exit_codes_and_the_json_summary(
     elif code == 3:
         assert [a["verdict"] for a in summary["steps"][0]["analyses"]] == ["fail"]
         assert summary["rollback"]["cause"] == "analysis"
-        assert reasons == ["RolloutStarted", "RolloutStep", "RolledBack", "CanaryVerdict"]
+        assert reasons == ["RolloutStarted", "RolloutStep", "CanaryVerdict", "RolledBack"]
         assert image(api.server, f"{service}-canary") == OLD_IMAGE
     else:
         assert "Prometheus" in summary["reason"] or "did not finish" in summary["reason"]
         assert reasons == ["RolloutStarted", "RolloutStep", "RolloutError", "RolledBack"]
+
+
+def test_a_crash_rolls_back_and_still_prints_the_json_summary(data: Data, api: Cluster) -> None:
+    server = api.server
+    with controller_running(api):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "rollout", "--namespace", "shop", "--service", "cart",
+             "--canary-image", NEW_IMAGE, "--steps", "5,50,100", "--step-interval", "2s", "--window", "5m",
+             "--ready-timeout", "3s", "--output", "json"],
+            env=cli_env(data.url, api), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while weights(vs(server, "cart"))["canary"] != 5:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+                time.sleep(0.02)
+            # the API now holds a canary whose status the code cannot read: the next readiness check crashes
+            api.controller.stuck.add("cart-canary")
+            canary = server.get("apps/v1", "deployments", "shop", "cart-canary")
+            assert canary is not None
+            canary["status"]["availableReplicas"] = "many"
+            server.add(canary)
+            stdout, stderr = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 1, stderr
+    summary = json.loads(stdout)
+    assert (summary["exit_code"], summary["outcome"], summary["cause"]) == (1, "rolled-back", "error")
+    assert summary["reason"].startswith("error: ValueError: ")
+    assert stderr.strip().splitlines()[-1].startswith("exporter: could not complete: ValueError: ")
+    after = vs(server, "cart")
+    assert weights(after) == {"stable": 100, "canary": 0}
+    assert record(after)["phase"] == "rolled-back" and "ValueError" in record(after)["reason"]
+    assert image(server, "cart-canary") == OLD_IMAGE
+    assert [e["reason"] for e in k8s_events(server, "cart")][-2:] == ["RolloutError", "RolledBack"]

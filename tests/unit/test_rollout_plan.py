@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import replace
+import subprocess
+import sys
+from dataclasses import asdict, replace
 from typing import Any
 
 import pytest
@@ -18,14 +20,14 @@ from exporter.errors import ConfigError
 from exporter.kube.istio import apply_patch, istio_version_of
 from exporter.model import ServiceRef
 from exporter.rollout.plan import (
-    ANNOTATION,
-    HEADER_ROUTE,
     Plan,
+    RolloutError,
     State,
     canary_replicas,
     header_route,
     hpa_for,
     managed_routes,
+    partial_hosts,
     resolve_host,
     routes_of_host,
     vs_ops,
@@ -34,6 +36,8 @@ from sandbox.kubeapi import apply_json_patch
 from tests.support.canary_mesh import hpa, shared_virtual_service, virtual_service
 
 PLAN = Plan(service=ServiceRef("shop", "reviews"), image="app:2", header=("x-canary", "yes"))
+ANNOTATION = "reviews.shop.rollout.mesh-exporter.io/state"
+HEADER_ROUTE = "mesh-exporter-canary-header.reviews.shop"
 
 
 def primary(vs: dict[str, Any]) -> dict[str, int]:
@@ -62,6 +66,7 @@ def test_header_route_goes_first_and_is_removed_again() -> None:
     with_header = apply_json_patch(vs, vs_ops(vs, PLAN, canary_weight=10, header=True, state=state))
     assert [h.get("name") for h in with_header["spec"]["http"]] == [HEADER_ROUTE, "admin", "primary"]
     assert with_header["spec"]["http"][0]["match"] == [{"headers": {"x-canary": {"exact": "yes"}}}]
+    assert set(with_header["metadata"]["annotations"]) == {ANNOTATION}
     assert primary(with_header) == {"stable": 90, "canary": 10}
     again = vs_ops(with_header, PLAN, canary_weight=25, header=True, state=state)
     assert not any(op["op"] == "remove" or op["path"] == "/spec/http/0" for op in again)  # not inserted twice
@@ -112,15 +117,18 @@ def test_istio_version_from_the_istiod_image(image: str, version: str | None) ->
     [
         ("reviews", "shop", "reviews.shop.svc.cluster.local"),
         ("reviews", "web", "reviews.web.svc.cluster.local"),  # relative to the VirtualService's namespace
-        ("reviews.shop", "web", "reviews.shop.svc.cluster.local"),
-        ("reviews.shop.svc", "web", "reviews.shop.svc.cluster.local"),
+        # pilot's ResolveShortnameToFQDN completes only names without a dot: these are literal hosts
+        ("reviews.shop", "web", "reviews.shop"),
+        ("reviews.shop.svc", "web", "reviews.shop.svc"),
         ("reviews.shop.svc.cluster.local", "web", "reviews.shop.svc.cluster.local"),
-        ("Reviews.Shop.svc.cluster.local.", "web", "reviews.shop.svc.cluster.local"),
         ("api.example.com", "shop", "api.example.com"),
         ("*", "shop", "*"),
+        ("*.example.com", "shop", "*.example.com"),
+        ("10.0.0.7", "shop", "10.0.0.7"),
+        ("fd00::7", "shop", "fd00::7"),  # no dot, but an IP address: literal too
     ],
 )
-def test_hosts_resolve_as_istio_reads_them(host: str, namespace: str, expected: str) -> None:
+def test_hosts_resolve_exactly_as_istio_reads_them(host: str, namespace: str, expected: str) -> None:
     assert resolve_host(host, namespace) == expected
 
 
@@ -128,12 +136,17 @@ def test_only_routes_of_the_services_own_host_are_ours_whatever_their_subset_nam
     vs = shared_virtual_service("details")
     names = [h["name"] for h in vs["spec"]["http"]]
     plan = Plan(service=ServiceRef("shop", "details"), image="app:2")
-    assert [names[i] for i, _, _ in managed_routes(vs, plan)] == ["details", "details-api"]
+    # `details-api` routes to the literal host details.shop: for Istio that is not details, so not ours
+    assert [names[i] for i, _, _ in managed_routes(vs, plan)] == ["details"]
+    assert partial_hosts(vs, plan) == [("details-api", "details.shop")]  # preflight warns about it
     widgets = Plan(service=ServiceRef("shop", "widgets"), image="app:2")
     assert [names[i] for i, _, _ in managed_routes(vs, widgets)] == ["widgets", "widgets-fqdn"]
+    assert partial_hosts(vs, widgets) == []
     # the same VirtualService in another namespace: `details` there is details.web, not ours
     elsewhere = {**vs, "metadata": {**vs["metadata"], "namespace": "web"}}
-    assert [names[i] for i, _, _ in managed_routes(elsewhere, plan)] == ["details-api"]
+    assert managed_routes(elsewhere, plan) == []
+    in_web = Plan(service=ServiceRef("web", "details"), image="app:2", virtual_service="web/storefront")
+    assert [names[i] for i, _, _ in managed_routes(elsewhere, in_web)] == ["details"]
     assert routes_of_host(elsewhere, Plan(service=ServiceRef("shop", "nothing"), image="x")) == []
 
 
@@ -142,15 +155,51 @@ def test_on_a_shared_virtual_service_only_our_weights_change() -> None:
     plan = Plan(service=ServiceRef("shop", "details"), image="app:2", header=("x-canary", "true"))
     out = apply_json_patch(vs, vs_ops(vs, plan, canary_weight=25, header=True, state=State("app:2", "app:1")))
     http = {h["name"]: h for h in out["spec"]["http"]}
-    for name in ("details", "details-api"):
-        assert [d["weight"] for d in http[name]["route"]] == [75, 25]
-    for name in ("widgets", "widgets-fqdn"):  # the other team's 80/20 split stands
-        assert [d["weight"] for d in http[name]["route"]] == [80, 20]
+    assert [d["weight"] for d in http["details"]["route"]] == [75, 25]
+    for name in ("widgets", "widgets-fqdn", "details-api"):  # the other splits stand (details.shop is not ours)
+        assert http[name]["route"] == next(h for h in vs["spec"]["http"] if h["name"] == name)["route"]
     assert out["spec"]["http"][1:] == [
-        h if h["name"] not in ("details", "details-api")
+        h if h["name"] != "details"
         else {**h, "route": [{**h["route"][0], "weight": 75}, {**h["route"][1], "weight": 25}]}
         for h in vs["spec"]["http"]
     ]  # fmt: skip
+
+
+def test_two_services_on_one_virtual_service_keep_their_own_record_and_header_route() -> None:
+    vs = shared_virtual_service("details")
+    details = Plan(service=ServiceRef("shop", "details"), image="d:2", header=("x-canary", "true"))
+    widgets = Plan(service=ServiceRef("shop", "widgets"), image="w:2", header=("x-canary", "true"))
+    d_state = State("d:2", "d:1", host=details.host, weight=25)
+    w_state = State("w:2", "w:1", host=widgets.host, weight=5)
+    vs = apply_json_patch(vs, vs_ops(vs, details, canary_weight=25, header=True, state=d_state))
+    mid = apply_json_patch(vs, vs_ops(vs, widgets, canary_weight=5, header=True, state=w_state))
+    assert State.recorded(mid, details) == d_state and State.recorded(mid, widgets) == w_state
+    headers = {h["name"]: h["route"][0]["destination"]["host"] for h in mid["spec"]["http"][:2]}
+    assert headers == {
+        "mesh-exporter-canary-header.widgets.shop": "widgets.shop.svc.cluster.local",
+        "mesh-exporter-canary-header.details.shop": "details.shop.svc.cluster.local",
+    }
+    # widgets rolls back: its header route goes, details' route, weights and record stay as they were
+    done = apply_json_patch(mid, vs_ops(mid, widgets, canary_weight=0, header=False, state=w_state))
+    assert done["spec"]["http"][0] == vs["spec"]["http"][0]
+    assert [h["name"] for h in done["spec"]["http"]] == [h["name"] for h in vs["spec"]["http"]]
+    details_route = next(h for h in done["spec"]["http"] if h["name"] == "details")
+    assert [d["weight"] for d in details_route["route"]] == [75, 25]
+    assert done["metadata"]["annotations"][details.annotation] == vs["metadata"]["annotations"][details.annotation]
+
+
+def test_a_record_of_another_host_is_refused() -> None:
+    vs = virtual_service("reviews")
+    foreign = json.dumps(asdict(State("app:2", "app:1", host="ratings.shop.svc.cluster.local")))
+    vs["metadata"]["annotations"] = {ANNOTATION: foreign}
+    with pytest.raises(RolloutError, match=r"records a rollout of host ratings\.shop\.svc\.cluster\.local, not "
+                       r"reviews\.shop\.svc\.cluster\.local"):  # fmt: skip
+        State.recorded(vs, PLAN)
+    vs["metadata"]["annotations"] = {ANNOTATION: "{not json"}
+    with pytest.raises(RolloutError, match="is not a rollout record"):
+        State.recorded(vs, PLAN)
+    vs["metadata"]["annotations"] = {"ratings.shop.rollout.mesh-exporter.io/state": foreign}
+    assert State.recorded(vs, PLAN) is None  # another service's record is not read at all
 
 
 def test_header_route_is_mesh_only_and_for_our_authority_on_a_shared_gateway_bound_virtual_service() -> None:
@@ -166,11 +215,50 @@ def test_header_route_is_mesh_only_and_for_our_authority_on_a_shared_gateway_bou
         assert authority.search(ok), ok
     for other in ("widgets", "details.web", "xdetails", "details.shop.evil.com", "shop.example.com"):
         assert not authority.search(other), other
-    named = header_route(vs, replace(plan, header_gateways=("istio-system/internal-gateway", "mesh")))
-    assert named["match"][0]["gateways"] == ["istio-system/internal-gateway", "mesh"]
     # a mesh-only VirtualService of the service alone needs neither restriction
     plain = header_route(virtual_service("details"), plan)
     assert plain["match"] == [{"headers": {"x-canary": {"exact": "true"}}}]
+
+
+def test_a_named_gateway_gets_a_match_of_its_own_without_the_in_mesh_authority() -> None:
+    vs = shared_virtual_service("details")
+    plan = Plan(service=ServiceRef("shop", "details"), image="app:2", header=("x-canary", "true"))
+    named = header_route(vs, replace(plan, header_gateways=("istio-system/public-gateway", "mesh")))
+    in_mesh, through_gateway = named["match"]
+    assert in_mesh["gateways"] == ["mesh"] and "authority" in in_mesh
+    # through the gateway requests carry the external host (shop.example.com): no authority restriction
+    assert through_gateway == {"headers": {"x-canary": {"exact": "true"}}, "gateways": ["istio-system/public-gateway"]}
+    only = header_route(vs, replace(plan, header_gateways=("istio-system/public-gateway",)))
+    assert only["match"] == [through_gateway]
+    # a gateway written without a namespace is the VirtualService's namespace's, as Istio reads it
+    local = {**vs, "spec": {**vs["spec"], "gateways": ["mesh", "qa-gateway"]}}
+    assert header_route(local, replace(plan, header_gateways=("qa-gateway",)))["match"][0]["gateways"] == [
+        "shop/qa-gateway"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("gateways", "named", "message"),
+    [
+        (["mesh", "istio-system/public-gateway"], ("istio-system/qa-gateway",),
+         r"--header-gateways names istio-system/qa-gateway, not bound to VirtualService shop/storefront"),
+        (None, ("istio-system/public-gateway",), r"names istio-system/public-gateway, not bound .*\(bound: mesh\)"),
+        (["istio-system/public-gateway"], ("mesh",), r"names mesh, not bound"),
+        (["istio-system/public-gateway"], (), r"bound only to gateways istio-system/public-gateway: in-mesh traffic "
+         r"never uses it"),
+    ],
+)  # fmt: skip
+def test_a_header_route_that_could_never_match_is_refused(
+    gateways: list[str] | None, named: tuple[str, ...], message: str
+) -> None:
+    vs = shared_virtual_service("details")
+    if gateways is None:
+        del vs["spec"]["gateways"]
+    else:
+        vs["spec"]["gateways"] = gateways
+    plan = Plan(service=ServiceRef("shop", "details"), image="app:2", header=("x-canary", "true"))
+    with pytest.raises(RolloutError, match=message):
+        header_route(vs, replace(plan, virtual_service="storefront", header_gateways=named))
 
 
 @pytest.mark.parametrize(
@@ -212,9 +300,23 @@ def test_flags_for_the_header_gateways_the_analysis_deadline_and_the_cluster_dom
     assert plan_for("--step-interval", "30s", "--analysis-timeout", "20s").analysis_deadline_s == 20.0
 
 
+def test_a_virtual_service_in_another_namespace() -> None:
+    plan = plan_for("--virtual-service", "edge/storefront")
+    assert (plan.vs_namespace, plan.vs_name, plan.host) == ("edge", "storefront", "reviews.shop.svc.cluster.local")
+    assert (plan_for().vs_namespace, plan_for().vs_name) == ("shop", "reviews")
+    assert (plan_for("--virtual-service", "front").vs_namespace, plan_for("--virtual-service", "front").vs_name) == (
+        "shop", "front",
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
+        (("--namespace", "Shop!"), r"^--namespace: not a Kubernetes name: 'Shop!'"),
+        (("--service", "Reviews"), r"^--service: not a Kubernetes name: 'Reviews'"),
+        (("--virtual-service", "Edge/storefront"), r"^--virtual-service: not a Kubernetes name: 'Edge'"),
+        (("--virtual-service", "edge/"), r"^--virtual-service: expected NAME or NAMESPACE/NAME"),
+        (("--virtual-service", "a/b/c"), r"^--virtual-service: expected NAME or NAMESPACE/NAME"),
         (("--step-interval", "30s", "--analysis-timeout", "30s"), r"^--analysis-timeout: must be shorter"),
         (("--header-gateways", "mesh"), r"^--header-gateways: only applies with --header"),
         (("--header", "x-qa", "--header-gateways", " , "), r"^--header-gateways: name at least one gateway"),
@@ -223,3 +325,11 @@ def test_flags_for_the_header_gateways_the_analysis_deadline_and_the_cluster_dom
 def test_bad_rollout_flags_name_the_flag(flags: tuple[str, ...], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         plan_for(*flags)
+
+
+def test_the_pure_plan_loads_no_kubernetes_client() -> None:
+    code = (
+        "import sys, exporter.rollout.plan; print('kubernetes' in sys.modules, 'exporter.kube.client' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
