@@ -173,7 +173,8 @@ def rollout_objects(name: str) -> list[dict[str, Any]]:
 def shared_virtual_service(ours: str, theirs: str = "widgets") -> dict[str, Any]:
     """One VirtualService for two services of two teams, bound to the mesh and a public gateway. `theirs`
     runs its own 80/20 canary split under subsets with the same names as `ours`'s; `ours` is routed under
-    its short name and as `<ours>.shop` (both mean <ours>.shop.svc.cluster.local in namespace `shop`)."""
+    its short name (Istio completes it to <ours>.shop.svc.cluster.local) and as `<ours>.shop`, which Istio takes
+    literally (only dotless names are completed), so that route is not ours and preflight warns about it."""
 
     def split(host: str, stable: int) -> list[dict[str, Any]]:
         return [
