@@ -49,7 +49,7 @@ test: $(STAMP) prometheus chromium victoria-metrics kubectl
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -q
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -q tests/unit -m 'not network and not tools'
+	$(BIN)/pytest -q tests/unit -m 'not integration and not network and not tools'
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(SOURCES)
