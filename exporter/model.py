@@ -32,7 +32,8 @@ class ServiceRef:
 
 @dataclass(frozen=True)
 class Figures:
-    """The four figures of one service at one instant; None means no data (or the query failed)."""
+    """The figures of one service at one instant, one field per CATALOGUE entry (same order); None means
+    no data (or the query failed)."""
 
     request_rate: float | None = None
     success_rate_pct: float | None = None
@@ -60,18 +61,52 @@ class MetricInfo:
         return f"{prefix}.{self.suffix}"
 
 
-# Figure name -> Datadog metric (gauge). One mapping, used by the sink, `datadog setup` and the tests.
-CATALOGUE: dict[str, MetricInfo] = {
-    "request_rate": MetricInfo(
-        "request_rate", "request", "Requests per second to the Service (Istio, destination side).", per_unit="second"
+@dataclass(frozen=True, kw_only=True)
+class FigureInfo(MetricInfo):
+    """A figure: its Datadog metric, the figure query it reads (`promql.FIGURE_QUERIES`: `requests` is the
+    rate itself, a rate of some requests is their share in %, a quantile is read as is), its `once` column."""
+
+    query: str
+    column: str
+    decimals: int
+
+
+# Figure name -> how it is measured, sent and shown: THE list of figures, in `Figures`' field order. The
+# queries, recording rules, figure assembly, points, `once` table and JSON all follow it.
+CATALOGUE: dict[str, FigureInfo] = {
+    "request_rate": FigureInfo(
+        "request_rate",
+        "request",
+        "Requests per second to the Service (Istio, destination side).",
+        per_unit="second",
+        query="requests",
+        column="REQ/S",
+        decimals=2,
     ),
-    "success_rate_pct": MetricInfo(
-        "success_rate_pct", "percent", "Share of requests to the Service answered without a 5xx."
+    "success_rate_pct": FigureInfo(
+        "success_rate_pct",
+        "percent",
+        "Share of requests to the Service answered without a 5xx.",
+        query="ok",
+        column="SUCCESS %",
+        decimals=2,
     ),
-    "mtls_coverage_pct": MetricInfo(
-        "mtls_coverage_pct", "percent", "Share of requests to the Service that used Istio mutual TLS."
+    "mtls_coverage_pct": FigureInfo(
+        "mtls_coverage_pct",
+        "percent",
+        "Share of requests to the Service that used Istio mutual TLS.",
+        query="mtls",
+        column="MTLS %",
+        decimals=1,
     ),
-    "p99_latency_ms": MetricInfo("p99_latency_ms", "millisecond", "99th percentile of the Service's request duration."),
+    "p99_latency_ms": FigureInfo(
+        "p99_latency_ms",
+        "millisecond",
+        "99th percentile of the Service's request duration.",
+        query="p99",
+        column="P99 MS",
+        decimals=1,
+    ),
 }
 # The weekly mTLS report's gauges (mesh-wide, and per namespace with traffic), under the same prefix.
 REPORT_CATALOGUE: dict[str, MetricInfo] = {

@@ -6,15 +6,15 @@ autoscaling/v2 HorizontalPodAutoscalers; core/v1 Events, created with generateNa
 with its resourceVersion, patch and Status-error semantics, bearer-token auth and fault
 injection, so the real `kubernetes` client runs against it unchanged.
 
-Approximations:
-- `application/strategic-merge-patch+json` is a JSON merge patch (RFC 7386), except that lists
-  whose items are all objects with a `name` key merge item by item by name (containers, env,
-  volumes); a patch item `{"name": x, "$patch": "delete"}` removes item x. The real server uses
-  per-field merge keys (`containerPort`, `port`, ...) and more directives. Custom resources
-  refuse it with 415, as on the real server.
+Only what the exporter and its tests use is served (trimmed on purpose: add a kind or a feature when a
+test needs it). Approximations:
+- `application/strategic-merge-patch+json` (built-in kinds only, as on the real server) is applied as a
+  JSON merge patch (RFC 7386): a list in the patch replaces the whole list, where the real server merges
+  lists such as containers item by item. The product itself sends only JSON patches.
 - Paging reads the current state, not a snapshot at the first page's resourceVersion.
-- No watch, no server-side apply, no admission or schema validation. Status is a subresource
-  for Deployments, Services and custom resources: set it with `add()` or through `/status`.
+- No watch, DELETE, dry run, field selectors, server-side apply, API discovery, admission or schema
+  validation. Status is a subresource for Deployments, Services, HPAs and custom resources: set it with
+  `add()` or through `/status`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import re
 import threading
 import time
 import uuid
@@ -39,19 +38,15 @@ import jsonpatch
 import jsonpointer
 import yaml
 
-from exporter.selectors import LabelSelectorError, Requirement, parse_label_selector
+from exporter.selectors import LabelSelectorError, parse_label_selector
 from sandbox.loopback import Headers, LoopbackServer, QuietHandler
 
 __all__ = [
     "FakeKubeAPI",
     "JSONPatchError",
-    "LabelSelectorError",
     "RequestRecord",
-    "Requirement",
     "apply_json_patch",
     "apply_merge_patch",
-    "apply_strategic_merge_patch",
-    "parse_label_selector",
 ]
 
 JSON = dict[str, Any]
@@ -60,82 +55,35 @@ JSON = dict[str, Any]
 # Resource catalogue
 # --------------------------------------------------------------------------------------------
 
-_KIND_BY_PLURAL: dict[str, str] = {
+_KIND_BY_PLURAL: dict[str, str] = {  # the kinds served; any other resource is 404
     "services": "Service",
-    "namespaces": "Namespace",
-    "pods": "Pod",
-    "configmaps": "ConfigMap",
-    "secrets": "Secret",
-    "endpoints": "Endpoints",
     "events": "Event",
     "deployments": "Deployment",
-    "replicasets": "ReplicaSet",
-    "statefulsets": "StatefulSet",
-    "daemonsets": "DaemonSet",
     "leases": "Lease",
     "horizontalpodautoscalers": "HorizontalPodAutoscaler",
     "virtualservices": "VirtualService",
     "destinationrules": "DestinationRule",
-    "gateways": "Gateway",
-    "serviceentries": "ServiceEntry",
-    "sidecars": "Sidecar",
     "peerauthentications": "PeerAuthentication",
-    "authorizationpolicies": "AuthorizationPolicy",
-    "requestauthentications": "RequestAuthentication",
 }
 _PLURAL_BY_KIND = {kind: plural for plural, kind in _KIND_BY_PLURAL.items()}
-_CLUSTER_SCOPED = frozenset({"namespaces", "nodes", "persistentvolumes", "customresourcedefinitions"})
-# Versions served per group; a group not listed here is served under any version.
+# Versions served per group.
 _SERVED_VERSIONS: dict[str, tuple[str, ...]] = {
     "": ("v1",),
     "apps": ("v1",),
     "coordination.k8s.io": ("v1",),
-    "autoscaling": ("v2", "v1"),
-    "networking.istio.io": ("v1", "v1beta1", "v1alpha3"),
+    "autoscaling": ("v2",),
+    "networking.istio.io": ("v1", "v1beta1"),
     "security.istio.io": ("v1", "v1beta1"),
 }
-# Groups compiled into the real API server; every other group is a custom resource (CRD).
-_BUILTIN_GROUPS = frozenset(
-    {"", "apps", "autoscaling", "coordination.k8s.io", "batch", "policy", "networking.k8s.io", "discovery.k8s.io"}
-)
+# Groups compiled into the real API server; the others are custom resources (CRDs).
+_BUILTIN_GROUPS = frozenset({"", "apps", "autoscaling", "coordination.k8s.io"})
 # Built-in resources whose status is a subresource (writes to the main resource keep the old
-# status); custom resources are assumed to have one too (Istio's CRDs do).
+# status); custom resources have one too (Istio's CRDs do).
 _BUILTIN_STATUS_SUBRESOURCE = frozenset(
-    {
-        ("", "services"),
-        ("", "pods"),
-        ("apps", "deployments"),
-        ("apps", "replicasets"),
-        ("apps", "statefulsets"),
-        ("apps", "daemonsets"),
-        ("autoscaling", "horizontalpodautoscalers"),
-    }
+    {("", "services"), ("apps", "deployments"), ("autoscaling", "horizontalpodautoscalers")}
 )
-_CRD_PATCH_TYPES = (
-    "application/json-patch+json",
-    "application/merge-patch+json",
-    "application/apply-patch+yaml",
-)
-_BUILTIN_PATCH_TYPES = (*_CRD_PATCH_TYPES[:2], "application/strategic-merge-patch+json", _CRD_PATCH_TYPES[2])
-
-
-def _plural_for_kind(kind: str) -> str:
-    if kind in _PLURAL_BY_KIND:
-        return _PLURAL_BY_KIND[kind]
-    lower = kind.lower()
-    if lower.endswith("y") and lower[-2:-1] not in ("a", "e", "i", "o", "u"):
-        return lower[:-1] + "ies"
-    if lower.endswith(("s", "x", "ch", "sh")):
-        return lower + "es"
-    return lower + "s"
-
-
-def _kind_for_plural(plural: str) -> str:
-    if plural in _KIND_BY_PLURAL:
-        return _KIND_BY_PLURAL[plural]
-    if plural.endswith("ies"):
-        return plural[:-3].capitalize() + "y"
-    return plural[:-1].capitalize() if plural.endswith("s") else plural.capitalize()
+_CRD_PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json")
+_BUILTIN_PATCH_TYPES = (*_CRD_PATCH_TYPES, "application/strategic-merge-patch+json")
 
 
 def _split_api_version(api_version: str) -> tuple[str, str]:
@@ -167,11 +115,7 @@ class _Resource:
 
     @property
     def has_generation(self) -> bool:
-        return self.group != "" and (not self.builtin or self.group in ("apps", "batch"))
-
-    @property
-    def namespaced(self) -> bool:
-        return self.plural not in _CLUSTER_SCOPED
+        return self.group != "" and (not self.builtin or self.group == "apps")
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,31 +198,13 @@ _MODIFIED = "the object has been modified; please apply your changes to the late
 
 
 def _invalid(res: _Resource, name: str, field: str, problem: str) -> KubeAPIError:
-    kind = _kind_for_plural(res.plural)
+    kind = _KIND_BY_PLURAL[res.plural]
     qualified = f"{kind}.{res.group}" if res.group else kind
     return KubeAPIError(
         422,
         f'{qualified} "{name}" is invalid: {field}: {problem}',
         details={**_details(res, name), "kind": kind, "causes": [{"field": field, "message": problem}]},
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Label selectors (the grammar of k8s.io/apimachinery/pkg/labels)
-# --------------------------------------------------------------------------------------------
-
-
-def _parse_field_selector(text: str) -> list[tuple[str, str, str]]:
-    terms: list[tuple[str, str, str]] = []
-    for raw in filter(None, (part.strip() for part in text.split(","))):
-        match = re.fullmatch(r"([^=!]+?)\s*(==|!=|=)\s*(.*)", raw)
-        if not match:
-            raise LabelSelectorError(f"invalid selector: '{text}'; can't understand '{raw}'")
-        field, op, value = match.groups()
-        if field not in ("metadata.name", "metadata.namespace"):
-            raise LabelSelectorError(f'field label not supported: "{field}"')
-        terms.append((field, op, value))
-    return terms
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,36 +222,6 @@ def apply_merge_patch(target: Any, patch: Any) -> Any:
             result.pop(key, None)
         else:
             result[key] = apply_merge_patch(result.get(key), value)
-    return result
-
-
-def _named_items(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(item, dict) and "name" in item for item in value)
-
-
-def apply_strategic_merge_patch(target: Any, patch: Any) -> Any:
-    """Merge patch, except that lists of objects with a `name` key merge item by item by name."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        current = result.get(key)
-        if value is None:
-            result.pop(key, None)
-        elif isinstance(value, list) and value and _named_items(value) and _named_items(current):
-            merged: list[Any] = list(current or [])
-            for item in value:
-                index = next((i for i, old in enumerate(merged) if old["name"] == item["name"]), None)
-                if item.get("$patch") == "delete":
-                    if index is not None:
-                        del merged[index]
-                elif index is None:
-                    merged.append(apply_strategic_merge_patch({}, item))
-                else:
-                    merged[index] = apply_strategic_merge_patch(merged[index], item)
-            result[key] = merged
-        else:
-            result[key] = apply_strategic_merge_patch(current, value)
     return result
 
 
@@ -482,9 +378,10 @@ class FakeKubeAPI(LoopbackServer):
         meta = new.setdefault("metadata", {})
         if not kind or not meta.get("name") or "apiVersion" not in new:
             raise ValueError("an object needs apiVersion, kind and metadata.name")
-        res = _Resource(group, _split_api_version(new["apiVersion"])[1], _plural_for_kind(kind))
-        if res.namespaced:
-            meta.setdefault("namespace", "default")
+        if kind not in _PLURAL_BY_KIND:
+            raise ValueError(f"the sandbox API server serves only {sorted(_PLURAL_BY_KIND)}, not {kind}")
+        res = _Resource(group, _split_api_version(new["apiVersion"])[1], _PLURAL_BY_KIND[kind])
+        meta.setdefault("namespace", "default")
         with self._lock:
             bucket = self._store.setdefault((group, res.plural), {})
             key = self._key(meta.get("namespace", ""), meta["name"])
@@ -558,39 +455,25 @@ class FakeKubeAPI(LoopbackServer):
         self._check_faults(path)
         if headers.get("Authorization", "") != f"Bearer {self.token}":
             raise KubeAPIError(401, "Unauthorized")
-        if path in ("/healthz", "/livez", "/readyz"):
-            return _Response(200, "ok")
         if path == "/version":
             return _Response(200, _VERSION)
-        if path == "/api":
-            return _Response(200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
-        if path == "/apis":
-            return _Response(200, self._group_list())
         res, namespace, name, subresource = self._route(path)
-        if name is None and namespace is None and res.plural == "":
-            return _Response(200, self._resource_list(res))
         if method == "GET" and name is None:
-            if query.get("watch") in ("1", "true"):
-                raise KubeAPIError(405, "watch is not supported by the sandbox API server")
             return _Response(200, self._list(res, namespace, query))
         if name is None:
-            if method != "POST":
-                raise KubeAPIError(405, f"{method} is not supported on a collection by the sandbox API server")
-            if namespace is None and res.namespaced:
-                raise KubeAPIError(405)
-            return self._create(res, namespace, _decode_object(body), dry_run=_dry_run(query))
+            if method != "POST" or namespace is None:
+                raise KubeAPIError(405, f"{method} is not supported on this collection by the sandbox API server")
+            return self._create(res, namespace, _decode_object(body))
         if subresource not in (None, "status"):
             raise KubeAPIError(404)
         if method == "GET":
             with self._lock:
                 return _Response(200, self._present(res, self._current(res, namespace, name)))
         if method == "PUT":
-            return self._replace(res, namespace, name, _decode_object(body), subresource, _dry_run(query))
+            return self._replace(res, namespace, name, _decode_object(body), subresource)
         if method == "PATCH":
             content_type = headers.get("Content-Type", "").split(";")[0].strip()
-            return self._patch(res, namespace, name, content_type, body, subresource, _dry_run(query))
-        if method == "DELETE" and subresource is None:
-            return self._delete(res, namespace, name, body, _dry_run(query))
+            return self._patch(res, namespace, name, content_type, body, subresource)
         raise KubeAPIError(405)
 
     def _route(self, path: str) -> tuple[_Resource, str | None, str | None, str | None]:
@@ -601,10 +484,8 @@ class FakeKubeAPI(LoopbackServer):
             group, version, rest = parts[1], parts[2], parts[3:]
         else:
             raise KubeAPIError(404)
-        if group in _SERVED_VERSIONS and version not in _SERVED_VERSIONS[group]:
+        if version not in _SERVED_VERSIONS.get(group, ()) or not rest:
             raise KubeAPIError(404)
-        if not rest:
-            return _Resource(group, version, ""), None, None, None
         namespace: str | None = None
         if rest[0] == "namespaces" and len(rest) >= 3:
             namespace, rest = rest[1], rest[2:]
@@ -613,40 +494,9 @@ class FakeKubeAPI(LoopbackServer):
         res = _Resource(group, version, rest[0])
         name = rest[1] if len(rest) > 1 else None
         subresource = rest[2] if len(rest) > 2 else None
-        if namespace is None and name is not None and res.namespaced:
+        if rest[0] not in _KIND_BY_PLURAL or (namespace is None and name is not None):
             raise KubeAPIError(404)
         return res, namespace, name, subresource
-
-    def _group_list(self) -> JSON:
-        with self._lock:
-            groups = {group for group, _ in self._store if group} | {g for g in _SERVED_VERSIONS if g}
-        entries = []
-        for group in sorted(groups):
-            versions = _SERVED_VERSIONS.get(group, ("v1",))
-            entries.append(
-                {
-                    "name": group,
-                    "versions": [{"groupVersion": f"{group}/{v}", "version": v} for v in versions],
-                    "preferredVersion": {"groupVersion": f"{group}/{versions[0]}", "version": versions[0]},
-                }
-            )
-        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": entries}
-
-    def _resource_list(self, res: _Resource) -> JSON:
-        with self._lock:
-            plurals = {plural for group, plural in self._store if group == res.group}
-        verbs = ["create", "delete", "get", "list", "patch", "update"]
-        resources = [
-            {
-                "name": plural,
-                "singularName": "",
-                "namespaced": plural not in _CLUSTER_SCOPED,
-                "kind": _kind_for_plural(plural),
-                "verbs": verbs,
-            }
-            for plural in sorted(plurals)
-        ]
-        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": res.api_version, "resources": resources}
 
     def _present(self, res: _Resource, obj: JSON) -> JSON:
         out = copy.deepcopy(obj)
@@ -662,7 +512,6 @@ class FakeKubeAPI(LoopbackServer):
     def _list(self, res: _Resource, namespace: str | None, query: Mapping[str, str]) -> JSON:
         try:
             requirements = parse_label_selector(query.get("labelSelector", ""))
-            field_terms = _parse_field_selector(query.get("fieldSelector", ""))
         except LabelSelectorError as e:
             raise KubeAPIError(400, str(e)) from None
         try:
@@ -686,7 +535,7 @@ class FakeKubeAPI(LoopbackServer):
                     break
                 last_key = key
                 obj = bucket[key]
-                if _selected(obj, requirements, field_terms):
+                if all(r.matches((obj.get("metadata") or {}).get("labels") or {}) for r in requirements):
                     items.append(self._present(res, obj))
             rv = list_rv or str(self._rv)
             kind = next((obj.get("kind") for obj in bucket.values() if obj.get("kind")), None)
@@ -698,26 +547,25 @@ class FakeKubeAPI(LoopbackServer):
         if more:
             token = {"v": "meta.k8s.io/v1", "rv": int(rv), "start": last_key + "\x00"}
             list_meta["continue"] = base64.urlsafe_b64encode(json.dumps(token).encode()).decode()
-            if not requirements and not field_terms:
+            if not requirements:
                 list_meta["remainingItemCount"] = remaining
         return {
-            "kind": f"{kind or _kind_for_plural(res.plural)}List",
+            "kind": f"{kind or _KIND_BY_PLURAL[res.plural]}List",
             "apiVersion": res.api_version,
             "metadata": list_meta,
             "items": items,
         }
 
-    def _create(self, res: _Resource, namespace: str | None, obj: JSON, *, dry_run: bool) -> _Response:
+    def _create(self, res: _Resource, namespace: str, obj: JSON) -> _Response:
         self._check_type(res, obj)
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise KubeAPIError(400, "metadata must be an object")
-        if namespace is not None:
-            if meta.get("namespace") not in (None, "", namespace):
-                raise KubeAPIError(
-                    400, "the namespace of the provided object does not match the namespace sent on the request"
-                )
-            meta["namespace"] = namespace
+        if meta.get("namespace") not in (None, "", namespace):
+            raise KubeAPIError(
+                400, "the namespace of the provided object does not match the namespace sent on the request"
+            )
+        meta["namespace"] = namespace
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
         name = meta.get("name")
@@ -739,15 +587,13 @@ class FakeKubeAPI(LoopbackServer):
             meta["creationTimestamp"] = _now()
             if res.has_generation:
                 meta["generation"] = 1
-            if dry_run:
-                return _Response(201, self._present(res, obj))
             meta["resourceVersion"] = self._next_rv()
             bucket[key] = copy.deepcopy(obj)
             return _Response(201, self._present(res, obj))
 
     def _check_type(self, res: _Resource, obj: JSON) -> None:
         api_version = obj.setdefault("apiVersion", res.api_version)
-        kind = obj.setdefault("kind", _kind_for_plural(res.plural))
+        kind = obj.setdefault("kind", _KIND_BY_PLURAL[res.plural])
         group, _ = _split_api_version(str(api_version))
         if group != res.group:
             raise KubeAPIError(
@@ -755,11 +601,11 @@ class FakeKubeAPI(LoopbackServer):
                 f"the API version in the data ({api_version}) does not match the expected API version "
                 f"({res.api_version})",
             )
-        if _plural_for_kind(str(kind)) != res.plural:
+        if kind != _KIND_BY_PLURAL[res.plural]:
             raise KubeAPIError(400, f"the kind in the data ({kind}) does not match the resource ({res.plural})")
 
     def _replace(
-        self, res: _Resource, namespace: str | None, name: str, obj: JSON, subresource: str | None, dry_run: bool
+        self, res: _Resource, namespace: str | None, name: str, obj: JSON, subresource: str | None
     ) -> _Response:
         self._check_type(res, obj)
         meta = obj.setdefault("metadata", {})
@@ -776,7 +622,7 @@ class FakeKubeAPI(LoopbackServer):
                 )
             if rv and rv != current["metadata"]["resourceVersion"]:
                 raise _conflict(res, name, _MODIFIED)
-            return self._commit(res, current, obj, subresource, dry_run)
+            return self._commit(res, current, obj, subresource)
 
     def _patch(
         self,
@@ -786,13 +632,10 @@ class FakeKubeAPI(LoopbackServer):
         content_type: str,
         body: bytes,
         subresource: str | None,
-        dry_run: bool,
     ) -> _Response:
         accepted = _BUILTIN_PATCH_TYPES if res.builtin else _CRD_PATCH_TYPES
-        if content_type not in accepted or content_type == "application/apply-patch+yaml":
+        if content_type not in accepted:
             message = "the body of the request was in an unknown format - accepted media types include: "
-            if content_type == "application/apply-patch+yaml":
-                message = "server-side apply is not supported by the sandbox API server; accepted here: "
             raise KubeAPIError(415, message + ", ".join(accepted))
         try:
             patch = json.loads(body or b"null")
@@ -814,12 +657,12 @@ class FakeKubeAPI(LoopbackServer):
                     raise KubeAPIError(422, details={"causes": [{"message": str(e)}]}) from None
             elif content_type == "application/merge-patch+json":
                 patched = apply_merge_patch(presented, patch)
-            else:
+            else:  # strategic merge, approximated (see the module's docstring)
                 if not isinstance(patch, dict):
                     raise KubeAPIError(
                         400, "json: cannot unmarshal array into Go value of type map[string]interface {}"
                     )
-                patched = apply_strategic_merge_patch(presented, patch)
+                patched = apply_merge_patch(presented, patch)
             if not isinstance(patched, dict):
                 raise KubeAPIError(
                     422,
@@ -834,9 +677,9 @@ class FakeKubeAPI(LoopbackServer):
             rv = meta.get("resourceVersion")
             if rv and rv != current["metadata"]["resourceVersion"]:
                 raise _conflict(res, name, _MODIFIED)
-            return self._commit(res, current, patched, subresource, dry_run)
+            return self._commit(res, current, patched, subresource)
 
-    def _commit(self, res: _Resource, current: JSON, new: JSON, subresource: str | None, dry_run: bool) -> _Response:
+    def _commit(self, res: _Resource, current: JSON, new: JSON, subresource: str | None) -> _Response:
         """Store `new` in place of `current` (lock held); keeps system fields and, where due, status."""
         if subresource == "status":
             result = copy.deepcopy(current)
@@ -852,7 +695,7 @@ class FakeKubeAPI(LoopbackServer):
                 else:
                     result.pop("status", None)
         result["apiVersion"] = current.get("apiVersion", res.api_version)
-        result["kind"] = current.get("kind", _kind_for_plural(res.plural))
+        result["kind"] = current.get("kind", _KIND_BY_PLURAL[res.plural])
         meta = result.setdefault("metadata", {})
         old_meta = current["metadata"]
         for key in ("uid", "creationTimestamp", "namespace", "name"):
@@ -861,47 +704,9 @@ class FakeKubeAPI(LoopbackServer):
         if res.has_generation:
             changed = not _json_equal(current.get("spec"), result.get("spec"))
             meta["generation"] = old_meta.get("generation", 1) + (1 if changed else 0)
-        if dry_run:
-            meta["resourceVersion"] = old_meta["resourceVersion"]
-            return _Response(200, self._present(res, result))
         meta["resourceVersion"] = self._next_rv()
         self._store[(res.group, res.plural)][self._key(meta.get("namespace"), meta["name"])] = result
         return _Response(200, self._present(res, result))
-
-    def _delete(self, res: _Resource, namespace: str | None, name: str, body: bytes, dry_run: bool) -> _Response:
-        options = _decode_object(body) if body.strip() else {}
-        preconditions = options.get("preconditions") or {}
-        with self._lock:
-            current = self._current(res, namespace, name)
-            meta = current["metadata"]
-            want_rv = preconditions.get("resourceVersion")
-            if want_rv and want_rv != meta["resourceVersion"]:
-                raise _conflict(
-                    res,
-                    name,
-                    f"the ResourceVersion in the precondition ({want_rv}) does not match the ResourceVersion "
-                    f"in record ({meta['resourceVersion']}). The object might have been modified",
-                )
-            want_uid = preconditions.get("uid")
-            if want_uid and want_uid != meta["uid"]:
-                raise _conflict(
-                    res,
-                    name,
-                    f"the UID in the precondition ({want_uid}) does not match the UID in record ({meta['uid']}). "
-                    "The object might have been deleted and then recreated",
-                )
-            if not dry_run:
-                del self._store[(res.group, res.plural)][self._key(namespace, name)]
-        if not res.builtin or res.plural == "services":
-            return _Response(200, self._present(res, current))
-        status = {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Success",
-            "details": {**_details(res, name), "uid": meta["uid"]},
-        }
-        return _Response(200, status)
 
 
 _VERSION = {
@@ -915,10 +720,6 @@ _VERSION = {
     "compiler": "gc",
     "platform": "linux/amd64",
 }
-
-
-def _dry_run(query: Mapping[str, str]) -> bool:
-    return query.get("dryRun") == "All"
 
 
 def _decode_object(body: bytes) -> JSON:
@@ -937,18 +738,6 @@ def _decode_continue(token: str) -> tuple[str, str]:
         return str(data["start"]), str(data["rv"])
     except (ValueError, KeyError, TypeError):
         raise KubeAPIError(400, f"continue key is not valid: {token!r}") from None
-
-
-def _selected(obj: JSON, requirements: list[Requirement], field_terms: list[tuple[str, str, str]]) -> bool:
-    meta = obj.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    if not all(r.matches(labels) for r in requirements):
-        return False
-    for field, op, value in field_terms:
-        actual = meta.get(field.split(".", 1)[1], "")
-        if (actual == value) != (op in ("=", "==")):
-            return False
-    return True
 
 
 def _make_handler(api: FakeKubeAPI) -> type[BaseHTTPRequestHandler]:

@@ -6,24 +6,16 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from exporter.cli import clients
 from exporter.cli.common import EXIT_FAILURE, EXIT_OK, colour_for, number, parse_time, table
-from exporter.model import Figures, ServiceRef
+from exporter.model import CATALOGUE, FigureInfo, Figures, ServiceRef
 
 if TYPE_CHECKING:
     from exporter.config import Settings
     from exporter.export.cycle import CycleResult
-
-_COLUMNS = (
-    ("NAMESPACE", None, 0),
-    ("SERVICE", None, 0),
-    ("REQ/S", "request_rate", 2),
-    ("SUCCESS %", "success_rate_pct", 2),
-    ("MTLS %", "mtls_coverage_pct", 1),
-    ("P99 MS", "p99_latency_ms", 1),
-)
 
 
 def _severity(figures: Figures) -> dict[str, str]:
@@ -38,23 +30,27 @@ def _severity(figures: Figures) -> dict[str, str]:
     return marks
 
 
-def render_table(figures: dict[ServiceRef, Figures], *, colour: bool) -> str:
-    """An aligned table sorted by namespace then service; numbers right-aligned, — for no data."""
-    rows: list[list[str]] = [[name for name, _, _ in _COLUMNS]]
+def render_table(
+    figures: Mapping[ServiceRef, Figures], *, colour: bool, catalogue: Mapping[str, FigureInfo] = CATALOGUE
+) -> str:
+    """An aligned table sorted by namespace then service, a column per figure of the catalogue; numbers
+    right-aligned, — for no data."""
+    rows: list[list[str]] = [["NAMESPACE", "SERVICE", *(info.column for info in catalogue.values())]]
     marks: dict[tuple[int, int], str] = {}
     for ref in sorted(figures):
         f = figures[ref]
-        rows.append([ref.namespace, ref.name] + [number(getattr(f, attr), d) for _, attr, d in _COLUMNS[2:] if attr])
+        rows.append([ref.namespace, ref.name, *(number(getattr(f, n), i.decimals) for n, i in catalogue.items())])
         severity = _severity(f)
-        for i, (_, attr, _) in enumerate(_COLUMNS):
-            if attr in severity:
-                marks[(len(rows) - 1, i)] = severity[attr]
+        for column, figure in enumerate(catalogue, start=2):
+            if figure in severity:
+                marks[(len(rows) - 1, column)] = severity[figure]
     return "\n".join(table(rows, left={0, 1}, marks=marks, colour=colour)) + "\n"
 
 
-def render_json(result: CycleResult) -> str:
+def render_json(result: CycleResult, *, catalogue: Mapping[str, FigureInfo] = CATALOGUE) -> str:
+    """The cycle as JSON: every service with each figure of the catalogue (null for no data), and the errors."""
     services = [
-        {"namespace": ref.namespace, "service": ref.name, **result.figures[ref].values()}
+        {"namespace": ref.namespace, "service": ref.name, **{n: getattr(result.figures[ref], n) for n in catalogue}}
         for ref in sorted(result.figures)
     ]
     errors = [{"stage": "query", "query": name, "error": str(e)} for name, e in sorted(result.query_errors.items())]

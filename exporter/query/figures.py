@@ -1,8 +1,9 @@
 """The query layer's façade: figures per group (service, version, caller…) at one instant.
 
-A measurement runs the four grouped queries of `promql.figure_queries` concurrently and takes the
-ratios here, so that a group with traffic always gets every figure it has data for (0 % is a
-figure) and a group without traffic gets none. A failed query costs only the figures that need it.
+A measurement runs the grouped queries of `promql.figure_queries` concurrently and takes the
+ratios here (each figure as `model.CATALOGUE` describes it), so that a group with traffic always gets
+every figure it has data for (0 % is a figure) and a group without traffic gets none. A failed query
+costs only the figures that need it.
 Answers are decoded as they arrive, and figures are handed on (`on_figures`) in two batches: every
 figure the answers allow once only the slowest query is outstanding (usually the p99), then the rest,
 so that most points are on their way while that query still runs.
@@ -15,11 +16,11 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from exporter.errors import QueryError
-from exporter.model import Figures
+from exporter.model import CATALOGUE, FigureInfo, Figures
 from exporter.query import promql
 from exporter.query.prometheus import Vector as Decoded
 from exporter.query.prometheus import vector_by
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 Key = tuple[str, ...]
 Vector = Mapping[Key, float]
 Source = Literal["raw", "recorded", "auto"]
-SOURCES: tuple[Source, ...] = ("raw", "recorded", "auto")
+Catalogue = Mapping[str, FigureInfo]
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,6 @@ class Measurement:
 
     values: dict[str, dict[Key, float]]
     """By `Figures` field name: the groups with a value (see figure_values)."""
-    traffic_known: bool = True
-    """False when the request totals failed: the groups are then those with a p99."""
     errors: dict[str, QueryError] = field(default_factory=dict)
     non_finite: dict[str, int] = field(default_factory=dict)
     """Figures left out because a sample they need was NaN or ±Inf, by query name."""
@@ -50,55 +49,55 @@ class Measurement:
     @functools.cached_property
     def figures(self) -> dict[Key, Figures]:
         """Figures per group with traffic (built on first use: a daemon's cycle needs only `values`)."""
-        return _assemble(self.values, traffic_known=self.traffic_known)
+        return _assemble(self.values)
 
 
-FIGURES: tuple[str, ...] = tuple(f.name for f in fields(Figures))
-QUERY_OF = {"request_rate": "requests", "success_rate_pct": "ok", "mtls_coverage_pct": "mtls", "p99_latency_ms": "p99"}
-"""The query each figure reads besides the request totals (every figure needs those: which groups had traffic)."""
 OnFigures = Callable[[dict[str, dict[Key, float]]], None]
 """Called with figures (their values per group, by figure name) as soon as the queries they need have
 answered: at most twice a measurement (see the module's docstring)."""
 
 
-def figure_values(figure: str, vectors: Mapping[str, Vector | None]) -> dict[Key, float]:
+def figure_values(
+    figure: str, vectors: Mapping[str, Vector | None], catalogue: Catalogue = CATALOGUE
+) -> dict[Key, float]:
     """One figure's values per group, from the answered vectors (None where a query failed): only
     groups with traffic in the window get one (0 % is a value; no traffic or a non-finite sample is
-    none). When the request totals failed, only a finite p99 proves there was traffic."""
-    totals, part = vectors.get("requests"), vectors.get(QUERY_OF[figure])
+    none). When the request totals failed, only a finite quantile proves there was traffic."""
+    query = catalogue[figure].query
+    totals, part, quantile = vectors.get("requests"), vectors.get(query), promql.FIGURE_QUERIES[query].quantile
     if totals is None:
-        return dict(part or {}) if figure == "p99_latency_ms" else {}
+        return dict(part or {}) if quantile else {}
     traffic = [(key, total) for key, total in totals.items() if total > 0]  # 0: series but no request
-    if figure == "request_rate":
+    if query == "requests":
         return dict(traffic)
     if part is None:
         return {}
-    if figure == "p99_latency_ms":
+    if quantile:
         return {key: part[key] for key, _ in traffic if key in part}
     bad, share = part.non_finite if isinstance(part, Decoded) else frozenset(), part.get
     # a ratio: no numerator series is 0 %, not nothing; a non-finite numerator is no figure at all
     return {key: min(100.0, 100.0 * share(key, 0.0) / total) for key, total in traffic if key not in bad}
 
 
-def figures_from(vectors: Mapping[str, Vector | None]) -> dict[Key, Figures]:
-    """Combine the four vectors (None where its query failed) into figures per group with traffic."""
-    values = {figure: figure_values(figure, vectors) for figure in FIGURES}
-    return _assemble(values, traffic_known=vectors.get("requests") is not None)
+def figures_from(vectors: Mapping[str, Vector | None], catalogue: Catalogue = CATALOGUE) -> dict[Key, Figures]:
+    """Combine the vectors (None where its query failed) into figures per group with traffic."""
+    return _assemble({figure: figure_values(figure, vectors, catalogue) for figure in catalogue})
 
 
-def _assemble(values: Mapping[str, Mapping[Key, float]], *, traffic_known: bool) -> dict[Key, Figures]:
-    keys = values["request_rate"] if traffic_known else values["p99_latency_ms"]
-    rate, success, mtls, p99 = (values[figure] for figure in FIGURES)  # Figures' field order
-    return {key: Figures(rate.get(key), success.get(key), mtls.get(key), p99.get(key)) for key in keys}
+def _assemble(values: Mapping[str, Mapping[Key, float]]) -> dict[Key, Figures]:
+    """Figures for every group any figure has a value for: those with traffic (figure_values), or with a
+    quantile when the request totals failed. A figure `Figures` has no field for is a TypeError."""
+    keys = dict.fromkeys(key for by_key in values.values() for key in by_key)
+    return {key: Figures(**{f: v[key] for f, v in values.items() if key in v}) for key in keys}
 
 
-def non_finite_figures(vectors: Mapping[str, Vector | None]) -> dict[str, int]:
+def non_finite_figures(vectors: Mapping[str, Vector | None], catalogue: Catalogue = CATALOGUE) -> dict[str, int]:
     """How many figures of groups with traffic `figures_from` left out for a non-finite sample, by query."""
     totals = vectors.get("requests")
     counts: dict[str, int] = {}
     if isinstance(totals, Decoded) and totals.non_finite:
         counts["requests"] = len(totals.non_finite)
-    for name in ("ok", "mtls", "p99"):
+    for name in promql.query_names(catalogue)[1:]:  # the request totals come first
         vector = vectors.get(name)
         bad = vector.non_finite if isinstance(vector, Decoded) else ()
         if n := sum(1 for key in bad if (totals or {}).get(key, 0.0) > 0):
@@ -116,11 +115,13 @@ def measure(
     offset: str | None = None,
     q: float = 0.99,
     on_figures: OnFigures | None = None,
+    catalogue: Catalogue = CATALOGUE,
 ) -> Measurement:
     """Figures for every group of `by` labels with destination-reported traffic in `window` before `at`;
     `on_figures` gets the figures as soon as their queries have answered (the p99 is usually last)."""
-    queries = promql.figure_queries(by, window=window, matchers=matchers, offset=offset, q=q)
-    return _measured(_stream(client, queries, at=at, by=by, on_figures=on_figures), source="raw")
+    queries = promql.figure_queries(by, window=window, matchers=matchers, offset=offset, q=q, catalogue=catalogue)
+    answers = _stream(client, queries, at=at, by=by, on_figures=on_figures, catalogue=catalogue)
+    return _measured(answers, source="raw", catalogue=catalogue)
 
 
 @dataclass
@@ -139,6 +140,7 @@ def _stream(
     at: float,
     by: Sequence[str],
     on_figures: OnFigures | None,
+    catalogue: Catalogue,
     until: Callable[[_Answers], bool] = lambda answers: False,
 ) -> _Answers:
     """Decode each answer as it arrives and hand on the figures whose queries have all answered, once
@@ -157,9 +159,9 @@ def _stream(
         if len(answers.vectors) < len(queries) - 1:  # two or more outstanding: wait, so as to batch
             continue
         ready = {
-            figure: figure_values(figure, answers.vectors)
-            for figure in FIGURES
-            if figure not in answers.values and {"requests", QUERY_OF[figure]} <= answers.vectors.keys()
+            figure: figure_values(figure, answers.vectors, catalogue)
+            for figure, info in catalogue.items()
+            if figure not in answers.values and {"requests", info.query} <= answers.vectors.keys()
         }
         answers.values.update(ready)
         if on_figures is not None and any(ready.values()):
@@ -167,10 +169,10 @@ def _stream(
     return answers
 
 
-def _measured(answers: _Answers, *, source: Literal["raw", "recorded"]) -> Measurement:
-    values = {figure: answers.values.get(figure, {}) for figure in FIGURES}
-    traffic_known = answers.vectors.get("requests") is not None
-    return Measurement(values, traffic_known, answers.errors, non_finite_figures(answers.vectors), source=source)
+def _measured(answers: _Answers, *, source: Literal["raw", "recorded"], catalogue: Catalogue) -> Measurement:
+    values = {figure: answers.values.get(figure, {}) for figure in catalogue}
+    non_finite = non_finite_figures(answers.vectors, catalogue)
+    return Measurement(values, answers.errors, non_finite, source=source)
 
 
 _auto_lock = threading.Lock()
@@ -201,6 +203,7 @@ def measure_services(
     matchers: Sequence[promql.Matcher] = (),
     source: Source = "raw",
     on_figures: OnFigures | None = None,
+    catalogue: Catalogue = CATALOGUE,
 ) -> Measurement:
     """Figures per (namespace, service), from raw Istio series or from the recorded series.
 
@@ -209,16 +212,17 @@ def measure_services(
     failed recorded query is an error like any other, not a reason to double the load on Prometheus.
     """
     by = promql.SERVICE_LABELS
+    raw = functools.partial(measure, client, at=at, window=window, matchers=matchers, on_figures=on_figures)
     if source == "raw":
-        return measure(client, at=at, window=window, matchers=matchers, on_figures=on_figures)
-    queries = promql.recorded_figure_queries(by, window=window, matchers=matchers)
+        return raw(catalogue=catalogue)
+    queries = promql.recorded_figure_queries(by, window=window, matchers=matchers, catalogue=catalogue)
 
     def absent(answers: _Answers) -> bool:  # `auto` and the recorded request rates answered with no series
         return source == "auto" and answers.vectors.get("requests", None) == {}
 
-    answers = _stream(client, queries, at=at, by=by, on_figures=on_figures, until=absent)
+    answers = _stream(client, queries, at=at, by=by, on_figures=on_figures, catalogue=catalogue, until=absent)
     if source == "auto":
         _auto_chose(window, "raw" if absent(answers) else "recorded")
         if absent(answers):
-            return measure(client, at=at, window=window, matchers=matchers, on_figures=on_figures)
-    return _measured(answers, source="recorded")
+            return raw(catalogue=catalogue)
+    return _measured(answers, source="recorded", catalogue=catalogue)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from exporter.model import CATALOGUE, FigureInfo
 
 REQUESTS = "istio_requests_total"
 DURATION_BUCKET = "istio_request_duration_milliseconds_bucket"
 SERVICE_LABELS: tuple[str, ...] = ("destination_service_namespace", "destination_service_name")
-FIGURE_QUERIES: tuple[str, ...] = ("requests", "ok", "mtls", "p99")
 
 _DURATION = re.compile(r"^(?:[0-9]+(?:ms|s|m|h|d|w|y))+$")
 _DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d|w|y)")
@@ -61,6 +62,43 @@ class Matcher:
 
     def __str__(self) -> str:
         return f"{self.label}{self.op}{quote(self.value)}"
+
+
+@dataclass(frozen=True)
+class FigureQuery:
+    """A query figures read: the destination-reported request rate (of the requests matching `matchers`),
+    or with `quantile` the quantile of their duration; `recorded` names its recording rule's series and
+    `about` describes the rates it records (for the rule file's header)."""
+
+    recorded: str
+    about: str
+    matchers: tuple[Matcher, ...] = ()
+    quantile: bool = False
+
+
+# Query name (as model.CATALOGUE's figures name it) -> the query. Names follow Prometheus's
+# level:metric:operations convention and carry the window, so rule groups for several windows coexist.
+FIGURE_QUERIES: dict[str, FigureQuery] = {
+    "requests": FigureQuery("destination_service:istio_requests:rate{window}", "request"),
+    "ok": FigureQuery(
+        "destination_service:istio_requests_non_5xx:rate{window}", "non-5xx", (Matcher("response_code", "5..", "!~"),)
+    ),
+    "mtls": FigureQuery(
+        "destination_service:istio_requests_mutual_tls:rate{window}",
+        "mutual-TLS",
+        (Matcher("connection_security_policy", "mutual_tls"),),
+    ),
+    "p99": FigureQuery(
+        "destination_service_le:istio_request_duration_milliseconds_bucket:rate{window}",
+        "duration-bucket",
+        quantile=True,
+    ),
+}
+
+
+def query_names(catalogue: Mapping[str, FigureInfo] = CATALOGUE) -> tuple[str, ...]:
+    """The queries the catalogue's figures read, request totals first (every figure needs them)."""
+    return tuple(dict.fromkeys(["requests", *(info.query for info in catalogue.values())]))
 
 
 def one_of(label: str, values: Sequence[str]) -> Matcher:
@@ -140,12 +178,16 @@ def quantile(
     offset: str | None = None,
 ) -> str:
     """The q-quantile of request duration (ms) per group, from Istio's histogram buckets."""
-    return histogram_quantile(q, bucket_rates(by, window=window, matchers=matchers, offset=offset))
+    buckets = rate_sum((*by, "le"), window=window, matchers=matchers, offset=offset, metric=DURATION_BUCKET)
+    return histogram_quantile(q, buckets)
 
 
-def bucket_rates(by: Sequence[str], *, window: str, matchers: Sequence[Matcher] = (), offset: str | None = None) -> str:
-    """Per-`le` bucket rates of request duration per group: what `quantile` takes the quantile of."""
-    return rate_sum((*by, "le"), window=window, matchers=matchers, offset=offset, metric=DURATION_BUCKET)
+def _rates(
+    spec: FigureQuery, by: Sequence[str], *, window: str, matchers: Sequence[Matcher], offset: str | None
+) -> str:
+    """The rates a figure query reads: of its requests, or of their duration buckets (by `le` too)."""
+    labels, metric = ((*by, "le"), DURATION_BUCKET) if spec.quantile else (by, REQUESTS)
+    return rate_sum(labels, window=window, matchers=[*matchers, *spec.matchers], offset=offset, metric=metric)
 
 
 def figure_queries(
@@ -155,19 +197,17 @@ def figure_queries(
     matchers: Sequence[Matcher] = (),
     offset: str | None = None,
     q: float = 0.99,
+    catalogue: Mapping[str, FigureInfo] = CATALOGUE,
 ) -> dict[str, str]:
-    """The four grouped queries behind every figure: all requests, non-5xx, mutual TLS, and the p99.
-
-    Ratios are taken by the caller, so that a group whose numerator has no series gets 0, not nothing.
-    """
-    return {
-        "requests": rate_sum(by, window=window, matchers=matchers, offset=offset),
-        "ok": rate_sum(by, window=window, matchers=[*matchers, Matcher("response_code", "5..", "!~")], offset=offset),
-        "mtls": rate_sum(
-            by, window=window, matchers=[*matchers, Matcher("connection_security_policy", "mutual_tls")], offset=offset
-        ),
-        "p99": quantile(q, by, window=window, matchers=matchers, offset=offset),
-    }
+    """The grouped queries behind the catalogue's figures (by default: all requests, non-5xx, mutual TLS
+    and the p99). Ratios are taken by the caller, so that a group whose numerator has no series gets 0,
+    not nothing."""
+    out = {}
+    for name in query_names(catalogue):
+        spec = FIGURE_QUERIES[name]
+        rates = _rates(spec, by, window=window, matchers=matchers, offset=offset)
+        out[name] = histogram_quantile(q, rates) if spec.quantile else rates
+    return out
 
 
 def coverage_queries(
@@ -211,63 +251,56 @@ def unverified_query(
 
 # Recording rules ---------------------------------------------------------------------------------
 # The rule group pre-aggregates, per (destination_service_namespace, destination_service_name), the
-# very expressions `figure_queries` sends raw, so a figure read from the recorded series equals the raw
-# figure at the rule's evaluation instant. Names follow Prometheus's level:metric:operations convention
-# and carry the window, so groups for several windows can coexist.
-
-RECORDED_RATES: tuple[str, ...] = ("requests", "ok", "mtls", "buckets")
-_RECORDED_METRIC = {
-    "requests": "destination_service:istio_requests:rate{window}",
-    "ok": "destination_service:istio_requests_non_5xx:rate{window}",
-    "mtls": "destination_service:istio_requests_mutual_tls:rate{window}",
-    "buckets": "destination_service_le:istio_request_duration_milliseconds_bucket:rate{window}",
-}
+# very rates `figure_queries` sends raw, so a figure read from the recorded series equals the raw figure
+# at the rule's evaluation instant.
 
 
-def recorded_name(rate: str, *, window: str) -> str:
-    """The recorded series of `rate` (one of RECORDED_RATES) over `window`, e.g.
-    destination_service:istio_requests:rate5m."""
+def recorded_name(query: str, *, window: str) -> str:
+    """The recorded series of a figure query's rates over `window`, e.g. destination_service:istio_requests:rate5m."""
     duration_seconds(window)
-    return _RECORDED_METRIC[rate].format(window=window)
+    return FIGURE_QUERIES[query].recorded.format(window=window)
 
 
-def recording_rules(*, window: str) -> dict[str, str]:
+def recording_rules(*, window: str, catalogue: Mapping[str, FigureInfo] = CATALOGUE) -> dict[str, str]:
     """Recorded name → expression: the raw figure queries' own rate expressions, per service."""
-    raw = figure_queries(SERVICE_LABELS, window=window)
-    exprs = {
-        "requests": raw["requests"],
-        "ok": raw["ok"],
-        "mtls": raw["mtls"],
-        "buckets": bucket_rates(SERVICE_LABELS, window=window),
+    return {
+        recorded_name(name, window=window): _rates(
+            FIGURE_QUERIES[name], SERVICE_LABELS, window=window, matchers=(), offset=None
+        )
+        for name in query_names(catalogue)
     }
-    return {recorded_name(rate, window=window): exprs[rate] for rate in RECORDED_RATES}
 
 
-def rule_group(*, window: str, interval: str | None = None) -> dict[str, object]:
+def rule_group(
+    *, window: str, interval: str | None = None, catalogue: Mapping[str, FigureInfo] = CATALOGUE
+) -> dict[str, object]:
     """One Prometheus rule group (the `groups:` item of a rule file or a PrometheusRule's spec)."""
     group: dict[str, object] = {"name": f"mesh-exporter-{window}"}
     if interval is not None:
         duration_seconds(interval)
         group["interval"] = interval
-    group["rules"] = [{"record": name, "expr": expr} for name, expr in recording_rules(window=window).items()]
+    rules = recording_rules(window=window, catalogue=catalogue)
+    group["rules"] = [{"record": name, "expr": expr} for name, expr in rules.items()]
     return group
 
 
 def recorded_figure_queries(
-    by: Sequence[str] = SERVICE_LABELS, *, window: str, matchers: Sequence[Matcher] = (), q: float = 0.99
+    by: Sequence[str] = SERVICE_LABELS,
+    *,
+    window: str,
+    matchers: Sequence[Matcher] = (),
+    q: float = 0.99,
+    catalogue: Mapping[str, FigureInfo] = CATALOGUE,
 ) -> dict[str, str]:
-    """The four figure queries of `figure_queries`, read from the recorded series instead of raw Istio
-    series. `by` must be a subset of SERVICE_LABELS (the recorded series carry nothing else)."""
+    """The queries of `figure_queries`, read from the recorded series instead of raw Istio series.
+    `by` must be a subset of SERVICE_LABELS (the recorded series carry nothing else)."""
     if not set(by) <= set(SERVICE_LABELS):
         raise ValueError(f"recorded series carry only {SERVICE_LABELS}, not {tuple(by)}")
-
-    def summed(rate: str, labels: Sequence[str]) -> str:
-        name = recorded_name(rate, window=window)
-        return f"sum by ({_by(labels)}) ({selector(name, matchers) if matchers else name})"
-
-    return {
-        "requests": summed("requests", by),
-        "ok": summed("ok", by),
-        "mtls": summed("mtls", by),
-        "p99": histogram_quantile(q, summed("buckets", (*by, "le"))),
-    }
+    out = {}
+    for name in query_names(catalogue):
+        spec = FIGURE_QUERIES[name]
+        recorded = recorded_name(name, window=window)
+        labels = (*by, "le") if spec.quantile else by
+        rates = f"sum by ({_by(labels)}) ({selector(recorded, matchers) if matchers else recorded})"
+        out[name] = histogram_quantile(q, rates) if spec.quantile else rates
+    return out

@@ -11,15 +11,8 @@ from typing import Any, TypeVar
 import pytest
 from kubernetes import client, config
 
-from sandbox.kubeapi import (
-    FakeKubeAPI,
-    JSONPatchError,
-    LabelSelectorError,
-    apply_json_patch,
-    apply_merge_patch,
-    apply_strategic_merge_patch,
-    parse_label_selector,
-)
+from exporter.selectors import LabelSelectorError, parse_label_selector
+from sandbox.kubeapi import FakeKubeAPI, JSONPatchError, apply_json_patch, apply_merge_patch
 
 T = TypeVar("T")
 
@@ -390,30 +383,33 @@ def test_missing_object_is_404_not_found(kube: client.ApiClient) -> None:
 # ---- deployments -----------------------------------------------------------------------------
 
 
-def test_patch_deployment_image_with_strategic_merge_keeps_other_containers(
+def test_patch_deployment_as_the_client_sends_it_and_as_the_rollout_does(
     api: FakeKubeAPI, kube: client.ApiClient
 ) -> None:
     api.add(deployment("shop", "reviews"))
     apps = client.AppsV1Api(kube)
-    patch = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "registry.local/app:2.0"}]}}}}
-    result = apps.patch_namespaced_deployment("reviews", "shop", patch)
+    # a dict body goes as a strategic merge patch (the rollout tests' controllers scale this way)
+    result = apps.patch_namespaced_deployment("reviews", "shop", {"spec": {"replicas": 3}})
     assert api.requests[-1].headers["Content-Type"] == "application/strategic-merge-patch+json"
-    assert [(c.name, c.image) for c in containers(result)] == [
-        ("app", "registry.local/app:2.0"),
-        ("istio-proxy", "istio/proxyv2:1.24.0"),
-    ]
-    assert some(containers(result)[0].ports)[0].container_port == 8080
+    assert some(result.spec).replicas == 3
+    assert [c.name for c in containers(result)] == ["app", "istio-proxy"]  # the rest is untouched
     assert some(result.metadata).generation == 2
     assert some(result.status).observed_generation == 1  # status is a subresource: a spec patch leaves it alone
 
+    # a list body goes as a JSON patch: what the product sends
     ops = [{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "registry.local/app:3.0"}]
     result = apps.patch_namespaced_deployment("reviews", "shop", ops)
     assert api.requests[-1].headers["Content-Type"] == "application/json-patch+json"
-    assert containers(result)[0].image == "registry.local/app:3.0"
+    assert [(c.name, c.image) for c in containers(result)] == [
+        ("app", "registry.local/app:3.0"),
+        ("istio-proxy", "istio/proxyv2:1.24.0"),
+    ]
+    assert some(containers(result)[0].ports)[0].container_port == 8080
 
-    # A plain merge patch replaces the whole list: the sidecar is gone.
-    result = apps.patch_namespaced_deployment("reviews", "shop", patch, _content_type="application/merge-patch+json")
-    assert [c.name for c in containers(result)] == ["app"]
+    # no other patch format is served
+    with pytest.raises(client.ApiException) as caught:
+        apps.patch_namespaced_deployment("reviews", "shop", ops, _content_type="application/apply-patch+yaml")
+    assert caught.value.status == 415
 
 
 def test_deployment_status_subresource(api: FakeKubeAPI, kube: client.ApiClient) -> None:
@@ -464,9 +460,6 @@ def test_lease_create_and_replace_with_stale_resource_version_is_409(api: FakeKu
     assert status["details"] == {"name": "mesh-exporter", "group": "coordination.k8s.io", "kind": "leases"}
     stored = api.get("coordination.k8s.io/v1", "leases", "istio-system", "mesh-exporter")
     assert stored is not None and stored["spec"]["holderIdentity"] == "pod-b"
-
-    coordination.delete_namespaced_lease("mesh-exporter", "istio-system")
-    assert api.get("coordination.k8s.io/v1", "leases", "istio-system", "mesh-exporter") is None
 
 
 # ---- fault injection -------------------------------------------------------------------------
@@ -539,15 +532,22 @@ def test_json_patch_operations() -> None:
         apply_json_patch({"l": [1]}, [{"op": "replace", "path": "/l/1", "value": 2}])
 
 
-def test_merge_and_strategic_merge_patches() -> None:
-    target = {"spec": {"containers": [{"name": "a", "image": "1"}, {"name": "b", "image": "1"}], "x": 1}}
-    patch = {"spec": {"containers": [{"name": "b", "image": "2"}, {"name": "c", "image": "1"}], "x": None}}
-    assert apply_merge_patch(target, patch) == {"spec": {"containers": patch["spec"]["containers"]}}
-    assert apply_strategic_merge_patch(target, patch) == {
-        "spec": {"containers": [{"name": "a", "image": "1"}, {"name": "b", "image": "2"}, {"name": "c", "image": "1"}]}
-    }
-    deleted = apply_strategic_merge_patch(target, {"spec": {"containers": [{"name": "a", "$patch": "delete"}]}})
-    assert deleted["spec"]["containers"] == [{"name": "b", "image": "1"}]
+def test_merge_patch() -> None:
+    target = {"spec": {"containers": [{"name": "a", "image": "1"}, {"name": "b", "image": "1"}], "x": 1, "y": 2}}
+    patch = {"spec": {"containers": [{"name": "b", "image": "2"}], "x": None}}
+    assert apply_merge_patch(target, patch) == {"spec": {"containers": [{"name": "b", "image": "2"}], "y": 2}}
+    assert target["spec"]["x"] == 1  # the input is untouched
+
+
+def test_only_the_kinds_and_versions_in_use_are_served(api: FakeKubeAPI, kube: client.ApiClient) -> None:
+    with pytest.raises(client.ApiException) as caught:
+        client.CoreV1Api(kube).list_namespaced_pod("shop")
+    assert caught.value.status == 404
+    with pytest.raises(client.ApiException) as caught:
+        client.AutoscalingV1Api(kube).list_namespaced_horizontal_pod_autoscaler("shop")
+    assert caught.value.status == 404
+    with pytest.raises(ValueError, match="serves only"):
+        api.add({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}})
 
 
 def test_horizontal_pod_autoscalers_are_served_under_autoscaling_v2(api: FakeKubeAPI, kube: client.ApiClient) -> None:

@@ -2,13 +2,14 @@
 
 import argparse
 import json
+from dataclasses import replace
 
 import pytest
 
 from exporter.cli.common import parse_time
 from exporter.cli.once import render_json, render_table
 from exporter.export.cycle import CycleResult
-from exporter.model import Figures, ServiceRef
+from exporter.model import CATALOGUE, Figures, ServiceRef
 
 FIGS = {
     ServiceRef("shop", "cart"): Figures(1234.5, 97.0, 100.0, 41.0),
@@ -35,6 +36,22 @@ def test_colour_highlights_failing_figures_only_when_asked() -> None:
     assert f"{red}{'97.00':>9}\033[0m" in text  # the SUCCESS % column is 9 wide
     assert f"{red}{'0.0':>6}\033[0m" in text  # the MTLS % column is 6 wide
     assert text.count(red) == 2  # cart's 97 % success and legacy's 0 % mTLS
+
+
+def test_the_table_and_json_follow_the_figure_catalogue() -> None:
+    p99 = replace(CATALOGUE["p99_latency_ms"], column="LATENCY", decimals=3)
+    catalogue = {"p99_latency_ms": p99, "success_rate_pct": CATALOGUE["success_rate_pct"]}
+    lines = render_table(FIGS, colour=False, catalogue=catalogue).splitlines()
+    assert lines[0].split() == ["NAMESPACE", "SERVICE", "LATENCY", "SUCCESS", "%"]
+    assert lines[3].split()[2:] == ["41.000", "97.00"]
+    assert f"\033[31m{'97.00':>9}\033[0m" in render_table(FIGS, colour=True, catalogue=catalogue)  # still marked
+    doc = json.loads(render_json(CycleResult(at=1, figures_of=lambda: FIGS), catalogue=catalogue))
+    assert doc["services"][2] == {
+        "namespace": "shop",
+        "service": "cart",
+        "p99_latency_ms": 41.0,
+        "success_rate_pct": 97.0,
+    }
 
 
 def test_json_follows_the_contract_with_null_for_no_data() -> None:

@@ -4,11 +4,13 @@ answers by query text, so the decision is seen without a Prometheus)."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any, cast
 
 from structlog.testing import capture_logs
 
 from exporter.errors import QueryError
+from exporter.model import CATALOGUE
 from exporter.query import figures, promql
 from exporter.query.prometheus import PrometheusClient
 
@@ -48,6 +50,20 @@ def test_raw_sends_only_raw_queries_and_recorded_only_recorded_ones() -> None:
     m, fake = run("absent", "recorded")
     assert m.source == "recorded" and fake.sent == list(promql.recorded_figure_queries(window="7m").values())
     assert m.figures == {}  # recorded mode never falls back: no recorded series, no figures
+
+
+def test_every_mode_measures_the_figures_of_the_catalogue_it_is_given() -> None:
+    again = {**CATALOGUE, "mtls_again": replace(CATALOGUE["mtls_coverage_pct"], suffix="mtls_again")}
+    without_p99 = {name: info for name, info in CATALOGUE.items() if name != "p99_latency_ms"}
+    for source in ("raw", "recorded"):
+        fake = Answers("present")
+        m = figures.measure_services(cast(PrometheusClient, fake), at=1.0, window="7m", source=source, catalogue=again)
+        assert set(m.values) == set(again) and m.values["mtls_again"] == {("shop", "cart"): 100.0}
+        fake = Answers("present")
+        client = cast(PrometheusClient, fake)
+        m = figures.measure_services(client, at=1.0, window="7m", source=source, catalogue=without_p99)
+        assert set(m.values) == set(without_p99) and len(fake.sent) == 3
+        assert not any("bucket" in text for text in fake.sent)
 
 
 def test_auto_falls_back_only_when_the_recorded_request_rates_are_absent() -> None:

@@ -1,9 +1,11 @@
 """Figures from the four vectors: the PromQL ratio traps, table-driven."""
 
+from dataclasses import fields, replace
+
 import pytest
 
-from exporter.model import Figures
-from exporter.query.figures import figures_from
+from exporter.model import CATALOGUE, Figures
+from exporter.query.figures import figure_values, figures_from
 
 K = ("shop", "cart")
 
@@ -49,3 +51,18 @@ def test_same_name_in_two_namespaces_stays_apart() -> None:
     out = figures_from({"requests": {a: 1.0, b: 3.0}, "ok": {a: 1.0, b: 1.5}, "mtls": {a: 1.0}, "p99": {}})
     assert out[a] == Figures(1.0, 100.0, 100.0, None)
     assert out[b] == Figures(3.0, 50.0, 0.0, None)
+
+
+def test_figures_has_one_field_per_catalogue_entry_in_its_order() -> None:
+    assert [f.name for f in fields(Figures)] == list(CATALOGUE)
+
+
+def test_figure_values_follow_the_catalogue() -> None:
+    vectors = {"requests": {K: 4.0}, "ok": {K: 3.0}, "mtls": {K: 1.0}, "p99": {K: 8.0}}
+    again = {**CATALOGUE, "mtls_again": replace(CATALOGUE["mtls_coverage_pct"], suffix="mtls_again")}
+    assert figure_values("mtls_again", vectors, again) == {K: 25.0}
+    # a figure in the catalogue that Figures has no field for fails loudly instead of going missing
+    with pytest.raises(TypeError, match="mtls_again"):
+        figures_from(vectors, again)
+    # a figure left out of the catalogue is not computed
+    assert figures_from(vectors, {"p99_latency_ms": CATALOGUE["p99_latency_ms"]}) == {K: Figures(p99_latency_ms=8.0)}

@@ -15,6 +15,7 @@ import pytest
 
 from exporter.errors import QueryError, SubmitError
 from exporter.export.delivery import Delivery
+from exporter.model import CATALOGUE
 from exporter.query import figures, promql
 from exporter.query.prometheus import PrometheusClient
 from exporter.retry import RetryPolicy
@@ -60,13 +61,13 @@ def test_figures_ready_before_the_slowest_query_go_first_and_the_rest_after() ->
     assert first == {"request_rate": {A: 4.0}, "success_rate_pct": {A: 75.0}, "mtls_coverage_pct": {A: 0.0}}
     assert second == {"p99_latency_ms": {A: 120.0}}
     # the batches are the measurement's figures, nothing more or less
-    assert {f: v for b in seen for f, v in b.items()} == {f: {A: getattr(m.figures[A], f)} for f in figures.FIGURES}
+    assert {f: v for b in seen for f, v in b.items()} == {f: {A: getattr(m.figures[A], f)} for f in CATALOGUE}
     assert set(m.figures) == {A}
 
 
 def test_when_the_request_totals_answer_last_everything_goes_at_once() -> None:
     seen, _ = batches(["p99", "ok", "mtls", "requests"])
-    assert len(seen) == 1 and set(seen[0]) == set(figures.FIGURES)
+    assert len(seen) == 1 and set(seen[0]) == set(CATALOGUE)
     seen_ok_last, _ = batches(["requests", "p99", "mtls", "ok"])
     assert [sorted(b) for b in seen_ok_last] == [
         ["mtls_coverage_pct", "p99_latency_ms", "request_rate"],

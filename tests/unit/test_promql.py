@@ -1,7 +1,10 @@
 """PromQL text: quoting, matchers, durations and the grouped figure queries."""
 
+from dataclasses import replace
+
 import pytest
 
+from exporter.model import CATALOGUE
 from exporter.query import promql
 
 
@@ -41,7 +44,7 @@ def test_matcher_rejects_bad_label_names_and_operators() -> None:
 
 def test_figure_queries_are_grouped_destination_reported_and_never_per_service() -> None:
     queries = promql.figure_queries(window="5m")
-    assert set(queries) == set(promql.FIGURE_QUERIES)
+    assert list(queries) == ["requests", "ok", "mtls", "p99"]
     by = "sum by (destination_service_namespace, destination_service_name)"
     assert queries["requests"] == f'{by} (rate(istio_requests_total{{reporter="destination"}}[5m]))'
     assert queries["ok"] == f'{by} (rate(istio_requests_total{{reporter="destination",response_code!~"5.."}}[5m]))'
@@ -76,3 +79,15 @@ def test_invalid_window_or_quantile_is_refused() -> None:
         promql.figure_queries(window="five minutes")
     with pytest.raises(ValueError):
         promql.quantile(1.5, promql.SERVICE_LABELS, window="5m")
+
+
+def test_the_query_set_follows_the_figure_catalogue() -> None:
+    without_p99 = {name: info for name, info in CATALOGUE.items() if name != "p99_latency_ms"}
+    assert list(promql.figure_queries(window="5m", catalogue=without_p99)) == ["requests", "ok", "mtls"]
+    only_p99 = {"p99_latency_ms": CATALOGUE["p99_latency_ms"]}
+    assert list(promql.figure_queries(window="5m", catalogue=only_p99)) == ["requests", "p99"]
+    # a figure that reads a query another figure reads costs no further query
+    again = {**CATALOGUE, "mtls_again": replace(CATALOGUE["mtls_coverage_pct"], suffix="mtls_again")}
+    assert promql.figure_queries(window="5m", catalogue=again) == promql.figure_queries(window="5m")
+    # every figure reads a query that exists
+    assert {info.query for info in CATALOGUE.values()} <= set(promql.FIGURE_QUERIES)

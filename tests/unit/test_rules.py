@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from exporter.model import CATALOGUE
 from exporter.query import promql
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,6 +68,20 @@ def test_recorded_figure_queries_read_only_the_recorded_series() -> None:
         promql.recorded_figure_queries(("destination_workload",), window="5m")
 
 
+def test_the_recording_rules_follow_the_figure_catalogue() -> None:
+    without_p99 = {name: info for name, info in CATALOGUE.items() if name != "p99_latency_ms"}
+    rules = promql.recording_rules(window="5m", catalogue=without_p99)
+    assert list(rules) == list(promql.recording_rules(window="5m"))[:3]
+    recorded = promql.recorded_figure_queries(window="5m", catalogue=without_p99)
+    assert list(recorded) == ["requests", "ok", "mtls"]
+    only_p99 = {"p99_latency_ms": CATALOGUE["p99_latency_ms"]}
+    group = promql.rule_group(window="5m", catalogue=only_p99)
+    assert [r["record"] for r in group["rules"]] == [  # type: ignore[attr-defined]
+        "destination_service:istio_requests:rate5m",
+        "destination_service_le:istio_request_duration_milliseconds_bucket:rate5m",
+    ]
+
+
 def test_the_checked_in_prometheus_rule_is_what_the_command_prints() -> None:
     checked_in = (COMPONENT / "prometheusrule.yaml").read_text(encoding="utf-8")
     assert checked_in == exporter("rules", "--format", "prometheus-rule")
@@ -75,6 +90,7 @@ def test_the_checked_in_prometheus_rule_is_what_the_command_prints() -> None:
     assert yaml.safe_load((COMPONENT / "kustomization.yaml").read_text())["resources"] == ["prometheusrule.yaml"]
 
 
+@pytest.mark.tools  # promtool
 def test_the_rule_file_follows_the_settings_and_promtool_accepts_it(tmp_path: Path) -> None:
     text = exporter("rules", EXPORTER_RATE_WINDOW="2m", EXPORTER_INTERVAL_SECONDS="15")
     group = yaml.safe_load(text)["groups"][0]
