@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -85,7 +87,13 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         backlog=Backlog(max_points=settings.backlog_max_points, spool=spool),
     )
     daemon.routes.update(canary_routes(settings, daemon.metrics.registry, daemon.stop_event))
-    return daemon.run()
+    code = daemon.run()
+    # stop() has flushed or spooled the backlog within its deadlines; a worker thread still stuck in a
+    # request that never answers (a hung Kubernetes API or Prometheus) must not hold the exit: the
+    # interpreter would join the scheduler's pool threads, so the process ends here without them.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def register(subparsers: Any) -> None:

@@ -30,7 +30,7 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from exporter.config import Settings
-from exporter.errors import ExporterError, QueryError, SubmitError
+from exporter.errors import ExporterError, KubeError, QueryError, SubmitError
 from exporter.export.cycle import CycleResult, gc_paused, log_cycle, measure_cycle
 from exporter.export.delivery import Delivery, deliver
 from exporter.export.health import HealthServer, Route
@@ -120,6 +120,9 @@ class Daemon:
         )
         # Retry waits end at once on shutdown, so a cycle caught in an outage finishes within the grace.
         self.prom.retry = replace(self.prom.retry, sleep=self._pause(lambda: QueryError("shutting down", query="-")))
+        if isinstance(discovery, KubeDiscovery):
+            kube = discovery.kube
+            kube.retry = replace(kube.retry, sleep=self._pause(lambda: KubeError("shutting down")))
         if self.sink is not None:
             self.sink.retry = replace(
                 self.sink.retry, sleep=self._pause(lambda: SubmitError("shutting down", retryable=True))
@@ -350,7 +353,7 @@ class Daemon:
         daemon) and all its points are kept."""
         points = self.backlog.take()
         if not points or self.sink is None:
-            self.backlog.add(points)
+            self.backlog.settle(points, points)
             return
         last = DatadogSink(self.sink.transport, retry=RetryPolicy(attempts=1))
         box: list[SubmitStats] = []
@@ -361,7 +364,7 @@ class Daemon:
             log.error("shutdown: the last delivery did not finish in time; points kept", deadline_s=self.flush_seconds)
             box.append(SubmitStats(failed=points))
         stats = box[0]
-        self.backlog.add(stats.failed)
+        self.backlog.settle(points, stats.failed)
         if stats.failed and self.backlog.spool is None:
             self.metrics.points_dropped.labels("shutdown").inc(len(stats.failed))
             log.error("shutdown: unsent points lost (set EXPORTER_SPOOL_DIR to keep them)", points=len(stats.failed))
