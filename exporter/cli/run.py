@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exporter.cli import clients
-from exporter.errors import QueryError
+from exporter.errors import ConfigError, QueryError
 
 if TYPE_CHECKING:
     from exporter.config import Settings
@@ -77,6 +77,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from exporter.sink.backlog import Backlog, Spool
 
     spool = Spool(Path(settings.spool_dir)) if settings.spool_dir else None
+    if spool is not None:
+        try:
+            spool.check()  # at start, not at the first outage: a spool that cannot be written keeps nothing
+        except OSError as e:
+            raise ConfigError("EXPORTER_SPOOL_DIR", f"cannot write there: {e.strerror}") from None
     api = clients.kubernetes(settings)
     daemon = Daemon(
         settings,

@@ -61,6 +61,13 @@ class Spool:
         self.set_aside = 0
         """Entries of the last load that failed validation (written to backlog.json.invalid-<time>)."""
 
+    def check(self) -> None:
+        """Create the directory and write a probe file in it; OSError when the spool could not be written."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        probe = self.directory / f".{SPOOL_NAME}.probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+
     def load(self, *, now: float | None = None) -> list[Point]:
         """Points saved by a previous run, each validated; a corrupt file is renamed aside and invalid
         entries are written aside (never a crash, never sent)."""
