@@ -35,6 +35,7 @@ from exporter.export.cycle import CycleResult, gc_paused, log_cycle, measure_cyc
 from exporter.export.delivery import Delivery, deliver
 from exporter.export.health import HealthServer, Route
 from exporter.export.selfmetrics import SelfMetrics, register_leadership
+from exporter.kube.client import KubeClient
 from exporter.kube.discovery import KubeDiscovery
 from exporter.model import ServiceRef
 from exporter.query.prometheus import PrometheusClient
@@ -45,6 +46,7 @@ from exporter.sink.datadog import DatadogSink, SubmitStats, global_tags
 log = structlog.get_logger("exporter.export.daemon")
 
 READY_INTERVALS = 3
+DATA_QUALITY = ("non_finite", "duplicate_series")  # query errors whose call itself succeeded
 GRACE_SECONDS = 15.0  # a running cycle may finish within this after SIGTERM
 FLUSH_SECONDS = 5.0  # then one last delivery within this: 20 s in all, inside a 30 s terminationGracePeriod
 
@@ -123,6 +125,9 @@ class Daemon:
         if isinstance(discovery, KubeDiscovery):
             kube = discovery.kube
             kube.retry = replace(kube.retry, sleep=self._pause(lambda: KubeError("shutting down")))
+        for client in (getattr(discovery, "kube", None), getattr(leader, "kube", None)):
+            if isinstance(client, KubeClient):  # discovery and the Lease: either one's calls set the gauge
+                client.on_call = lambda ok: self.metrics.upstream_up.labels("kubernetes").set(ok)
         if self.sink is not None:
             self.sink.retry = replace(
                 self.sink.retry, sleep=self._pause(lambda: SubmitError("shutting down", retryable=True))
@@ -141,7 +146,6 @@ class Daemon:
             services = self.discovery.list_services()
         except ExporterError as e:
             self.metrics.errors.labels("discovery").inc()
-            self.metrics.upstream_up.labels("kubernetes").set(0)
             if getattr(e.__cause__, "kind", None) == "malformed":
                 self.metrics.kube_malformed.inc()
             age = None if self.discovered_at is None else round(self.clock() - self.discovered_at, 1)
@@ -153,7 +157,6 @@ class Daemon:
             )
             return
         self.services, self.discovered_at = services, self.clock()
-        self.metrics.upstream_up.labels("kubernetes").set(1)
         self.metrics.services.set(len(services))
         log.info("discovered services", services=len(services), selector=self.settings.label_selector)
 
@@ -266,7 +269,9 @@ class Daemon:
         if not result.measured:
             self.metrics.instants_missed.labels("not_measured").inc()
             log.error("instant not measured: Prometheus did not answer the request totals", evaluated_at=at)
-        self.metrics.upstream_up.labels("prometheus").set(0 if result.query_errors else 1)
+        # Data-quality errors (non-finite samples, duplicate series) come from calls that succeeded.
+        failed_calls = [e for e in result.query_errors.values() if e.kind not in DATA_QUALITY]
+        self.metrics.upstream_up.labels("prometheus").set(0 if failed_calls else 1)
         if self.leader is not None:
             self.leader.submitted(at)
         return result

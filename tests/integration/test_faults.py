@@ -319,6 +319,7 @@ def test_a_failing_query_costs_only_its_figures(
             driver = Driver(daemon, traveller)
             driver.start()
             faulty = driver.next(lambda: proxy.set_fault(fault))
+            up_after_fault = metric(metrics_text(daemon), 'mesh_exporter_upstream_up{upstream="prometheus"}')
             proxy.set_fault(None)
             last = driver.next()
             ready = daemon.ready()
@@ -328,6 +329,8 @@ def test_a_failing_query_costs_only_its_figures(
     assert all(p.value == p.value for p in intake.points())  # no NaN ever sent
     text = metrics_text(daemon)
     assert metric(text, f'mesh_exporter_query_errors_total{{kind="{kind}"}}') == 1
+    # a duplicate series is bad data from a call that succeeded: Prometheus stays "up"
+    assert up_after_fault == (1 if kind == "duplicate_series" else 0)
     assert ready
 
 
