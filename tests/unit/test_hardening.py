@@ -336,6 +336,63 @@ def test_a_single_point_refused_as_too_large_is_set_aside() -> None:
     assert stats.rejected == pts(1) and not stats.failed and transport.calls == 1
 
 
+def _daemon(sink: DatadogSink | None, backlog: Backlog) -> Any:
+    from exporter.config import Settings
+    from exporter.export.daemon import Daemon
+    from exporter.query.prometheus import PrometheusClient
+
+    return Daemon(
+        Settings(),
+        discovery=None,  # type: ignore[arg-type]
+        prom=PrometheusClient("http://127.0.0.1:9"),
+        sink=sink,
+        backlog=backlog,
+        clock=lambda: NOW,
+    )
+
+
+def _sample(daemon: Any, name: str, **labels: str) -> float | None:
+    value: float | None = daemon.metrics.registry.get_sample_value(name, labels)
+    return value
+
+
+def test_the_daemon_counts_points_set_aside_as_too_large() -> None:
+    daemon = _daemon(DatadogSink(TooLarge(), retry=RetryPolicy(attempts=1, base_wait=0)), Backlog(clock=lambda: NOW))
+    assert daemon.delivery is not None
+    daemon.delivery.add(pts(1))
+    daemon.delivery.flush(timeout=10)
+    daemon.delivery.stop()
+    assert _sample(daemon, "mesh_exporter_points_dropped_total", reason="too_large") == 1
+    assert len(daemon.backlog) == 0  # set aside, not retried forever
+
+
+def test_the_daemon_counts_points_dropped_when_the_backlog_is_full() -> None:
+    daemon = _daemon(None, Backlog(max_points=3, clock=lambda: NOW))
+    daemon.backlog.add(pts(5))
+    assert _sample(daemon, "mesh_exporter_points_dropped_total", reason="backlog_full") == 2
+
+
+def test_the_daemon_counts_spool_entries_set_aside(tmp_path: Path) -> None:
+    good = ["istio.service.request_rate", 1.0, int(NOW) - 60, ["service:a"]]
+    doc = {"format": 1, "points": [good, ["bad name!", 1.0, int(NOW) - 60, []], [good[0], "NaN", 1, []]]}
+    (tmp_path / "backlog.json").write_text(json.dumps(doc))
+    daemon = _daemon(None, Backlog(clock=lambda: NOW, spool=Spool(tmp_path)))
+    assert _sample(daemon, "mesh_exporter_spool_entries_set_aside_total") == 2 and len(daemon.backlog) == 1
+
+
+def test_unsent_points_stay_until_they_are_an_hour_old_then_are_counted() -> None:
+    now = [NOW]
+    daemon = _daemon(None, Backlog(clock=lambda: now[0]))
+    daemon.backlog.add(pts(2, ts=int(NOW) - 60))
+    now[0] = NOW + 3600 - 61  # 59 min 59 s old: still kept
+    assert len(daemon.backlog.take()) == 2
+    assert not _sample(daemon, "mesh_exporter_points_dropped_total", reason="older_than_datadog_accepts")
+    daemon.backlog.add(pts(2, ts=int(NOW) - 60))
+    now[0] = NOW + 3600  # over an hour old
+    assert daemon.backlog.take() == []
+    assert _sample(daemon, "mesh_exporter_points_dropped_total", reason="older_than_datadog_accepts") == 2
+
+
 # ------------------------------------------------------------------------------- non-finite samples
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_a_non_finite_numerator_is_no_figure_never_0_or_100_pct(bad: float) -> None:
