@@ -223,6 +223,8 @@ def test_settings_do_not_load_the_query_layer() -> None:
         (["once", "--output", "yaml"], "--output"),
         (["report", "mtls", "--bogus"], "--bogus"),
         (["no-such-command"], "COMMAND"),
+        (["rules", "--format", "yaml"], "--format"),
+        (["datadog", "setup", "--bogus"], "--bogus"),
     ],
 )
 def test_usage_errors_are_one_line_naming_the_flag(
