@@ -108,3 +108,16 @@ def test_namespace_and_mesh_tags_carry_no_service() -> None:
 def test_labels_are_no_part_of_a_services_identity() -> None:
     plain, labelled = ServiceRef("shop", "cart"), ServiceRef("shop", "cart", labels=(("env", "prod"),))
     assert plain == labelled and hash(plain) == hash(labelled) and {plain: 1}[labelled] == 1
+
+
+def test_the_normalisation_warning_is_logged_once_at_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from exporter.cli import main
+
+    monkeypatch.setenv("DD_TAGS", "team:a+b")
+    monkeypatch.setenv("EXPORTER_LOG_FORMAT", "json")
+    assert main(["rules"]) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "Datadog tags normalised" in line]
+    assert len(warnings) == 1 and '"level": "warning"' in warnings[0] and "team:a+b" in warnings[0]
