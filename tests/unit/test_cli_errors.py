@@ -76,7 +76,7 @@ def test_sigint_at_any_moment_is_one_line_and_130(entry: list[str], tmp_path: py
     import json
     import socket
 
-    hole = socket.socket()  # a Kubernetes API that accepts and never answers: `once` waits on it
+    hole = socket.socket()  # a Kubernetes API (and Prometheus) that accepts and never answers: `once` waits on it
     hole.bind(("127.0.0.1", 0))
     hole.listen(16)
     config = tmp_path / "kubeconfig"  # type: ignore[operator]
@@ -92,6 +92,7 @@ def test_sigint_at_any_moment_is_one_line_and_130(entry: list[str], tmp_path: py
         )
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EXPORTER_", "DD_"))} | {"KUBECONFIG": str(config)}
+    env["EXPORTER_PROMETHEUS_URL"] = f"http://127.0.0.1:{hole.getsockname()[1]}"  # silent too: no retry warnings
     argv = [sys.executable, *entry, "once"]
     if entry[0] == "-c":  # the console script's shape: `exporter` imports exporter.cli and calls main()
         argv = [sys.executable, "-c", f"import sys; sys.argv[0] = 'exporter'; {entry[1]}", "once"]
