@@ -8,19 +8,29 @@ EXPORTER_CONFIG) may set the same fields by their lower-case names without the E
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import yaml
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from exporter import durations
 from exporter.errors import ConfigError
 from exporter.logs import mask_userinfo
-from exporter.query import promql
 from exporter.selectors import LabelSelectorError, parse_label_selector
 
 ENV_PREFIX = "EXPORTER_"
@@ -31,6 +41,7 @@ _TAG = re.compile(r"^[a-z][a-z0-9_\-:./]{0,199}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _HOST = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
+_TAG_ILLEGAL = re.compile(r"[^a-z0-9_\-:./]")
 # Datadog metric names: ASCII letters, digits, underscores and periods, starting with a letter.
 _METRIC_PREFIX = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]*(\.[a-zA-Z][a-zA-Z0-9_]*)*$")
 
@@ -44,20 +55,38 @@ def _split(value: Any) -> Any:
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _CREDENTIAL_HEADER = re.compile(r"auth|key|token|secret|password|cookie|session", re.IGNORECASE)
-MAX_DURATION_SECONDS = 366 * 86400.0  # no duration setting means more than a year
 
 
 def _clean(value: str) -> str:
     """A value that may be secret, normalised: surrounding whitespace (a newline from `echo key | base64`)
-    stripped; any other control character refused. The message never shows the value."""
+    stripped; any other control character refused, and any character an HTTP header cannot carry (not
+    Latin-1), since every such value travels in one. The message never shows the value."""
     value = value.strip()
     if _CONTROL.search(value):
         raise ValueError("contains a control character (value not shown: it may be secret)")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError("contains a character HTTP headers cannot carry (value not shown: it may be secret)") from None
     return value
 
 
-def _url(value: str, name: str) -> str:
-    """An http(s) URL with a host and a valid port. Errors never echo the value: it may hold a password."""
+def _host(host: str) -> bool:
+    """A host name Kubernetes and DNS accept (labels of 1 to 63 letters, digits and inner hyphens; at
+    most 253 characters), or an IPv4 or IPv6 address."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    labels = host.rstrip(".").split(".")
+    if len(host) > 253 or labels[-1].isdigit():  # all digits: an IP address, and not a valid one
+        return False
+    return all(_DNS_LABEL.match(label) for label in labels)
+
+
+def _url(value: str, example: str) -> str:
+    """An http(s) URL with a valid host and port. Errors never echo the value: it may hold a password."""
     value = _clean(value)
     hint = "(value not shown: it may hold a password)"
     try:
@@ -66,10 +95,24 @@ def _url(value: str, name: str) -> str:
     except ValueError:
         raise ValueError(f"the port must be a number from 1 to 65535 {hint}") from None
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ValueError(f"not an http(s) URL with a host, e.g. http://prometheus:9090 {hint}")
+        raise ValueError(f"not an http(s) URL with a host, e.g. {example} {hint}")
     if port == 0 or (parsed.netloc.rsplit("@", 1)[-1].endswith(":") and port is None):
         raise ValueError(f"the port must be a number from 1 to 65535 {hint}")
+    if parsed.username is not None and "@" in parsed.netloc.rsplit("@", 1)[0]:
+        raise ValueError(f"an '@' in the user or password must be written %40 {hint}")
+    if not _host(parsed.hostname):
+        raise ValueError(f"not a valid host name or IP address, e.g. {example} {hint}")
+    for part in (parsed.username, parsed.password):
+        if part is not None:
+            _clean(unquote(part))
     return value.rstrip("/")
+
+
+def normalise_tag(tag: str) -> str:
+    """`tag` as Datadog stores it: lower case, characters it does not allow turned to `_` (one for a run,
+    none at the end), from its first letter on, at most 200 characters; empty when nothing is left."""
+    tag = re.sub("_+", "_", _TAG_ILLEGAL.sub("_", tag.lower()))
+    return re.sub(r"^[^a-z]+", "", tag)[:200].rstrip("_")
 
 
 class Settings(BaseSettings):
@@ -111,10 +154,12 @@ class Settings(BaseSettings):
     namespaces: Annotated[list[str] | None, NoDecode] = None
     """Namespaces to watch; unset or `all` means every namespace."""
     kubeconfig: str | None = Field(None, validation_alias=AliasChoices("KUBECONFIG", "kubeconfig"))
-    discovery_interval_seconds: float = Field(60.0, gt=0, le=86400)
+    discovery_interval_seconds: float = Field(60.0, ge=1, le=86400)
+    """Whole seconds between two listings of the Services (1 to 86400)."""
 
     # Cycle
-    interval_seconds: float = Field(30.0, gt=0, le=86400)
+    interval_seconds: float = Field(30.0, ge=1, le=86400)
+    """Whole seconds between two evaluation instants (1 to 86400): instants are whole unix seconds."""
     rate_window: str = "5m"
     figure_source: Literal["raw", "recorded", "auto"] = "raw"
     """raw Istio series, the recorded series of `exporter rules`, or auto (recorded when present)."""
@@ -146,35 +191,45 @@ class Settings(BaseSettings):
     # Canary analysis endpoints (/v1/canary/analysis, /v1/flagger/check, /v1/flagger/gate)
     canary_api_enabled: bool = False
     """Serve the canary analysis and Flagger webhooks on the HTTP port (every replica, leader or not)."""
-    canary_api_step_seconds: float = Field(30.0, gt=0)
+    canary_api_step_seconds: float = Field(30.0, ge=1, le=86400)
     """The endpoints evaluate at the current time floored to this step (answers are cached per step)."""
     canary_api_concurrency: int = Field(4, ge=1, le=64)
     """Analyses running at once; requests beyond are refused with 429."""
-    canary_api_deadline_seconds: float = Field(20.0, gt=0)
+    canary_api_deadline_seconds: float = Field(20.0, gt=0, le=3600)
     """An analysis not finished by then is answered 503."""
     canary_api_token: SecretStr | None = None
     """Bearer token the endpoints require when set (mount it from a Secret)."""
 
     secret_fields: ClassVar[tuple[str, ...]] = ("dd_api_key", "dd_app_key", "canary_api_token")
+    _notes: list[str] = PrivateAttr(default_factory=list)
 
     @field_validator("prometheus_url")
     @classmethod
     def _prometheus_url(cls, v: str) -> str:
-        return _url(v, "prometheus_url")
+        return _url(v, "http://prometheus:9090")
+
+    @field_validator("interval_seconds", "discovery_interval_seconds")
+    @classmethod
+    def _whole_seconds(cls, v: float) -> float:
+        if v != int(v):
+            raise ValueError(f"must be whole seconds, got {v:g}")
+        return v
 
     @field_validator("prometheus_timeout_seconds")
     @classmethod
     def _timeout(cls, v: float) -> float:
         return round(v, 3)  # sent to Prometheus as whole milliseconds (see prometheus.timeout_param)
 
-    @field_validator("dd_api_key", "dd_app_key", mode="before")
+    @field_validator("dd_api_key", "dd_app_key", "canary_api_token", mode="before")
     @classmethod
     def _secret(cls, v: Any) -> Any:
         if isinstance(v, SecretStr):
             v = v.get_secret_value()
         if isinstance(v, str):
-            v = _clean(v)
-            return v or None
+            cleaned = _clean(v)
+            if v and not cleaned:  # whitespace only: a broken Secret, never "no token"
+                raise ValueError("is blank (only whitespace); set a value or unset the variable")
+            return cleaned or None
         return v
 
     @field_validator("lease_name")
@@ -197,7 +252,7 @@ class Settings(BaseSettings):
     @field_validator("datadog_url")
     @classmethod
     def _datadog_url(cls, v: str | None) -> str | None:
-        return None if not v else _url(v, "datadog_url")
+        return None if not v else _url(v, "https://api.datadoghq.eu")
 
     @field_validator("prometheus_headers", mode="before")
     @classmethod
@@ -250,9 +305,7 @@ class Settings(BaseSettings):
     @field_validator("rate_window", "report_window")
     @classmethod
     def _window(cls, v: str) -> str:
-        seconds = promql.duration_seconds(v)
-        if not 0 < seconds <= MAX_DURATION_SECONDS:
-            raise ValueError(f"must be longer than 0s and at most 366d, got {v!r}")
+        durations.bounded(v)
         return v
 
     @field_validator("tags", mode="before")
@@ -275,20 +328,33 @@ class Settings(BaseSettings):
     @classmethod
     def _dd_tags_before(cls, v: Any) -> Any:
         if isinstance(v, str):  # the Agent's DD_TAGS: separated by spaces or commas
-            return [part.lower() for part in re.split(r"[\s,]+", v) if part]
+            v = [part for part in re.split(r"[\s,]+", v) if part]
+        if isinstance(v, list):  # normalised as Datadog does, as the Agent accepts them (see _agent_tags)
+            return [t for t in (normalise_tag(str(part)) for part in v) if t]
         return v
-
-    @field_validator("dd_tags")
-    @classmethod
-    def _dd_tags(cls, v: list[str]) -> list[str]:
-        return cls._tags(v)
 
     @field_validator("dd_env", "dd_cluster_name")
     @classmethod
     def _tag_value(cls, v: str | None) -> str | None:
-        if v is not None and not _TAG.match(f"t:{v.lower()}"):
-            raise ValueError(f"not a valid Datadog tag value: {v!r} (letters digits _ - : . / only)")
-        return None if v is None else v.lower()
+        return None if v is None else normalise_tag(f"t:{v}")[2:] or None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _agent_tags(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """The Agent's variables are normalised, not refused (a crash loop would be worse): note each
+        value that changed beyond its case, for one warning at start-up."""
+        settings = handler(data)
+        if isinstance(data, dict) and isinstance(settings, Settings):
+            raw = {k.lower(): v for k, v in data.items() if isinstance(v, str)}
+            given = [t for t in re.split(r"[\s,]+", raw.get("dd_tags", "")) if t]
+            changed = [t for t in given if normalise_tag(t) != t.lower()]
+            for name in ("dd_env", "dd_cluster_name"):
+                value = raw.get(name)
+                if value is not None and (getattr(settings, name) or "") != value.lower():
+                    changed.append(f"{env_name(name)}={value}")
+            if changed:
+                settings._notes.append(f"Datadog tags normalised as Datadog does: {', '.join(changed)}")
+        return settings
 
     @field_validator("metric_prefix")
     @classmethod
@@ -332,6 +398,10 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
     # Views used by the rest of the program ---------------------------------------------------------
+    def notes(self) -> list[str]:
+        """Warnings about accepted but changed values, for the log once it is configured."""
+        return list(self._notes)
+
     @property
     def datadog_base_url(self) -> str:
         return self.datadog_url or f"https://api.{self.dd_site}"
@@ -345,8 +415,10 @@ class Settings(BaseSettings):
         for url in (self.prometheus_url, self.datadog_url):
             parts = urlsplit(url) if url else None
             if parts is not None and parts.password:
-                values.append(parts.password)
-                values.append(f"{parts.username}:{parts.password}")  # its base64 is masked too (logs.Redactor)
+                user, password = parts.username or "", parts.password
+                values += [password, unquote(password)]  # as written, and as sent (percent-decoded)
+                # user:password as written and as Basic auth sends it: their base64 is masked too (logs.Redactor)
+                values += [f"{user}:{password}", f"{unquote(user)}:{unquote(password)}"]
         return [v for v in values if v]
 
     def effective(self) -> dict[str, Any]:
@@ -432,7 +504,7 @@ def _check_env() -> None:
                 "or rename that Service",
             )
         if name.upper() not in known and service is None:
-            raise ConfigError(name, "unknown setting (see README for the list)")
+            raise ConfigError(name, "unknown setting (see docs/settings.md for the list)")
 
 
 def load(config_file: str | None = None) -> Settings:
@@ -442,7 +514,7 @@ def load(config_file: str | None = None) -> Settings:
     file_values = _read_yaml(path) if path else {}
     for key in file_values:
         if key not in Settings.model_fields:
-            raise ConfigError(f"{path}: {key}", "unknown setting (see README for the list)")
+            raise ConfigError(f"{path}: {key}", "unknown setting (see docs/settings.md for the list)")
     try:
         return Settings(**file_values)
     except ValidationError as e:

@@ -19,15 +19,27 @@ REDACTED = "<redacted>"
 
 
 # `scheme://user:password@host` or `user:password@host` (no scheme): the userinfo goes whole.
-_USERINFO = re.compile(r"(?P<pre>(?:[A-Za-z][A-Za-z0-9+.\-]*:)?//|\b)(?P<info>[^\s/@'\"<>]+:[^\s/@'\"<>]*)@(?=[^\s@])")
-# A credential header as it appears in a message: `Authorization: Bearer x`, `'DD-API-KEY': 'x'`.
-_HEADER = re.compile(
-    r"(?P<name>(?:authorization|proxy-authorization|dd-api-key|dd-application-key|x-api-key|cookie)['\"]?\s*[:=]\s*['\"]?)"
-    r"(?P<value>[^'\",}\n]+)",
+# A password may hold a raw '@': the userinfo runs to the last '@' before the host.
+_USERINFO = re.compile(r"(?P<pre>(?:[A-Za-z][A-Za-z0-9+.\-]*:)?//|\b)(?P<info>[^\s/@'\"<>]+:[^\s/'\"<>]*)@(?=[^\s@])")
+# A credential header as it appears in a message: `Authorization: Bearer x`, `'DD-API-KEY': 'x'`; the
+# configured headers (EXPORTER_PROMETHEUS_HEADERS) join these names (Redactor.set).
+_HEADER_NAMES = ("authorization", "proxy-authorization", "dd-api-key", "dd-application-key", "x-api-key", "cookie")
+
+
+def _header_pattern(names: Iterable[str]) -> re.Pattern[str]:
+    alternatives = "|".join(
+        sorted((re.escape(n) for n in {*_HEADER_NAMES, *(n.lower() for n in names)}), key=len)[::-1]
+    )
+    return re.compile(rf"(?P<name>\b(?:{alternatives})['\"]?\s*[:=]\s*['\"]?)(?P<value>[^'\",}}\n]+)", re.IGNORECASE)
+
+
+# A credential scheme's token (`Bearer x`, `Basic x`), or what follows the word `token` when it looks
+# like one (a digit in it, or 20 characters and more): "the continue token repeats" stays readable.
+_TOKEN = re.compile(
+    r"(?P<name>\b(?:bearer|basic)\s+)(?P<value>[^\s'\",}]+)"
+    r"|(?P<name2>\btoken\s+)(?P<value2>(?=[^\s'\",}]*[0-9])[^\s'\",}]+|[^\s'\",}]{20,})",
     re.IGNORECASE,
 )
-# A credential scheme's token, and what a client library says about a header value it refused.
-_TOKEN = re.compile(r"(?P<name>\b(?:bearer|basic|token)\s+)(?P<value>[^\s'\",}]+)", re.IGNORECASE)
 _HEADER_VALUE = re.compile(r"(?P<name>header value[^:]*:\s*|Invalid header value\s*)(?P<value>.+)", re.IGNORECASE)
 
 
@@ -48,11 +60,14 @@ class Redactor:
 
     def __init__(self) -> None:
         self._known: set[str] = set()
+        self._header = _header_pattern(())
         self.secrets: list[str] = []
         """Every form of every known secret, longest first."""
 
-    def set(self, secrets: Iterable[str]) -> None:
+    def set(self, secrets: Iterable[str], *, headers: Iterable[str] = ()) -> None:
+        """Redact these secrets, and the value of these headers wherever one shows, however short."""
         self._known = set(secrets)
+        self._header = _header_pattern(headers)
         self._forms()
 
     def add(self, *secrets: str) -> None:
@@ -71,8 +86,8 @@ class Redactor:
         if isinstance(value, str):
             if "@" in value:
                 value = mask_userinfo(value)
-            for pattern in (_HEADER_VALUE, _HEADER, _TOKEN):
-                value = pattern.sub(lambda m: f"{m['name']}{REDACTED}", value)
+            for pattern in (_HEADER_VALUE, self._header, _TOKEN):
+                value = pattern.sub(lambda m: f"{m['name'] or m.groupdict().get('name2')}{REDACTED}", value)
             for secret in self.secrets:
                 if secret in value:
                     value = value.replace(secret, REDACTED)
@@ -139,7 +154,14 @@ def display_url(url: str) -> str:
         return mask_userinfo(url)
 
 
-def configure(*, level: str = "info", secrets: Iterable[str] = (), fmt: str = "json", colours: bool = False) -> bool:
+def configure(
+    *,
+    level: str = "info",
+    secrets: Iterable[str] = (),
+    headers: Iterable[str] = (),
+    fmt: str = "json",
+    colours: bool = False,
+) -> bool:
     """Configure structlog and the stdlib root logger once, at start-up; True when the console renderer is used.
 
     `fmt`: `json`, `console`, or `auto` (console when stderr is a terminal, JSON otherwise); `colours`
@@ -149,7 +171,7 @@ def configure(*, level: str = "info", secrets: Iterable[str] = (), fmt: str = "j
 
     global console
     console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
-    redactor.set(secrets)
+    redactor.set(secrets, headers=headers)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

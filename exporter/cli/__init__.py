@@ -10,28 +10,15 @@ byte, and a last-resort handler turns any unexpected exception into one redacted
 
 from __future__ import annotations
 
-import os
-import signal
+import argparse
 import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TextIO, cast
 
-
-def _interrupted_early(signum: int, frame: object) -> None:
-    """SIGINT while the program is still loading: one line and the shell's 130, never a traceback."""
-    os.write(2, b"exporter: interrupted\n")
-    os._exit(130)
-
-
-if os.path.basename(sys.argv[0]) in ("exporter", "__main__.py"):  # the program itself, not an import in tests
-    signal.signal(signal.SIGINT, _interrupted_early)
-
-import argparse  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
-from typing import TYPE_CHECKING, TextIO, cast  # noqa: E402
-
-from exporter import __version__, logs  # noqa: E402
-from exporter.cli import canary, datadog, once, report, rollout, rules, run  # noqa: E402
-from exporter.cli.common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, OneLineParser, colour_for  # noqa: E402
-from exporter.errors import ConfigError, ExporterError  # noqa: E402
+from exporter import __version__, logs
+from exporter.cli import canary, datadog, once, report, rollout, rules, run
+from exporter.cli.common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, OneLineParser, colour_for
+from exporter.errors import ConfigError, ExporterError
 
 if TYPE_CHECKING:
     from exporter.config import Settings
@@ -67,8 +54,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not isinstance(sys.stderr, logs.RedactingStream):  # every line this process prints is scrubbed
         sys.stdout, sys.stderr = logs.RedactingStream(sys.stdout), logs.RedactingStream(sys.stderr)
     failure = EXIT_FAILURE
-    if signal.getsignal(signal.SIGINT) is _interrupted_early:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         args = build_parser().parse_args(argv)
         command: Command = args.func
@@ -79,9 +64,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs.configure(
             level=settings.log_level,
             secrets=settings.secrets(),
+            headers=settings.prometheus_headers,
             fmt=settings.log_format,
             colours=colours,
         )
+        if settings.notes():
+            import structlog
+
+            for note in settings.notes():
+                structlog.get_logger("exporter.config").warning(note)
         return command(args, settings)
     except SystemExit as e:  # argparse: --help, --version (0) and one-line usage errors (2)
         return e.code if isinstance(e.code, int) else EXIT_USAGE
@@ -96,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             structlog.get_logger("exporter.cli").error("command failed", command=" ".join(sys.argv[1:2]), error=str(e))
         return failure  # 1, or the command's own 'could not complete' (canary analyze: 4)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # called in-process (the program itself ends in exporter.interrupted)
         print("exporter: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:  # the last resort: one redacted line, never a traceback

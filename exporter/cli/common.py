@@ -9,13 +9,12 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import NoReturn, TextIO
 
+from exporter import durations
 from exporter.errors import ConfigError
-from exporter.query import promql
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130  # SIGINT, as shells report it
 MAX_TIME = 253402300799  # 9999-12-31T23:59:59Z: later instants are typos
-MAX_DURATION_SECONDS = 10 * 366 * 86400.0  # a window longer than ten years is a typo
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -47,16 +46,12 @@ def parse_time(text: str) -> int:
 
 
 def duration_flag(flag: str, text: str, *, allow_zero: bool = False) -> float:
-    """A PromQL duration flag (`5m`, `7d`) in seconds; ConfigError naming the flag when it is not one."""
+    """A PromQL duration flag (`5m`, `7d`) in seconds, bounded like every duration (exporter.durations);
+    ConfigError naming the flag when it is not one."""
     try:
-        seconds = promql.duration_seconds(text)
+        return durations.bounded(text, allow_zero=allow_zero)
     except ValueError as e:
         raise ConfigError(flag, str(e)) from None
-    if seconds <= 0 and not allow_zero:
-        raise ConfigError(flag, f"must be longer than 0, got {text!r}")
-    if seconds > MAX_DURATION_SECONDS:
-        raise ConfigError(flag, f"must be at most ten years, got {text!r}")
-    return seconds
 
 
 def number(value: float | None, digits: int) -> str:
@@ -65,8 +60,9 @@ def number(value: float | None, digits: int) -> str:
 
 
 def colour_for(stream: TextIO) -> bool:
-    """Colours on a terminal only, and never when NO_COLOR is set or TERM is dumb."""
-    return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+    """Colours on a terminal only, and never when NO_COLOR is set to a non-empty value (no-color.org) or
+    TERM is dumb."""
+    return stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
 
 
 def table(

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exporter.cli import clients
-from exporter.errors import QueryError
+from exporter.errors import ConfigError, QueryError
 
 if TYPE_CHECKING:
     from exporter.config import Settings
@@ -75,6 +77,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from exporter.sink.backlog import Backlog, Spool
 
     spool = Spool(Path(settings.spool_dir)) if settings.spool_dir else None
+    if spool is not None:
+        try:
+            spool.check()  # at start, not at the first outage: a spool that cannot be written keeps nothing
+        except OSError as e:
+            raise ConfigError("EXPORTER_SPOOL_DIR", f"cannot write there: {e.strerror}") from None
     api = clients.kubernetes(settings)
     daemon = Daemon(
         settings,
@@ -85,7 +92,13 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         backlog=Backlog(max_points=settings.backlog_max_points, spool=spool),
     )
     daemon.routes.update(canary_routes(settings, daemon.metrics.registry, daemon.stop_event))
-    return daemon.run()
+    code = daemon.run()
+    # stop() has flushed or spooled the backlog within its deadlines; a worker thread still stuck in a
+    # request that never answers (a hung Kubernetes API or Prometheus) must not hold the exit: the
+    # interpreter would join the scheduler's pool threads, so the process ends here without them.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def register(subparsers: Any) -> None:

@@ -30,11 +30,12 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from exporter.config import Settings
-from exporter.errors import ExporterError, QueryError, SubmitError
+from exporter.errors import ExporterError, KubeError, QueryError, SubmitError
 from exporter.export.cycle import CycleResult, gc_paused, log_cycle, measure_cycle
 from exporter.export.delivery import Delivery, deliver
 from exporter.export.health import HealthServer, Route
 from exporter.export.selfmetrics import SelfMetrics, register_leadership
+from exporter.kube.client import KubeClient
 from exporter.kube.discovery import KubeDiscovery
 from exporter.model import ServiceRef
 from exporter.query.prometheus import PrometheusClient
@@ -45,6 +46,7 @@ from exporter.sink.datadog import DatadogSink, SubmitStats, global_tags
 log = structlog.get_logger("exporter.export.daemon")
 
 READY_INTERVALS = 3
+DATA_QUALITY = ("non_finite", "duplicate_series")  # query errors whose call itself succeeded
 GRACE_SECONDS = 15.0  # a running cycle may finish within this after SIGTERM
 FLUSH_SECONDS = 5.0  # then one last delivery within this: 20 s in all, inside a 30 s terminationGracePeriod
 
@@ -120,6 +122,12 @@ class Daemon:
         )
         # Retry waits end at once on shutdown, so a cycle caught in an outage finishes within the grace.
         self.prom.retry = replace(self.prom.retry, sleep=self._pause(lambda: QueryError("shutting down", query="-")))
+        if isinstance(discovery, KubeDiscovery):
+            kube = discovery.kube
+            kube.retry = replace(kube.retry, sleep=self._pause(lambda: KubeError("shutting down")))
+        for client in (getattr(discovery, "kube", None), getattr(leader, "kube", None)):
+            if isinstance(client, KubeClient):  # discovery and the Lease: either one's calls set the gauge
+                client.on_call = lambda ok: self.metrics.upstream_up.labels("kubernetes").set(ok)
         if self.sink is not None:
             self.sink.retry = replace(
                 self.sink.retry, sleep=self._pause(lambda: SubmitError("shutting down", retryable=True))
@@ -138,7 +146,6 @@ class Daemon:
             services = self.discovery.list_services()
         except ExporterError as e:
             self.metrics.errors.labels("discovery").inc()
-            self.metrics.upstream_up.labels("kubernetes").set(0)
             if getattr(e.__cause__, "kind", None) == "malformed":
                 self.metrics.kube_malformed.inc()
             age = None if self.discovered_at is None else round(self.clock() - self.discovered_at, 1)
@@ -150,7 +157,6 @@ class Daemon:
             )
             return
         self.services, self.discovered_at = services, self.clock()
-        self.metrics.upstream_up.labels("kubernetes").set(1)
         self.metrics.services.set(len(services))
         log.info("discovered services", services=len(services), selector=self.settings.label_selector)
 
@@ -263,7 +269,9 @@ class Daemon:
         if not result.measured:
             self.metrics.instants_missed.labels("not_measured").inc()
             log.error("instant not measured: Prometheus did not answer the request totals", evaluated_at=at)
-        self.metrics.upstream_up.labels("prometheus").set(0 if result.query_errors else 1)
+        # Data-quality errors (non-finite samples, duplicate series) come from calls that succeeded.
+        failed_calls = [e for e in result.query_errors.values() if e.kind not in DATA_QUALITY]
+        self.metrics.upstream_up.labels("prometheus").set(0 if failed_calls else 1)
         if self.leader is not None:
             self.leader.submitted(at)
         return result
@@ -350,7 +358,7 @@ class Daemon:
         daemon) and all its points are kept."""
         points = self.backlog.take()
         if not points or self.sink is None:
-            self.backlog.add(points)
+            self.backlog.settle(points, points)
             return
         last = DatadogSink(self.sink.transport, retry=RetryPolicy(attempts=1))
         box: list[SubmitStats] = []
@@ -361,7 +369,7 @@ class Daemon:
             log.error("shutdown: the last delivery did not finish in time; points kept", deadline_s=self.flush_seconds)
             box.append(SubmitStats(failed=points))
         stats = box[0]
-        self.backlog.add(stats.failed)
+        self.backlog.settle(points, stats.failed)
         if stats.failed and self.backlog.spool is None:
             self.metrics.points_dropped.labels("shutdown").inc(len(stats.failed))
             log.error("shutdown: unsent points lost (set EXPORTER_SPOOL_DIR to keep them)", points=len(stats.failed))

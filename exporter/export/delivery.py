@@ -106,7 +106,7 @@ class Delivery:
             held, self._in_flight = self._in_flight, None
         if held:
             log.warning("delivery was still running at shutdown; its points are kept", points=len(held))
-            self.backlog.add(held)
+            self.backlog.settle(held, held)
 
     def _request(self) -> int:  # with self._cond held
         if self._worker is None or not self._worker.is_alive():
@@ -144,12 +144,12 @@ class Delivery:
                 if self._in_flight is not pending:  # stop() reclaimed these points already
                     return stats
                 self._in_flight = None
-            self.backlog.add(stats.failed)
+            self.backlog.settle(pending, stats.failed)
             self.on_round(stats, time.perf_counter() - started)
         except Exception as e:  # never lose the round's points, never leave a flush waiting
             log.exception("delivery round crashed; points kept", error=str(e))
             with self._cond:
                 held, self._in_flight = self._in_flight, None
-            self.backlog.add(held or [])
+            self.backlog.settle(pending, held or [])
             stats = SubmitStats(errors=[SubmitError(f"delivery crashed: {type(e).__name__}", retryable=True)])
         return stats

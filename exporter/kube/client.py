@@ -14,7 +14,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -88,6 +88,9 @@ class KubeClient:
         self.list_deadline = list_deadline
         self.clock = clock
         self.requests_made = 0
+        self.on_call: Callable[[bool], None] = lambda ok: None
+        """Told after every call whether the API worked: a usable answer, or the 404/409 of a working API
+        (mesh_exporter_upstream_up{upstream="kubernetes"}, for discovery and the Lease alike)."""
 
     def request(
         self,
@@ -102,6 +105,27 @@ class KubeClient:
     ) -> JSON:
         """One call; the decoded JSON object, or a KubeError (a lost answer to a write is not retryable)."""
         self.requests_made += 1
+        try:
+            answer = self._request(
+                method, path, what=what, query=query, body=body, content_type=content_type, timeout=timeout
+            )
+        except KubeError as e:
+            self.on_call(e.status in (404, 409))
+            raise
+        self.on_call(True)
+        return answer
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        query: Query,
+        body: Any,
+        content_type: str | None,
+        timeout: float | None,
+    ) -> JSON:
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"
@@ -159,7 +183,9 @@ class KubeClient:
             token = meta.get("continue") if isinstance(meta, dict) else None
             if not token:
                 return items
-            if not isinstance(token, str) or token in seen:
+            if not isinstance(token, str):
+                raise KubeError(f"{what}: malformed answer: the continue token is not a string", kind="malformed")
+            if token in seen:
                 raise KubeError(f"{what}: malformed answer: the continue token repeats", kind="malformed")
             seen.add(token)
             if self.clock() > deadline:

@@ -287,6 +287,15 @@ class PrometheusClient:
                 retryable=True,
                 kind="connection",
             ) from e
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidHeader, UnicodeError) as e:
+            # Our own request cannot be built (ValueErrors too, but no answer was ever read): not retried,
+            # and the library's text is left out since it may quote a header value.
+            raise QueryError(
+                f"the request to Prometheus cannot be sent ({type(e).__name__}): check EXPORTER_PROMETHEUS_URL "
+                "and EXPORTER_PROMETHEUS_HEADERS",
+                query=promql,
+                kind="invalid_request",
+            ) from None
         except (ValueError, KeyError, TypeError) as e:  # JSON that is not a Prometheus answer
             raise QueryError(
                 f"malformed answer from Prometheus: {e}", query=promql, retryable=True, kind="malformed"

@@ -11,15 +11,14 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from exporter import durations
 from exporter.model import CATALOGUE, FigureInfo
 
 REQUESTS = "istio_requests_total"
 DURATION_BUCKET = "istio_request_duration_milliseconds_bucket"
 SERVICE_LABELS: tuple[str, ...] = ("destination_service_namespace", "destination_service_name")
 
-_DURATION = re.compile(r"^(?:[0-9]+(?:ms|s|m|h|d|w|y))+$")
-_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d|w|y)")
-_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+duration_seconds = durations.seconds  # the one duration parser (exporter.durations), under its query-layer name
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _REGEX_META = re.compile(r"([\\.+*?()|\[\]{}^$])")
 
@@ -32,13 +31,6 @@ def quote(value: str) -> str:
 def regex_literal(value: str) -> str:
     """`value` escaped for use inside an RE2 regular expression (fully anchored by PromQL)."""
     return _REGEX_META.sub(r"\\\1", value)
-
-
-def duration_seconds(duration: str) -> float:
-    """Seconds in a PromQL duration such as `5m` or `1h30m`; ValueError when it is not one."""
-    if not _DURATION.match(duration):
-        raise ValueError(f"not a PromQL duration: {duration!r} (expected e.g. 30s, 5m, 1h, 7d)")
-    return float(sum(int(n) * _SECONDS[unit] for n, unit in _DURATION_PART.findall(duration)))
 
 
 def check_label_name(name: str) -> str:

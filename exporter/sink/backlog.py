@@ -61,6 +61,13 @@ class Spool:
         self.set_aside = 0
         """Entries of the last load that failed validation (written to backlog.json.invalid-<time>)."""
 
+    def check(self) -> None:
+        """Create the directory and write a probe file in it; OSError when the spool could not be written."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        probe = self.directory / f".{SPOOL_NAME}.probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+
     def load(self, *, now: float | None = None) -> list[Point]:
         """Points saved by a previous run, each validated; a corrupt file is renamed aside and invalid
         entries are written aside (never a crash, never sent)."""
@@ -134,6 +141,7 @@ class Backlog:
         self.spool = spool
         self.on_drop = on_drop
         self._points: list[Point] = []
+        self._taken: list[list[Point]] = []  # handed to a delivery and not settled yet: still spooled
         self._lock = threading.Lock()
         self.set_aside = 0
         if spool is not None:
@@ -182,16 +190,29 @@ class Backlog:
             self._save()
 
     def take(self) -> list[Point]:
-        """Every point still worth sending, oldest first; the backlog is left empty (the spool too)."""
+        """Every point still worth sending, oldest first. The backlog is left empty, but the points stay
+        in the spool until `settle` says what became of them, so a crash mid-delivery loses none."""
         with self._lock:
             self._prune()
             points, self._points = self._points, []
+            if points:
+                self._taken.append(points)
             return points
+
+    def settle(self, taken: list[Point], unsent: Iterable[Point]) -> None:
+        """The delivery of `taken` (a list `take` returned) ended: `unsent` go back, the rest are gone.
+        Settling the same list twice only adds `unsent` back."""
+        with self._lock:
+            self._taken = [batch for batch in self._taken if batch is not taken]
+            self._points.extend(unsent)
+            self._points.sort(key=_timestamp)
+            self._prune()
+            self._save()
 
     def _save(self) -> None:
         if self.spool is None:
             return
         try:
-            self.spool.write(self._points)
+            self.spool.write(sorted([*self._points, *(p for batch in self._taken for p in batch)], key=_timestamp))
         except OSError as e:
             log.error("cannot write the spool; unsent points live in memory only", error=str(e))

@@ -176,3 +176,58 @@ def test_wrong_shape_lists_are_a_typed_malformed_error(page: object, tmp_path: P
         with pytest.raises(Exception) as info:
             discovery.list_services()
     assert getattr(info.value.__cause__, "kind", None) == "malformed"
+
+
+@pytest.mark.parametrize(
+    "page",
+    [{"items": "abc"}, {"items": [{"metadata": {"namespace": "shop"}}]}, {"items": [], "metadata": {"continue": 7}}],
+)
+def test_once_with_a_wrong_shape_kubernetes_answer_exits_1_with_one_line(page: object, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    with ScriptedServer(lambda m, p, q: ok(page)) as server:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("EXPORTER_", "DD_"))}
+        env |= {"KUBECONFIG": kubeconfig_for(server.url, tmp_path), "EXPORTER_LOG_FORMAT": "console"}
+        env["EXPORTER_LOG_LEVEL"] = "error"  # Prometheus is not there either: its retry warnings aside
+        proc = subprocess.run(
+            [sys.executable, "-m", "exporter", "once"], env=env, capture_output=True, text=True, timeout=60
+        )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert "malformed answer" in lines[0] and "<redacted>" not in lines[0] and proc.stdout == ""
+
+
+def test_the_daemon_bounds_a_never_ending_listing_at_each_refresh(tmp_path: Path) -> None:
+    """A `continue` token that never ends costs the daemon at most the page budget per refresh (200
+    requests by default, here 20) and it keeps its last good list: never a storm."""
+    from exporter.config import Settings
+    from exporter.export.daemon import Daemon
+
+    endless = [False]
+
+    def script(method: str, path: str, query: dict[str, list[str]]) -> tuple[int, dict[str, str], bytes]:
+        n = int(query.get("continue", ["0"])[0])
+        token = {"continue": str(n + 1)} if endless[0] else {}
+        return ok({"items": [service(f"s{n}")], "metadata": token})
+
+    with ScriptedServer(script) as server:
+        kube = KubeClient(api_client(kubeconfig_for(server.url, tmp_path)), retry=FAST, max_pages=20)
+        daemon = Daemon(
+            Settings(),
+            discovery=KubeDiscovery(kube, label_selector="migrated=true"),
+            prom=PrometheusClient("http://127.0.0.1:9"),
+            sink=None,
+        )
+        daemon.refresh_discovery()
+        good = daemon.services
+        assert good is not None and len(good) == 1
+        endless[0] = True
+        for _ in range(3):
+            before = len(server.requests)
+            daemon.refresh_discovery()
+            assert len(server.requests) - before == 20  # the page budget, once per refresh (no retry)
+            assert daemon.services == good
+    errors = daemon.metrics.registry.get_sample_value("mesh_exporter_errors_total", {"stage": "discovery"})
+    assert errors == 3

@@ -319,6 +319,7 @@ def test_a_failing_query_costs_only_its_figures(
             driver = Driver(daemon, traveller)
             driver.start()
             faulty = driver.next(lambda: proxy.set_fault(fault))
+            up_after_fault = metric(metrics_text(daemon), 'mesh_exporter_upstream_up{upstream="prometheus"}')
             proxy.set_fault(None)
             last = driver.next()
             ready = daemon.ready()
@@ -328,6 +329,8 @@ def test_a_failing_query_costs_only_its_figures(
     assert all(p.value == p.value for p in intake.points())  # no NaN ever sent
     text = metrics_text(daemon)
     assert metric(text, f'mesh_exporter_query_errors_total{{kind="{kind}"}}') == 1
+    # a duplicate series is bad data from a call that succeeded: Prometheus stays "up"
+    assert up_after_fault == (1 if kind == "duplicate_series" else 0)
     assert ready
 
 
@@ -401,6 +404,48 @@ def test_sigterm_during_a_datadog_outage_exits_0_quickly_and_spools(
     spool = (tmp_path / "backlog.json").read_text()
     assert json.loads(spool)["points"] and KEY not in spool and KEY not in stderr
     assert '"shutdown: backlog flushed"' in stderr
+
+
+def test_sigterm_with_a_hung_kubernetes_api_and_a_hung_prometheus_exits_within_the_grace(
+    prom_url: str, intake: FakeIntake, tmp_path: Path
+) -> None:
+    """Upstreams that accept and never answer: the daemon still exits 0 well inside the pod's 30 s
+    terminationGracePeriod, with its unsent points spooled (worker threads stuck in requests are left)."""
+    intake.set_fault(lambda request: Reply(503))  # points stay in the backlog, hence in the spool
+    hang = Fault(delay_s=120)
+    with FakeKubeAPI() as kube, FaultProxy(kube.url) as kube_proxy, FaultProxy(prom_url) as prom_proxy:
+        for manifest in kube_service_manifests(SERVICES):
+            kube.add(manifest)
+        config = kube.write_kubeconfig(tmp_path / "kubeconfig")
+        config.write_text(config.read_text().replace(kube.url, kube_proxy.url))
+        port = free_port()
+        env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("EXPORTER_", "DD_"))}
+        env |= {
+            "EXPORTER_PROMETHEUS_URL": prom_proxy.url, "EXPORTER_DATADOG_URL": intake.url, "DD_API_KEY": KEY,
+            "KUBECONFIG": str(config), "EXPORTER_HTTP_PORT": str(port), "EXPORTER_INTERVAL_SECONDS": "1",
+            "EXPORTER_DISCOVERY_INTERVAL_SECONDS": "1", "EXPORTER_SPOOL_DIR": str(tmp_path / "spool"),
+        }  # fmt: skip
+        proc = subprocess.Popen([sys.executable, "-m", "exporter", "run"], env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: len(intake.requests) >= 1, "a failed submission", timeout=30)
+            kube_proxy.set_fault(lambda r: hang)
+            prom_proxy.set_fault(lambda r: hang)
+            kube_seen, prom_seen = len(kube_proxy.requests), len(prom_proxy.requests)
+            wait_for(lambda: len(kube_proxy.requests) > kube_seen, "a hung Kubernetes request", timeout=30)
+            wait_for(lambda: len(prom_proxy.requests) > prom_seen, "a hung Prometheus query", timeout=30)
+            sent_at = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=60)
+            took = time.monotonic() - sent_at
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 0, stderr
+    assert took < 20, stderr  # grace 15 s for the hung cycle + the flush; never the requests' own timeouts
+    assert '"event": "stopped"' in stderr
+    spool = json.loads((tmp_path / "spool" / "backlog.json").read_text())["points"]
+    assert {p[2] for p in spool} and all(p[0] in METRICS.values() for p in spool)
 
 
 def test_http_answers_while_a_cycle_runs(proxy: FaultProxy, intake: FakeIntake, kubeconfig: Path) -> None:

@@ -377,3 +377,20 @@ def test_background_campaign_in_real_time(demo_kube: tuple[FakeKubeAPI, Path], m
         a.stop()
         b.stop()
     assert lease(api)["spec"]["holderIdentity"] == ""
+
+
+def test_lease_calls_set_the_kubernetes_gauge(cluster: Cluster) -> None:
+    """mesh_exporter_upstream_up{upstream="kubernetes"} follows the Lease's calls too, not only discovery's:
+    a replica whose Lease cannot be renewed shows 0 even when no discovery ran since."""
+    a = cluster.add("exporter-a", skew=0.0)
+    gauge = lambda: a.daemon.metrics.registry.get_sample_value(  # noqa: E731
+        "mesh_exporter_upstream_up", {"upstream": "kubernetes"}
+    )
+    assert gauge() is None  # absent before the first call
+    a.leader.step()  # creates the Lease: the API worked
+    assert gauge() == 1 and a.leader.status() == "leader"
+    cluster.demo_kube.fail_next(1, 503, path_prefix="/apis/coordination.k8s.io")
+    a.leader.step()  # one read per step: it fails
+    assert gauge() == 0
+    a.leader.step()  # and the next one renews
+    assert gauge() == 1

@@ -56,9 +56,23 @@ def test_spool_survives_a_restart_and_is_removed_when_empty(tmp_path: Path) -> N
     assert (tmp_path / "backlog.json").exists()
     assert not list(tmp_path.glob(".*tmp"))  # written atomically: no temporary file left behind
     second = Backlog(clock=Clock(), spool=Spool(tmp_path))  # a new process
-    assert second.take() == pts(NOW - 60, NOW - 30)
-    second.add([])  # everything was sent
+    taken = second.take()
+    assert taken == pts(NOW - 60, NOW - 30)
+    second.settle(taken, [])  # everything was sent
     assert not (tmp_path / "backlog.json").exists()
+
+
+def test_points_in_flight_stay_in_the_spool_until_settled(tmp_path: Path) -> None:
+    spooled = lambda: sorted(p[2] for p in json.loads((tmp_path / "backlog.json").read_text())["points"])  # noqa: E731
+    b = Backlog(clock=Clock(), spool=Spool(tmp_path))
+    b.add(pts(NOW - 60, NOW - 30))
+    taken = b.take()  # a delivery round is under way
+    b.add(pts(NOW - 10))  # the next cycle's points arrive meanwhile and the spool is rewritten
+    assert len(b) == 1 and spooled() == [NOW - 60, NOW - 30, NOW - 10]
+    # SIGKILL here: a new process finds every point, the ones in flight included
+    assert [p.timestamp for p in Backlog(clock=Clock(), spool=Spool(tmp_path)).take()] == [NOW - 60, NOW - 30, NOW - 10]
+    b.settle(taken, taken[1:])  # Datadog accepted the first one only
+    assert spooled() == [NOW - 30, NOW - 10] and [p.timestamp for p in b.take()] == [NOW - 30, NOW - 10]
 
 
 def test_spooled_points_too_old_at_restart_are_dropped(tmp_path: Path) -> None:

@@ -71,6 +71,21 @@ def test_a_bad_url_is_refused_without_echoing_its_password(
         ("EXPORTER_LEASE_NAME", "Not_A_Name"),
         ("EXPORTER_BACKLOG_MAX_POINTS", "1e400"),
         ("EXPORTER_PROMETHEUS_MAX_ANSWER_BYTES", "10"),
+        ("EXPORTER_CANARY_API_STEP_SECONDS", "1e308"),  # was accepted, then every request answered 500
+        ("EXPORTER_CANARY_API_DEADLINE_SECONDS", "1e308"),
+        ("EXPORTER_INTERVAL_SECONDS", "0.001"),  # 567 list requests/s
+        ("EXPORTER_INTERVAL_SECONDS", "0.5"),  # the same whole-second instant measured twice
+        ("EXPORTER_INTERVAL_SECONDS", "1.5"),  # an irregular grid of whole-second instants
+        ("EXPORTER_DISCOVERY_INTERVAL_SECONDS", "0.001"),
+        ("EXPORTER_DISCOVERY_INTERVAL_SECONDS", "2.5"),
+        ("EXPORTER_REPORT_WINDOW", "367d"),  # one bound for settings and flags: 366 days
+        ("EXPORTER_PROMETHEUS_URL", "http://pro metheus:9090"),
+        ("EXPORTER_PROMETHEUS_URL", "http://-bad-:9090"),
+        ("EXPORTER_PROMETHEUS_URL", "http://a..b:9090"),
+        ("EXPORTER_PROMETHEUS_URL", f"http://{'a' * 70}.svc:9090"),
+        ("EXPORTER_PROMETHEUS_URL", "http://999.1.1.1:9090"),
+        ("EXPORTER_PROMETHEUS_URL", "http://prom_etheus:9090"),
+        ("EXPORTER_DATADOG_URL", "https://api..datadoghq.com"),
     ],
 )
 def test_out_of_range_settings_are_refused_naming_the_variable(
@@ -120,6 +135,84 @@ def test_a_spool_dir_that_is_a_file_and_a_non_utf8_config_are_config_errors(
         load(str(cfg))
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://prometheus.istio-system:9090",
+        "http://prometheus.istio-system.svc.cluster.local.:9090",
+        "http://10.0.0.1:9090",
+        "http://[::1]:9090",
+        "https://u:p%40ss@thanos-query.example.com",
+        "http://localhost",
+    ],
+)
+def test_valid_hosts_are_accepted(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXPORTER_PROMETHEUS_URL", url)
+    assert load().prometheus_url == url.rstrip("/")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DD_API_KEY", "ключ-0123456789"),
+        ("EXPORTER_CANARY_API_TOKEN", "jeton-€-0123"),
+        ("EXPORTER_PROMETHEUS_HEADERS", "X-Scope-OrgID=équipe-€"),
+        ("EXPORTER_PROMETHEUS_URL", "http://user:%E2%82%AC-0123@prometheus:9090"),
+    ],
+)
+def test_values_an_http_header_cannot_carry_are_refused_naming_the_variable_never_the_value(
+    name: str, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        load()
+    assert str(info.value).startswith(f"{name}: ") and "0123" not in str(info.value) and "€" not in str(info.value)
+
+
+def test_the_canary_token_is_normalised_like_every_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXPORTER_CANARY_API_TOKEN", "canary-token-0123\n")  # `echo token | base64` in a Secret
+    token = load().canary_api_token
+    assert token is not None and token.get_secret_value() == "canary-token-0123"
+    for bad in ("canary\x07token-0123", "  \n"):  # a control character; whitespace only (never "no token")
+        monkeypatch.setenv("EXPORTER_CANARY_API_TOKEN", bad)
+        with pytest.raises(ConfigError) as info:
+            load()
+        assert str(info.value).startswith("EXPORTER_CANARY_API_TOKEN: ") and "canary" not in str(info.value)
+
+
+def test_an_unwritable_spool_dir_is_refused_at_start_with_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    os.environ["EXPORTER_SPOOL_DIR"] = "/sys/mesh-exporter-spool"  # not even root can write there
+    try:
+        assert main(["run"]) == 2
+    finally:
+        del os.environ["EXPORTER_SPOOL_DIR"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("exporter: config error: EXPORTER_SPOOL_DIR: cannot write there")
+
+
+def test_one_duration_bound_for_settings_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    from exporter import durations
+    from exporter.cli.common import duration_flag
+
+    assert duration_flag("--window", "366d") == durations.MAX_SECONDS == 366 * 86400
+    with pytest.raises(ConfigError, match=r"^--window: must be at most 366d"):
+        duration_flag("--window", "367d")
+    monkeypatch.setenv("EXPORTER_REPORT_WINDOW", "366d")
+    assert load().report_window == "366d"
+    monkeypatch.setenv("EXPORTER_REPORT_WINDOW", "367d")
+    with pytest.raises(ConfigError, match=r"^EXPORTER_REPORT_WINDOW: must be at most 366d"):
+        load()
+
+
+def test_settings_do_not_load_the_query_layer() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, exporter.config; print(sorted(m for m in sys.modules if m.startswith('exporter.query')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 # -------------------------------------------------------------------------------------------- CLI
 @pytest.mark.parametrize(
     ("argv", "flag"),
@@ -130,6 +223,8 @@ def test_a_spool_dir_that_is_a_file_and_a_non_utf8_config_are_config_errors(
         (["once", "--output", "yaml"], "--output"),
         (["report", "mtls", "--bogus"], "--bogus"),
         (["no-such-command"], "COMMAND"),
+        (["rules", "--format", "yaml"], "--format"),
+        (["datadog", "setup", "--bogus"], "--bogus"),
     ],
 )
 def test_usage_errors_are_one_line_naming_the_flag(
@@ -241,6 +336,63 @@ def test_a_single_point_refused_as_too_large_is_set_aside() -> None:
     sink = DatadogSink(transport, retry=RetryPolicy(attempts=1, base_wait=0, sleep=lambda s: None))
     stats = sink.submit(pts(1))
     assert stats.rejected == pts(1) and not stats.failed and transport.calls == 1
+
+
+def _daemon(sink: DatadogSink | None, backlog: Backlog) -> Any:
+    from exporter.config import Settings
+    from exporter.export.daemon import Daemon
+    from exporter.query.prometheus import PrometheusClient
+
+    return Daemon(
+        Settings(),
+        discovery=None,  # type: ignore[arg-type]
+        prom=PrometheusClient("http://127.0.0.1:9"),
+        sink=sink,
+        backlog=backlog,
+        clock=lambda: NOW,
+    )
+
+
+def _sample(daemon: Any, name: str, **labels: str) -> float | None:
+    value: float | None = daemon.metrics.registry.get_sample_value(name, labels)
+    return value
+
+
+def test_the_daemon_counts_points_set_aside_as_too_large() -> None:
+    daemon = _daemon(DatadogSink(TooLarge(), retry=RetryPolicy(attempts=1, base_wait=0)), Backlog(clock=lambda: NOW))
+    assert daemon.delivery is not None
+    daemon.delivery.add(pts(1))
+    daemon.delivery.flush(timeout=10)
+    daemon.delivery.stop()
+    assert _sample(daemon, "mesh_exporter_points_dropped_total", reason="too_large") == 1
+    assert len(daemon.backlog) == 0  # set aside, not retried forever
+
+
+def test_the_daemon_counts_points_dropped_when_the_backlog_is_full() -> None:
+    daemon = _daemon(None, Backlog(max_points=3, clock=lambda: NOW))
+    daemon.backlog.add(pts(5))
+    assert _sample(daemon, "mesh_exporter_points_dropped_total", reason="backlog_full") == 2
+
+
+def test_the_daemon_counts_spool_entries_set_aside(tmp_path: Path) -> None:
+    good = ["istio.service.request_rate", 1.0, int(NOW) - 60, ["service:a"]]
+    doc = {"format": 1, "points": [good, ["bad name!", 1.0, int(NOW) - 60, []], [good[0], "NaN", 1, []]]}
+    (tmp_path / "backlog.json").write_text(json.dumps(doc))
+    daemon = _daemon(None, Backlog(clock=lambda: NOW, spool=Spool(tmp_path)))
+    assert _sample(daemon, "mesh_exporter_spool_entries_set_aside_total") == 2 and len(daemon.backlog) == 1
+
+
+def test_unsent_points_stay_until_they_are_an_hour_old_then_are_counted() -> None:
+    now = [NOW]
+    daemon = _daemon(None, Backlog(clock=lambda: now[0]))
+    daemon.backlog.add(pts(2, ts=int(NOW) - 60))
+    now[0] = NOW + 3600 - 61  # 59 min 59 s old: still kept
+    assert len(daemon.backlog.take()) == 2
+    assert not _sample(daemon, "mesh_exporter_points_dropped_total", reason="older_than_datadog_accepts")
+    daemon.backlog.add(pts(2, ts=int(NOW) - 60))
+    now[0] = NOW + 3600  # over an hour old
+    assert daemon.backlog.take() == []
+    assert _sample(daemon, "mesh_exporter_points_dropped_total", reason="older_than_datadog_accepts") == 2
 
 
 # ------------------------------------------------------------------------------- non-finite samples

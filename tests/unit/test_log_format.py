@@ -76,8 +76,10 @@ def test_log_lines_on_a_terminal_are_coloured_unless_no_color(env: dict[str, str
     env["KUBECONFIG"] = str(tmp_path / "kubeconfig")
     _, coloured = run_on_a_terminal(env, tmp_path)
     _, plain = run_on_a_terminal(env | {"NO_COLOR": "1"}, tmp_path)
+    _, empty = run_on_a_terminal(env | {"NO_COLOR": ""}, tmp_path)  # no-color.org: only a non-empty value counts
     assert ANSI in coloured and "attempt 1/" in coloured
     assert ANSI not in plain and "attempt 1/" in plain
+    assert ANSI in empty and "attempt 1/" in empty
 
 
 def test_json_when_asked_even_on_a_terminal(env: dict[str, str], tmp_path: Path) -> None:

@@ -152,3 +152,19 @@ def test_a_refused_connection_on_a_real_socket_is_a_retryable_query_error() -> N
     with pytest.raises(QueryError) as info:
         c.query("up", at=1)
     assert info.value.kind == "connection" and info.value.retryable and c.requests_made == 2
+
+
+@pytest.mark.parametrize(
+    "headers", [{"X-Scope-OrgID": "équipe-€-0123"}, {"X-Token": " leading-space-0123"}, {"X-Token": "a\nb-0123"}]
+)
+def test_a_request_that_cannot_be_sent_is_a_local_error_not_a_malformed_answer(headers: dict[str, str]) -> None:
+    """Settings refuse such values at load; should one reach the client anyway, the error says the request
+    could not be sent (not retried, never 'malformed answer'), without quoting the header value."""
+    calls: list[float] = []
+    client = PrometheusClient(
+        "http://127.0.0.1:9", headers=headers, retry=RetryPolicy(attempts=3, base_wait=0.01, sleep=calls.append)
+    )
+    with pytest.raises(QueryError) as info:
+        client.query("up", at=1_800_000_000)
+    assert info.value.kind == "invalid_request" and not info.value.retryable and calls == []
+    assert "0123" not in str(info.value) and "malformed" not in str(info.value)

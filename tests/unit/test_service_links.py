@@ -56,7 +56,7 @@ def test_real_typos_are_still_refused(name: str, value: str, monkeypatch: pytest
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError) as e:
         load()
-    assert str(e.value) == f"{name}: unknown setting (see README for the list)"
+    assert str(e.value) == f"{name}: unknown setting (see docs/settings.md for the list)"
 
 
 def test_a_link_on_a_real_setting_names_the_service_and_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:

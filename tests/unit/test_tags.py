@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 
 from exporter.config import Settings, load
-from exporter.errors import ConfigError
 from exporter.model import ServiceRef
 from exporter.sink.datadog import global_tags, tags_for
 
@@ -37,13 +36,31 @@ def test_agent_variables_are_read_like_the_agent(monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.parametrize(
-    ("name", "value"), [("DD_TAGS", "team:mesh 9lives"), ("DD_ENV", "prod env"), ("DD_CLUSTER_NAME", "eks#1")]
+    ("name", "value", "field", "normalised"),
+    [
+        ("DD_TAGS", "team:mesh 9lives", "dd_tags", ["team:mesh", "lives"]),
+        ("DD_TAGS", "team:a+b,team:x@y Owner:SRE", "dd_tags", ["team:a_b", "team:x_y", "owner:sre"]),
+        ("DD_TAGS", "team:a++b__", "dd_tags", ["team:a_b"]),
+        ("DD_ENV", "Prod Env", "dd_env", "prod_env"),
+        ("DD_CLUSTER_NAME", "eks#1", "dd_cluster_name", "eks_1"),
+    ],
 )
-def test_bad_agent_variables_name_themselves(name: str, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_agent_variables_are_normalised_as_datadog_does_with_one_warning(
+    name: str, value: str, field: str, normalised: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the Agent does with these: lower case, characters Datadog refuses turned to `_`, leading
+    # non-letters dropped. A crash loop over a tag would be worse than a renamed tag.
     monkeypatch.setenv(name, value)
-    with pytest.raises(ConfigError) as e:
-        load()
-    assert str(e.value).startswith(f"{name}:")
+    settings = load()
+    assert getattr(settings, field) == normalised
+    assert len(settings.notes()) == 1 and settings.notes()[0].startswith("Datadog tags normalised")
+
+
+def test_agent_variables_that_need_no_change_but_case_give_no_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DD_TAGS", "Team:Mesh")
+    monkeypatch.setenv("DD_ENV", "Prod")
+    settings = load()
+    assert settings.dd_tags == ["team:mesh"] and settings.dd_env == "prod" and settings.notes() == []
 
 
 def test_global_layers_replace_keys_of_lower_layers_only() -> None:
@@ -91,3 +108,16 @@ def test_namespace_and_mesh_tags_carry_no_service() -> None:
 def test_labels_are_no_part_of_a_services_identity() -> None:
     plain, labelled = ServiceRef("shop", "cart"), ServiceRef("shop", "cart", labels=(("env", "prod"),))
     assert plain == labelled and hash(plain) == hash(labelled) and {plain: 1}[labelled] == 1
+
+
+def test_the_normalisation_warning_is_logged_once_at_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from exporter.cli import main
+
+    monkeypatch.setenv("DD_TAGS", "team:a+b")
+    monkeypatch.setenv("EXPORTER_LOG_FORMAT", "json")
+    assert main(["rules"]) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "Datadog tags normalised" in line]
+    assert len(warnings) == 1 and '"level": "warning"' in warnings[0] and "team:a+b" in warnings[0]
