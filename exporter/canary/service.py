@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import parse_qsl
 
+from exporter import durations
 from exporter.canary.analysis import FAIL, PASS, Thresholds
 from exporter.canary.measure import DEFAULT_VERSION_LABEL, Analysis, Scope, analyse
 from exporter.errors import QueryError
@@ -38,7 +39,6 @@ FLAGGER_LABEL = "destination_workload"
 THRESHOLDS = tuple(f.name for f in fields(Thresholds))
 FIELDS = ("namespace", "service", "workload", "canary", "stable", "window", "version_label", *THRESHOLDS)
 FLAGGER_OVERRIDES = ("workload", "canary", "stable", "window", "version_label", *THRESHOLDS)
-MAX_WINDOW_SECONDS = 10 * 366 * 86400.0
 """The longest window: the bound of the CLI's duration flags (exporter.cli.common.duration_flag), so the
 endpoint and `canary analyze --window` accept the same windows (tests/unit/test_canary_requests.py)."""
 
@@ -139,11 +139,7 @@ def _common(values: Mapping[str, Any], scope: Scope, name: str) -> AnalysisReque
         raise InvalidRequest("canary", "must differ from stable")
     window = str(values.get("window", "5m"))
     try:
-        seconds = promql.duration_seconds(window)
-        if seconds <= 0:
-            raise ValueError(f"must be longer than 0, got {window!r}")
-        if seconds > MAX_WINDOW_SECONDS:
-            raise ValueError(f"must be at most ten years, got {window!r}")
+        durations.bounded(window)
     except ValueError as e:
         raise InvalidRequest("window", str(e)) from None
     label = str(values.get("version_label", DEFAULT_VERSION_LABEL))

@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from exporter import durations
 from exporter.errors import QueryError
 from exporter.model import ServiceRef
 from exporter.mtls.model import (
@@ -249,7 +250,7 @@ def build_report(
     promql_requests: int = 0,
 ) -> Report:
     """The report from the two windows' traffic, the migrated services and the resolved policies (pure)."""
-    seconds = promql.duration_seconds(window)
+    seconds = durations.seconds(window)
     root = policies.mesh.namespace
     services = sorted(set(services))
     migrated = {(s.namespace, s.name) for s in services}

@@ -18,7 +18,6 @@ REQUESTS = "istio_requests_total"
 DURATION_BUCKET = "istio_request_duration_milliseconds_bucket"
 SERVICE_LABELS: tuple[str, ...] = ("destination_service_namespace", "destination_service_name")
 
-duration_seconds = durations.seconds  # the one duration parser (exporter.durations), under its query-layer name
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _REGEX_META = re.compile(r"([\\.+*?()|\[\]{}^$])")
 
@@ -107,10 +106,10 @@ def _by(labels: Sequence[str]) -> str:
 
 
 def _range(metric: str, matchers: Sequence[Matcher], window: str, offset: str | None) -> str:
-    duration_seconds(window)
+    durations.seconds(window)
     text = f"{selector(metric, matchers)}[{window}]"
     if offset is not None:
-        duration_seconds(offset)
+        durations.seconds(offset)
         text += f" offset {offset}"
     return text
 
@@ -147,7 +146,7 @@ def count_sum(
     A series born in the window counts from 0 (Istio's counters start at 0); a counter reset in the window
     counts from the reset (a lower bound: requests before the restart are not counted).
     """
-    duration_seconds(window)
+    durations.seconds(window)
     series = selector(metric, destination(*matchers))
     end = f"last_over_time({series}[{window}])"
     start = f"last_over_time({series}[{window}] offset {window})"
@@ -249,7 +248,7 @@ def unverified_query(
 
 def recorded_name(query: str, *, window: str) -> str:
     """The recorded series of a figure query's rates over `window`, e.g. destination_service:istio_requests:rate5m."""
-    duration_seconds(window)
+    durations.seconds(window)
     return FIGURE_QUERIES[query].recorded.format(window=window)
 
 
@@ -269,7 +268,7 @@ def rule_group(
     """One Prometheus rule group (the `groups:` item of a rule file or a PrometheusRule's spec)."""
     group: dict[str, object] = {"name": f"mesh-exporter-{window}"}
     if interval is not None:
-        duration_seconds(interval)
+        durations.seconds(interval)
         group["interval"] = interval
     rules = recording_rules(window=window, catalogue=catalogue)
     group["rules"] = [{"record": name, "expr": expr} for name, expr in rules.items()]

@@ -16,7 +16,7 @@ import pytest
 import requests
 import yaml
 
-from exporter.query.promql import duration_seconds
+from exporter.durations import seconds as duration_seconds
 from tests.support.canary_api import (
     EQUAL,
     FRESH,

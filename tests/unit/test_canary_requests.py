@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from exporter import durations
 from exporter.canary.analysis import Thresholds
 from exporter.canary.measure import Scope
 from exporter.canary.service import (
-    MAX_WINDOW_SECONDS,
     InvalidRequest,
     flagger_request,
     json_object,
@@ -98,7 +98,7 @@ def test_the_endpoint_accepts_the_windows_the_cli_accepts(window: str) -> None:
         assert e.field == "window"
         endpoint_accepts = False
     assert endpoint_accepts == cli_accepts
-    assert cli_accepts == (0 < promql.duration_seconds(window) <= MAX_WINDOW_SECONDS)
+    assert cli_accepts == (0 < durations.seconds(window) <= durations.MAX_SECONDS)
 
 
 def test_a_workload_request_is_flaggers_scope() -> None:

@@ -4,6 +4,7 @@ from dataclasses import replace
 
 import pytest
 
+from exporter import durations
 from exporter.model import CATALOGUE
 from exporter.query import promql
 
@@ -26,13 +27,13 @@ def test_one_of_is_sorted_and_escaped() -> None:
     ("text", "seconds"), [("30s", 30), ("5m", 300), ("1h30m", 5400), ("7d", 604800), ("500ms", 0.5)]
 )
 def test_duration_seconds(text: str, seconds: float) -> None:
-    assert promql.duration_seconds(text) == seconds
+    assert durations.seconds(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["5", "5 m", "m5", "", "5min", "-5m"])
 def test_duration_rejects_non_durations(text: str) -> None:
     with pytest.raises(ValueError, match="not a PromQL duration"):
-        promql.duration_seconds(text)
+        durations.seconds(text)
 
 
 def test_matcher_rejects_bad_label_names_and_operators() -> None:
