@@ -248,7 +248,10 @@ class PrometheusClient:
 
         def once() -> list[str]:
             values = self._mapped(match, lambda: self._conn.get_label_values(label, params=params))
-            return [str(v) for v in values]
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                shape = json.dumps(values)[:200]
+                raise QueryError(f"not a list of label values: {shape}", query=match, kind="malformed")
+            return values
 
         return call(once, what=f"GET {display_url(self.url)}/api/v1/label/{label}/values", policy=self.retry)
 

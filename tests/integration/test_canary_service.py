@@ -441,3 +441,21 @@ def test_a_follower_replica_serves_the_analysis_too(prom: CanaryProm, tmp_path: 
             assert "mesh_exporter_canary_api_verdicts_total" in requests.get(base + "/metrics", timeout=5).text
         finally:
             daemon.stop()
+
+
+@pytest.mark.parametrize("data", [{"canary": 1}, "canary", [1, 2], None], ids=["object", "string", "numbers", "null"])
+def test_a_wrong_shaped_label_index_answer_is_503_never_a_verdict(data: object) -> None:
+    """Both subsets served 0 requests, so the analysis asks the label index which versions were ever seen;
+    an answer that is not a list of strings is an upstream failure (503, exit 4), never a verdict."""
+    empty = json.dumps({"status": "success", "data": {"resultType": "vector", "result": []}}).encode()
+    labels = json.dumps({"status": "success", "data": data}).encode()
+
+    def script(method: str, path: str, query: dict[str, list[str]]) -> tuple[int, dict[str, str], bytes]:
+        return 200, {"Content-Type": "application/json"}, labels if "/label/" in path else empty
+
+    with ScriptedServer(script) as prometheus, serve(prometheus_url=prometheus.url) as (base, _):
+        reply = requests.get(base + ANALYSIS, params=params("reviews"), timeout=30)
+        assert reply.status_code == 503 and "verdict" not in reply.text, reply.text
+        assert any("/label/" in path for _, path, _ in prometheus.requests)
+        code, _, out = analyze_cli(prometheus.url, *(f"--{k}={v}" for k, v in params("reviews").items()))
+        assert code == 4 and "could not analyse" in out, out
