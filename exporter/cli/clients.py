@@ -22,9 +22,10 @@ if TYPE_CHECKING:
 
 
 def prometheus(
-    settings: Settings, *, timeout: float | None = None, retry: RetryPolicy | None = None
+    settings: Settings, *, timeout: float | None = None, retry: RetryPolicy | None = None, parallel: int = 4
 ) -> PrometheusClient:
-    """`timeout` (seconds) lowers the per-query timeout of the settings; `retry` replaces the default policy."""
+    """`timeout` (seconds) lowers the per-query timeout of the settings; `retry` replaces the default policy;
+    `parallel` queries run at once."""
     from exporter.query.prometheus import PrometheusClient
 
     limit = (
@@ -36,6 +37,7 @@ def prometheus(
         timeout=limit,
         retry=retry,
         max_answer_bytes=settings.prometheus_max_answer_bytes,
+        parallel=parallel,
     )
 
 

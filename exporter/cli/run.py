@@ -52,7 +52,9 @@ def canary_routes(
     from exporter.canary.service import CanaryService
     from exporter.export.canary_api import GuardedEndpoints
 
-    prom = clients.prometheus(settings)
+    # Each analysis runs its queries 4 at a time, so the pool grows with the admitted analyses (up to the 10
+    # connections requests keeps per host) and they do not queue behind each other's queries.
+    prom = clients.prometheus(settings, parallel=min(10, 4 * settings.canary_api_concurrency))
     if stopping is not None:
 
         def sleep(seconds: float) -> None:
