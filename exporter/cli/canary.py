@@ -12,7 +12,6 @@ import json
 import math
 import sys
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from exporter.canary import service
@@ -23,6 +22,7 @@ from exporter.cli.common import duration_flag, number, parse_time, table
 from exporter.errors import ConfigError, QueryError
 from exporter.logs import redactor
 from exporter.query import promql
+from exporter.timefmt import utc_text
 
 if TYPE_CHECKING:
     from exporter.config import Settings
@@ -74,7 +74,7 @@ def _p_value(test: dict[str, Any]) -> str:
 
 
 def render_text(doc: dict[str, Any]) -> str:
-    when = datetime.fromtimestamp(doc["evaluated_at"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    when = utc_text(doc["evaluated_at"])
     lines = [
         f"canary analysis of {doc['namespace']}/{doc['service']} by {doc['version_label']}, "
         f"{doc['window']} window ending {when}",

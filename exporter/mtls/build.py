@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -37,6 +36,7 @@ from exporter.mtls.model import (
 from exporter.mtls.policy import Mode, Resolution, allowance
 from exporter.query import promql
 from exporter.query.prometheus import PrometheusClient, vector_by
+from exporter.timefmt import utc_text
 
 log = structlog.get_logger("exporter.mtls.build")
 
@@ -131,14 +131,10 @@ def _verdict(mode: Mode, coverage: Coverage | None, flows: Sequence[Caller], unv
     return Verdict.BLOCKED if flows else Verdict.READY
 
 
-def _iso(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _timeline(policies: Resolution, start: float, end: float) -> tuple[PolicyTimeline, ...]:
     """Every policy as read now, its creation and last change placed against the window [start, end];
     RFC 3339 UTC timestamps compare as text."""
-    since, until = _iso(start), _iso(end)
+    since, until = utc_text(start), utc_text(end)
     out = []
     for p in policies.policies:
         scope = (

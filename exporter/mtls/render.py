@@ -12,7 +12,6 @@ import functools
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from exporter.mtls.model import (
@@ -26,6 +25,7 @@ from exporter.mtls.model import (
     Trend,
     Verdict,
 )
+from exporter.timefmt import utc_text
 
 if TYPE_CHECKING:
     import jinja2
@@ -34,10 +34,6 @@ EVENT_TEXT_LIMIT = 3900  # Datadog events take 4000 characters of text
 
 
 # ------------------------------------------------------------------------------------------- numbers
-def _iso(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def pct_text(value: float | None) -> str:
     """`97.31 %`, `no traffic`; never `100.00 %` unless every request used mTLS (99.999 → 99.99)."""
     if value is None:
@@ -160,7 +156,7 @@ def markdown(report: Report) -> str:
     out = [
         "# mTLS coverage report",
         "",
-        f"Window **{_md(report.window)}** from {_iso(report.start)} to {_iso(report.at)}, compared with the "
+        f"Window **{_md(report.window)}** from {utc_text(report.start)} to {utc_text(report.at)}, compared with the "
         f"{_md(report.window)} before. Coverage = mutual-TLS requests / all requests, as the destination proxies "
         "report them, weighted by requests. A destination without a sidecar reports nothing: its callers' side "
         "shows its traffic as unverified (neither mutual TLS nor plaintext can be proven).",
@@ -415,7 +411,7 @@ def _templates() -> jinja2.Environment:
         lstrip_blocks=True,
         undefined=jinja2.StrictUndefined,
     )
-    env.filters.update(pct=pct_text, change=change_text, count=count_text, rate=rate_text, iso=_iso)
+    env.filters.update(pct=pct_text, change=change_text, count=count_text, rate=rate_text, iso=utc_text)
     return env
 
 
@@ -500,7 +496,7 @@ def summary(report: Report, *, limit: int = EVENT_TEXT_LIMIT, dated: bool = True
     flagged = sum(1 for ns in report.namespaces if ns.unverified and ns.verdict is not Verdict.UNVERIFIED)
     if flagged:
         title += f"; {flagged} also flagged: {UNVERIFIED_FLAG}"
-    window = f"window {report.window} from {_iso(report.start)} to {_iso(report.at)}"
+    window = f"window {report.window} from {utc_text(report.start)} to {utc_text(report.at)}"
     lines = [
         *([] if dated else [f"Report for the {window} (posted later).", ""]),
         f"Mesh: **{_mesh_volume(mesh)}** (previous {pct_text(_cov(mesh.previous))}, "

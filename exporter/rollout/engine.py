@@ -23,7 +23,6 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import asdict, replace
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol, TextIO, TypeVar
 
@@ -52,6 +51,7 @@ from exporter.rollout.plan import (
     vs_ops,
 )
 from exporter.sink.datadog import DatadogSink, tags_for
+from exporter.timefmt import utc_text
 
 log = structlog.get_logger("exporter.rollout.engine")
 
@@ -569,7 +569,7 @@ class Rollout:
     def _k8s_event(self, event: str, title: str, text: str, *, warning: bool) -> JSON:
         """A core/v1 Event about the VirtualService, as `kubectl describe virtualservice` lists them."""
         meta = self.vs.get("metadata", {})
-        now = datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = utc_text(self.clock())
         return {
             "apiVersion": "v1",
             "kind": "Event",
