@@ -41,11 +41,17 @@ def pct_text(value: float | None) -> str:
     return f"{min(round(value, 2), 99.99) if value < 100.0 else 100.0:.2f} %"
 
 
+NOISE_PTS = 1e-9
+
+
 def change_text(value: float | None) -> str:
     """`+4.82 pts`; below 0.005 in size, three significant digits (`-0.001 pts`), so a drop never reads
-    `-0.00` or `+0.00`; `+0.00 pts` only for no change at all; `n/a` without both windows."""
+    `-0.00` or `+0.00`; `+0.00 pts` only for no change at all; `n/a` without both windows. Below 1e-9 pts
+    a difference is floating-point noise of two equal coverages (one request in 10^11 moves 1e-9 pts)."""
     if value is None:
         return "n/a"
+    if abs(value) < NOISE_PTS:
+        value = 0.0
     if value != 0 and abs(value) < 0.005:
         return f"{'-' if value < 0 else '+'}{rate_text(abs(value))} pts"
     return f"{value + 0.0:+.2f} pts"  # + 0.0 turns -0.0 into 0.0

@@ -374,6 +374,9 @@ def test_the_timeline_places_each_policy_before_in_or_after_a_historical_window(
         (-0.005, "-0.01 pts"),
         (4.8249, "+4.82 pts"),
         (-25.0, "-25.00 pts"),
+        (20.000000000000007 - 20.0, "+0.00 pts"),  # two equal coverages computed by two float paths
+        (-7.1e-15, "+0.00 pts"),
+        (2e-9, "+0.000000002 pts"),  # one request in 5 * 10^10 still shows
     ],
 )
 def test_changes_never_read_minus_zero(value: float | None, text: str) -> None:
