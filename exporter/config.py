@@ -193,8 +193,9 @@ class Settings(BaseSettings):
     """Serve the canary analysis and Flagger webhooks on the HTTP port (every replica, leader or not)."""
     canary_api_step_seconds: float = Field(30.0, ge=1, le=86400)
     """The endpoints evaluate at the current time floored to this step (answers are cached per step)."""
-    canary_api_concurrency: int = Field(4, ge=1, le=64)
-    """Analyses running at once; requests beyond are refused with 429."""
+    canary_api_concurrency: int = Field(4, ge=1, le=32)
+    """Analyses running at once; requests beyond are refused with 429. At most half the HTTP server's 64
+    connections, so the probes, /metrics and the 429 replies always find one."""
     canary_api_deadline_seconds: float = Field(20.0, gt=0, le=3600)
     """An analysis not finished by then is answered 503."""
     canary_api_token: SecretStr | None = None

@@ -39,8 +39,6 @@ FLAGGER_LABEL = "destination_workload"
 THRESHOLDS = tuple(f.name for f in fields(Thresholds))
 FIELDS = ("namespace", "service", "workload", "canary", "stable", "window", "version_label", *THRESHOLDS)
 FLAGGER_OVERRIDES = ("workload", "canary", "stable", "window", "version_label", *THRESHOLDS)
-"""The longest window: the bound of the CLI's duration flags (exporter.cli.common.duration_flag), so the
-endpoint and `canary analyze --window` accept the same windows (tests/unit/test_canary_requests.py)."""
 
 
 class InvalidRequest(ValueError):

@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 import pytest
 import requests
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
 from exporter.canary.analysis import FAIL, INCONCLUSIVE, PASS
 from exporter.cli import clients
@@ -27,7 +28,7 @@ from exporter.cli.run import canary_routes
 from exporter.config import Settings
 from exporter.export.canary_api import GuardedEndpoints
 from exporter.export.daemon import Daemon
-from exporter.export.health import HealthServer, Request
+from exporter.export.health import MAX_CONNECTIONS, HealthServer, Request
 from exporter.logs import redactor
 from sandbox.intake import FakeIntake
 from sandbox.kubeapi import FakeKubeAPI
@@ -252,10 +253,16 @@ def test_concurrency_bound_and_deadline_never_hold_the_probes(prom: CanaryProm) 
         assert requests.get(base + ANALYSIS, params=params("reviews"), timeout=30).status_code == 429
 
 
-@pytest.mark.parametrize("workers", [Settings().canary_api_concurrency, 6], ids=["default", "six"])
+MAX_ANALYSES = 32  # the largest EXPORTER_CANARY_API_CONCURRENCY (test_the_concurrency_setting_leaves_the_probes_room)
+
+
+@pytest.mark.parametrize(
+    "workers", [Settings().canary_api_concurrency, 6, MAX_ANALYSES], ids=["default", "six", "maximum"]
+)
 def test_the_canary_routes_are_bounded_by_their_own_setting_alone(workers: int) -> None:
     """As many analyses as EXPORTER_CANARY_API_CONCURRENCY run at once through the daemon's HTTP server (the
-    default and more than 4); one more is refused with 429 and counted; the probes answer meanwhile."""
+    default, more than 4, and the largest the setting accepts); one more is refused with 429 and counted; the
+    probes answer meanwhile."""
     entered, release = threading.Semaphore(0), threading.Event()
 
     def held(method: str, query: str, body: bytes) -> tuple[int, dict[str, Any] | str]:
@@ -288,6 +295,13 @@ def test_the_canary_routes_are_bounded_by_their_own_setting_alone(workers: int) 
     count = registry.get_sample_value
     assert count("mesh_exporter_canary_api_requests_total", {"endpoint": ANALYSIS, "status": "429"}) == 1.0
     assert count("mesh_exporter_canary_api_requests_total", {"endpoint": ANALYSIS, "status": "200"}) == workers
+
+
+def test_the_concurrency_setting_leaves_the_probes_room() -> None:
+    """At most half the HTTP server's connections may hold analyses: the probes and the 429s keep the rest."""
+    assert Settings(canary_api_concurrency=MAX_ANALYSES).canary_api_concurrency * 2 <= MAX_CONNECTIONS
+    with pytest.raises(ValidationError):
+        Settings(canary_api_concurrency=MAX_ANALYSES + 1)
 
 
 def test_prometheus_down_is_503_never_a_verdict() -> None:
