@@ -116,7 +116,7 @@ def normalise_tag(tag: str) -> str:
 
 
 class Settings(BaseSettings):
-    """Every setting of the exporter, with its default; see README for the table."""
+    """Every setting of the exporter, with its default; docs/settings.md has the table."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, case_sensitive=False, extra="forbid", populate_by_name=True, allow_inf_nan=False
@@ -362,6 +362,11 @@ class Settings(BaseSettings):
     def _prefix(cls, v: str) -> str:
         if not _METRIC_PREFIX.match(v):
             raise ValueError(f"not a Datadog metric name prefix: {v!r} (e.g. istio.service or mesh)")
+        if v in ("istio", "istio.mesh") or v.startswith("istio.mesh."):
+            # The Datadog Istio integration emits istio.mesh.*: names there would mix with its metrics.
+            raise ValueError(
+                f"{v!r} is the Datadog Istio integration's namespace (istio.mesh.*): use e.g. istio.service"
+            )
         return v
 
     @field_validator("log_format")

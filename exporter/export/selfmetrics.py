@@ -18,7 +18,6 @@ from prometheus_client.registry import Collector
 from exporter import __version__
 
 STATUSES = ("leader", "follower", "unknown")
-UPSTREAMS = ("prometheus", "kubernetes", "datadog")
 
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # `*_created` series are noise for an exporter's counters
 

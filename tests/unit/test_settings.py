@@ -137,3 +137,15 @@ def test_bad_time_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     err = capsys.readouterr().err
     assert "argument --at: not RFC 3339 or unix seconds" in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("prefix", ["istio", "istio.mesh", "istio.mesh.exporter"])
+def test_a_prefix_inside_the_istio_integrations_namespace_is_refused(
+    prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """istio.mesh.* is what the Datadog Istio integration emits: our names there would mix with its metrics."""
+    monkeypatch.setenv("EXPORTER_METRIC_PREFIX", prefix)
+    with pytest.raises(ConfigError, match=r"EXPORTER_METRIC_PREFIX.*Istio integration"):
+        load()
+    monkeypatch.setenv("EXPORTER_METRIC_PREFIX", "istio.meshexporter")  # a sibling name is fine
+    assert load().metric_prefix == "istio.meshexporter"
