@@ -54,6 +54,14 @@ def render_json(result: CycleResult, *, catalogue: Mapping[str, FigureInfo] = CA
         for ref in sorted(result.figures)
     ]
     errors = [{"stage": "query", "query": name, "error": str(e)} for name, e in sorted(result.query_errors.items())]
+    errors += [
+        {
+            "stage": "query",
+            "query": name,
+            "error": f"{count} figure(s) left out: Prometheus answered a non-finite sample",
+        }
+        for name, count in sorted(result.non_finite.items())
+    ]
     if result.submitted:
         errors += [{"stage": "submit", "error": str(e)} for e in result.submitted.errors]
     return json.dumps({"evaluated_at": result.at, "services": services, "errors": errors}, indent=2) + "\n"
@@ -94,8 +102,9 @@ def cmd_once(args: argparse.Namespace, settings: Settings) -> int:
         if result.submitted:
             s = result.submitted
             print(f"\nsubmitted {s.points} points in {s.requests} request(s) to Datadog", file=sys.stderr)
-    # query and submission errors were logged once each, where they happened (cycle, sink)
-    return EXIT_OK if result.ok else EXIT_FAILURE
+    # query and submission errors were logged once each, where they happened (cycle, sink); a figure left
+    # out for a non-finite sample is a failed measurement too, never a silent gap in an exit-0 run
+    return EXIT_OK if result.ok and not result.non_finite else EXIT_FAILURE
 
 
 def register(subparsers: Any) -> None:

@@ -5,6 +5,7 @@ Each is a case of issue 11 (see docs/reliability.md)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ from exporter.query import promql
 from exporter.query.figures import measure
 from exporter.query.prometheus import PrometheusClient
 from exporter.retry import RetryPolicy
+from sandbox.kubeapi import FakeKubeAPI
+from tests.support.procs import run_exporter
 from tests.support.prom import DemoProm
 from tests.support.scripted import Cut, ScriptedServer, ok, vector
 
@@ -104,6 +107,24 @@ def test_a_non_finite_numerator_gives_no_figure_and_is_counted(bad: str) -> None
     assert m.figures[("shop", "cart")].mtls_coverage_pct == 100.0
     assert m.figures[("shop", "api")].success_rate_pct == 75.0 and m.figures[("shop", "api")].p99_latency_ms is None
     assert m.non_finite == {"ok": 1, "p99": 1} and not m.errors
+
+
+def test_once_with_a_non_finite_sample_leaves_the_figure_out_and_exits_1(tmp_path: Path) -> None:
+    """Through the real CLI: the figure is absent (null, never 0 %), the JSON names the error, exit 1."""
+    cart = {NS: "shop", SVC: "cart"}
+    answers = {"requests": [(cart, "10")], "ok": [(cart, "NaN")], "mtls": [(cart, "10")], "p99": [(cart, "12")]}
+    manifest = {"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "cart", "namespace": "shop", "labels": {"migrated": "true"}}}  # fmt: skip
+    with ScriptedServer(lambda m, p, q: ok(vector(answers[figure_of(q)]))) as server, FakeKubeAPI() as api:
+        api.add(manifest)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("EXPORTER_", "DD_")) and k != "KUBECONFIG"}
+        env |= {"EXPORTER_PROMETHEUS_URL": server.url, "KUBECONFIG": str(api.write_kubeconfig(tmp_path / "kc"))}
+        proc = run_exporter(env, "once", "--at", "1795663860", "--output", "json")
+    assert proc.returncode == 1, proc.stderr
+    doc = json.loads(proc.stdout)
+    [row] = doc["services"]
+    assert row["success_rate_pct"] is None and row["mtls_coverage_pct"] == 100.0 and row["p99_latency_ms"] == 12.0
+    assert [e["query"] for e in doc["errors"]] == ["ok"] and "non-finite" in doc["errors"][0]["error"]
 
 
 # -------------------------------------------------------------------------------------- Kubernetes
