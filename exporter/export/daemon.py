@@ -49,6 +49,7 @@ READY_INTERVALS = 3
 DATA_QUALITY = ("non_finite", "duplicate_series")  # query errors whose call itself succeeded
 GRACE_SECONDS = 15.0  # a running cycle may finish within this after SIGTERM
 FLUSH_SECONDS = 5.0  # then one last delivery within this: 20 s in all, inside a 30 s terminationGracePeriod
+RELEASE_SECONDS = 3.0  # then the Lease is released within this (else it expires on its own): 23 s at most
 
 
 class Leadership(Protocol):
@@ -347,7 +348,15 @@ class Daemon:
             self.delivery.stop()
         self.flush_backlog()
         if self.leader is not None:
-            self.leader.stop()
+            # Bounded like every other stage: a Kubernetes API that never answers must not hold the exit
+            # (the Lease then expires on its own, and a follower takes over one lease duration later).
+            leader = self.leader
+            releasing = threading.Thread(target=leader.stop, name="lease-release", daemon=True)
+            releasing.start()
+            releasing.join(RELEASE_SECONDS)
+            if releasing.is_alive():
+                log.warning("shutdown: the Lease was not released in time; it expires on its own",
+                            deadline_s=RELEASE_SECONDS)  # fmt: skip
         if self._http is not None:
             self._http.stop()
         return finished

@@ -406,11 +406,13 @@ def test_sigterm_during_a_datadog_outage_exits_0_quickly_and_spools(
     assert '"shutdown: backlog flushed"' in stderr
 
 
+@pytest.mark.parametrize("leader_election", ["false", "true"])
 def test_sigterm_with_a_hung_kubernetes_api_and_a_hung_prometheus_exits_within_the_grace(
-    prom_url: str, intake: FakeIntake, tmp_path: Path
+    prom_url: str, intake: FakeIntake, tmp_path: Path, leader_election: str
 ) -> None:
     """Upstreams that accept and never answer: the daemon still exits 0 well inside the pod's 30 s
-    terminationGracePeriod, with its unsent points spooled (worker threads stuck in requests are left)."""
+    terminationGracePeriod, with its unsent points spooled (worker threads stuck in requests are left);
+    with leader election, the Lease release that cannot reach the API is abandoned after its deadline."""
     intake.set_fault(lambda request: Reply(503))  # points stay in the backlog, hence in the spool
     hang = Fault(delay_s=120)
     with FakeKubeAPI() as kube, FaultProxy(kube.url) as kube_proxy, FaultProxy(prom_url) as prom_proxy:
@@ -424,15 +426,18 @@ def test_sigterm_with_a_hung_kubernetes_api_and_a_hung_prometheus_exits_within_t
             "EXPORTER_PROMETHEUS_URL": prom_proxy.url, "EXPORTER_DATADOG_URL": intake.url, "DD_API_KEY": KEY,
             "KUBECONFIG": str(config), "EXPORTER_HTTP_PORT": str(port), "EXPORTER_INTERVAL_SECONDS": "1",
             "EXPORTER_DISCOVERY_INTERVAL_SECONDS": "1", "EXPORTER_SPOOL_DIR": str(tmp_path / "spool"),
+            "EXPORTER_LEADER_ELECTION": leader_election,
         }  # fmt: skip
         proc = subprocess.Popen([sys.executable, "-m", "exporter", "run"], env=env, stderr=subprocess.PIPE, text=True)
         try:
-            wait_for(lambda: len(intake.requests) >= 1, "a failed submission", timeout=30)
-            kube_proxy.set_fault(lambda r: hang)
+            wait_for(lambda: len(intake.requests) >= 1, "a failed submission", timeout=30)  # (as the leader)
+            # Prometheus first: a leader that can no longer renew its Lease stops measuring
             prom_proxy.set_fault(lambda r: hang)
-            kube_seen, prom_seen = len(kube_proxy.requests), len(prom_proxy.requests)
-            wait_for(lambda: len(kube_proxy.requests) > kube_seen, "a hung Kubernetes request", timeout=30)
+            prom_seen = len(prom_proxy.requests)
             wait_for(lambda: len(prom_proxy.requests) > prom_seen, "a hung Prometheus query", timeout=30)
+            kube_proxy.set_fault(lambda r: hang)
+            kube_seen = len(kube_proxy.requests)
+            wait_for(lambda: len(kube_proxy.requests) > kube_seen, "a hung Kubernetes request", timeout=30)
             sent_at = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             _, stderr = proc.communicate(timeout=60)
@@ -442,8 +447,11 @@ def test_sigterm_with_a_hung_kubernetes_api_and_a_hung_prometheus_exits_within_t
                 proc.kill()
                 proc.communicate()
     assert proc.returncode == 0, stderr
-    assert took < 20, stderr  # grace 15 s for the hung cycle + the flush; never the requests' own timeouts
+    # grace 15 s for the hung cycle + the flush (+ the Lease release's 3 s); never the requests' own timeouts
+    assert took < (20 if leader_election == "false" else 23), stderr
     assert '"event": "stopped"' in stderr
+    unreleased = ("the Lease was not released in time", "could not release the Lease")
+    assert any(m in stderr for m in unreleased) == (leader_election == "true"), stderr
     spool = json.loads((tmp_path / "spool" / "backlog.json").read_text())["points"]
     assert {p[2] for p in spool} and all(p[0] in METRICS.values() for p in spool)
 
