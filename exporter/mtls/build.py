@@ -33,7 +33,7 @@ from exporter.mtls.model import (
     Trend,
     Verdict,
 )
-from exporter.mtls.policy import Mode, Resolution, allowance
+from exporter.mtls.policy import Mode, Resolution, allowance, resolve
 from exporter.query import promql
 from exporter.query.prometheus import PrometheusClient, vector_by
 from exporter.timefmt import utc_text
@@ -196,20 +196,32 @@ def _flows(
     return offenders, resolved, unknown
 
 
-def _with_timeline(caller: Caller, timeline: Sequence[PolicyTimeline]) -> Caller:
-    """Say so when the policy behind a flow was created or changed during or after the window: it may not
-    have applied to all of the window's traffic, or not at all (policies are read as they are now)."""
+def _as_of(policies: Resolution, until: str) -> Resolution:
+    """The policies that existed at the window's end: one created later did not apply to its traffic."""
+    kept = [p for p in policies.policies if p.created <= until]
+    if len(kept) == len(policies.policies):
+        return policies
+    return resolve(kept, root_namespace=policies.mesh.namespace)
+
+
+def _with_timeline(caller: Caller, timeline: Sequence[PolicyTimeline], now: Resolution) -> Caller:
+    """Say so when a policy that now decides the flow was created after the window (it did not apply: the
+    flow's allowance is what applied then), or when the one that applied was changed during or after it
+    (it may not have applied to all of the window's traffic; policies are read as they are now)."""
     why = caller.allowance
-    found = next((p for p in timeline if why is not None and p.ref == why.policy), None)
-    if why is None or found is None:
+    if why is None:
         return caller
-    if found.created_after_window:
-        note = f"{found.ref} created after the window ({found.created}): it did not apply to this traffic"
-    elif found.when != "no change":
-        note = f"{found.ref} {found.when}: it may not have applied to all of this traffic"
-    else:
+    ns = caller.destination.namespace
+    today = allowance(now.of(ns), app=caller.app, mesh_source=now.mesh.source).policy
+    notes = []
+    for p in timeline:
+        if p.ref == today != why.policy and p.created_after_window:
+            notes.append(f"{p.ref} created after the window ({p.created}): it did not apply to this traffic")
+        elif p.ref == why.policy and p.when != "no change":
+            notes.append(f"{p.ref} {p.when}: it may not have applied to all of this traffic")
+    if not notes:
         return caller
-    return replace(caller, allowance=replace(why, text=f"{why.text}; {note}"))
+    return replace(caller, allowance=replace(why, text="; ".join([why.text, *notes])))
 
 
 def _unverified(current: Traffic, previous: Traffic) -> list[Caller]:
@@ -251,8 +263,8 @@ def build_report(
     services = sorted(set(services))
     migrated = {(s.namespace, s.name) for s in services}
     timeline = _timeline(policies, at - seconds, at)
-    offenders, resolved, undetermined = _flows(current, previous, policies)
-    offenders = [_with_timeline(c, timeline) for c in offenders]
+    offenders, resolved, undetermined = _flows(current, previous, _as_of(policies, utc_text(at)))
+    offenders = [_with_timeline(c, timeline, policies) for c in offenders]
     unverified = _unverified(current, previous)
 
     seen = {k[0] for k in (*current.requests, *previous.requests)} | {s.namespace for s in services}

@@ -362,6 +362,41 @@ def test_the_timeline_places_each_policy_before_in_or_after_a_historical_window(
     }  # fmt: skip
 
 
+def test_an_exception_created_after_a_historical_window_neither_calms_the_verdict_nor_passes_the_gate() -> None:
+    """STRICT vault; its PERMISSIVE exception for app=s is created at 20:00, after the window (to 11:06:40).
+    The same exception created before the window calms the verdict and passes the gate (the control)."""
+
+    def judged(created: str) -> Report:
+        policies = [
+            Policy("vault", "default", created="2020-01-01T00:00:00Z", mode=Mode.STRICT),
+            Policy("vault", "exc", created=created, selector={"app": "s"}, mode=Mode.PERMISSIVE),
+        ]
+        return build_report(
+            Traffic({("vault", "s"): 1.0}, {("vault", "s", "s", "api", "pay"): 0.5}),
+            Traffic({}, {}),
+            services=[],
+            policies=resolve(policies, root_namespace="istio-system"),
+            at=AT,
+            window="1h",
+        )
+
+    later, before = judged("2026-11-18T20:00:00Z"), judged("2026-11-18T09:00:00Z")
+    why = later.offenders[0].allowance
+    assert why is not None and why.evidence.value == "no policy allows it" and not why.exception
+    assert why.text == (
+        "no policy allows it (STRICT from vault/default); "
+        "vault/exc created after the window (2026-11-18T20:00:00Z): it did not apply to this traffic"
+    )
+    assert [n.verdict for n in later.namespaces] == [Verdict.STRICT_PLAINTEXT]
+    assert gate.failures(later, gate.parse("strict-plaintext")) == [
+        "strict-plaintext: plaintext no exception allows reaches STRICT vault"
+    ]
+    assert "it did not apply" in markdown(later) and "it did not apply" in to_json(later)
+    assert [n.verdict for n in before.namespaces] == [Verdict.STRICT_EXCEPTED]
+    assert gate.failures(before, gate.parse("strict-plaintext")) == []
+    assert {p.ref: p.created_after_window for p in later.policies} == {"vault/default": False, "vault/exc": True}
+
+
 @pytest.mark.parametrize(
     ("value", "text"),
     [
