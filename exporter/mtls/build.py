@@ -6,9 +6,12 @@ and per migrated service; the previous window (PromQL `offset`) gives the trend.
 PromQL requests per report, however large the mesh: all requests and plaintext requests (by
 destination and caller), for this window and the previous one; two more read the callers' side
 (`reporter="source"`) for destinations that report nothing themselves, whose traffic is unverified.
-Six requests in all. The PeerAuthentication objects are resolved by exporter.mtls.policy, each
-plaintext flow is tied to the policy that allows it, and each namespace gets a verdict on moving to
-STRICT. Rendering lives in exporter.mtls.render, the value types in exporter.mtls.model.
+A seventh, only when in-mesh callers stopped sending plaintext, asks their own proxies whether they
+still send where the destination reports nothing from them (a partially injected destination).
+Six or seven requests in all, whatever the number of services. The PeerAuthentication objects are
+resolved by exporter.mtls.policy, each plaintext flow is tied to the policy that allows it, and each
+namespace gets a verdict on moving to STRICT. Rendering lives in exporter.mtls.render, the value types
+in exporter.mtls.model.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from exporter import durations
 from exporter.errors import QueryError
 from exporter.model import ServiceRef
 from exporter.mtls.model import (
+    OUTSIDE,
     Caller,
     Coverage,
     NamespaceReport,
@@ -43,7 +47,6 @@ log = structlog.get_logger("exporter.mtls.build")
 CALLER_LABELS: tuple[str, ...] = ("source_workload", "source_workload_namespace")
 FLOW_LABELS: tuple[str, ...] = ("destination_app", *CALLER_LABELS)
 """Plaintext flows also carry the destination's app label, so a workload policy's selector can be checked."""
-QUERIES_PER_REPORT = 6
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -56,7 +59,9 @@ Key = tuple[str, ...]
 @dataclass(frozen=True)
 class Traffic:
     """One window's vectors: all requests per (namespace, service); plaintext per (ns, service, app, workload,
-    workload ns); unverified (source-reported, to destinations that report nothing) per (ns, service, workload, ns).
+    workload ns); unverified per (ns, service, workload, ns): what callers' proxies (`reporter="source"`) send to
+    destinations that report nothing, and, this window, what in-mesh callers whose plaintext stopped still send
+    where the destination reports no request from them (pods without a sidecar).
     """
 
     requests: dict[Key, float]
@@ -67,7 +72,8 @@ class Traffic:
 def measure_traffic(
     prom: PrometheusClient, *, at: int, window: str, matchers: Sequence[promql.Matcher] = ()
 ) -> tuple[Traffic, Traffic]:
-    """This window's and the previous window's traffic: six grouped queries, run concurrently."""
+    """This window's and the previous window's traffic: six grouped queries, run concurrently, and a
+    seventh when in-mesh callers stopped sending plaintext (does their own proxy agree?)."""
     by = promql.SERVICE_LABELS
     labels = {"requests": by, "plaintext": (*by, *FLOW_LABELS), "unverified": (*by, *CALLER_LABELS)}
     queries: dict[tuple[str, str], str] = {}
@@ -90,7 +96,27 @@ def measure_traffic(
         Traffic(vectors[(when, "requests")], vectors[(when, "plaintext")], vectors[(when, "unverified")])
         for when in ("current", "previous")
     )
+    flows = stopped_in_mesh(current, previous)
+    if flows:
+        text = promql.unseen_query(flows, labels["unverified"], window=window, matchers=matchers)
+        unseen = vector_by(prom.query(text, at=at), labels["unverified"], query=text)
+        wanted = set(flows)
+        current = replace(
+            current, unverified=current.unverified | {k: v for k, v in unseen.items() if k in wanted and v > 0}
+        )
     return current, previous
+
+
+def stopped_in_mesh(current: Traffic, previous: Traffic) -> list[Key]:
+    """(ns, service, workload, workload ns) of the in-mesh callers that sent plaintext in the previous window
+    and none now, unless the blind-destination query already sees their proxy sending (pure)."""
+    now = {k for k, v in current.plaintext.items() if v > 0}
+    out = {
+        (ns, svc, workload, wns)
+        for (ns, svc, app, workload, wns), v in previous.plaintext.items()
+        if v > 0 and (ns, svc, app, workload, wns) not in now and workload != OUTSIDE
+    }
+    return sorted(k for k in out if current.unverified.get(k, 0.0) <= 0)
 
 
 def _coverage(traffic: Traffic, keep: Callable[[Key], bool], seconds: float) -> Coverage | None:

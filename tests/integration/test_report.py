@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -260,8 +260,9 @@ def test_coverage_matches_the_generator_for_mesh_namespaces_and_services(report:
     this, last = week(this=True), week(this=False)
     seconds = WEEK
     assert report.seconds == seconds and report.window == "7d"
-    # requests, plaintext and the callers' side of blind destinations, this window and the previous one
-    assert report.promql_requests == 6
+    # requests, plaintext and the callers' side of blind destinations, this window and the previous one, and
+    # the callers' side of the in-mesh callers that stopped (batch/exporter, archive/reports)
+    assert report.promql_requests == 7
 
     for got, want in ((report.mesh.current, totals(this)), (report.mesh.previous, totals(last))):
         assert got is not None and want is not None
@@ -1057,3 +1058,43 @@ def test_one_service_fronting_two_apps_is_judged_per_app(make_prometheus: Promet
     (cat,) = report.namespaces
     assert cat.verdict is Verdict.STRICT_PLAINTEXT
     assert [c.target for c in report.offenders] == ["cat/search (app=search-legacy)", "cat/search (app=search-v2)"]
+
+
+def test_a_caller_is_stopped_only_when_its_own_proxy_agrees(make_prometheus: PrometheusFactory, tmp_path: Path) -> None:
+    """Partial injection: shop/app still reports web's mTLS traffic, but gw (in the mesh) now reaches only its
+    pods without a sidecar: its 1 req/s shows on its own side only. cron really stopped. gw is unverified, cron
+    stopped; the report makes a seventh request for them (and six when nobody stopped)."""
+    at = int(math.floor(time.time() / 60) * 60)
+    web, gw, cron = Caller("web", "fe", 10.0), Caller("gw", "leg", 1.0, 0.0), Caller("cron", "leg", 0.5, 0.0)
+    before = (Service("shop", "app", (web, gw, cron)),)
+    now = (Service("shop", "app", (web, replace(gw, unseen=True), replace(cron, rps=0.0))),)
+    server = make_prometheus([Phase(at - 3 * 3600, before), Phase(at - 3600, now)], end=at, step=60.0)
+    with FakeKubeAPI() as kube:
+        for manifest in kube_service_manifests(now):
+            kube.add(manifest)
+        kube.add(pa("shop", "default", "PERMISSIVE", "2025-01-01T00:00:00Z"))
+        kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")
+        settings = Settings(prometheus_url=server.url, kubeconfig=str(kubeconfig))
+        report = generate(settings, at=at, window="1h")
+        earlier = generate(settings, at=at - 3600, window="1h")  # nobody stopped in that window
+        e = Env(server.url, at, kube, kubeconfig)
+    by = ("source_workload",)
+    sent = promql_vector(e, 'sum by (source_workload) (rate(istio_requests_total{reporter="source"}[1h]))', by)
+    seen = promql_vector(e, 'sum by (source_workload) (rate(istio_requests_total{reporter="destination"}[1h]))', by)
+    was = promql_vector(
+        e,
+        'sum by (source_workload) (rate(istio_requests_total{reporter="destination",'
+        'connection_security_policy!="mutual_tls"}[1h] offset 1h))',
+        by,
+    )
+    assert sent == {("web",): pytest.approx(10.0), ("gw",): pytest.approx(1.0), ("cron",): 0.0}
+    assert seen == {("web",): pytest.approx(10.0), ("gw",): 0.0, ("cron",): 0.0}  # the destination never sees gw
+    assert [(c.name, c.previous_rate) for c in report.resolved] == [("leg/cron", pytest.approx(was[("cron",)]))]
+    assert report.offenders == () and report.undetermined == ()
+    (blind,) = report.unverified
+    assert (blind.target, blind.name) == ("shop/app", "leg/gw")
+    assert close(blind.rate, sent[("gw",)]) and close(blind.previous_plaintext, was[("gw",)])
+    (shop,) = report.namespaces
+    assert shop.unverified == (blind,) and shop.verdict is Verdict.READY  # what the destination sees is clean
+    assert report.promql_requests == 7 and earlier.promql_requests == 6
+    assert earlier.resolved == () and earlier.unverified == ()
