@@ -63,8 +63,11 @@ def week(this: bool) -> tuple[Service, ...]:
             "checkout",
             (Caller(*web, 10.0), Caller("cart", "shop", 5.0), Caller("exporter", "batch", 0.0 if this else 2.0, 0.0)),
         ),
-        # shop/inventory lost its sidecar this week: only its caller's proxy still reports the 1.9 req/s
-        Service("shop", "inventory", (Caller("checkout", "shop", 1.9, 0.0),), sidecar=not this),
+        # shop/inventory lost its sidecar this week: only its caller's proxy still reports the 1.9 req/s; a caller
+        # from outside the mesh sent it plaintext last week, and no proxy can tell whether it still does
+        Service(
+            "shop", "inventory", (Caller("checkout", "shop", 1.9, 0.0), outside(0.0 if this else 0.3)), sidecar=not this
+        ),
         # legacy: plaintext from shop/checkout (half of it this week, 3/4 last week) and from outside the mesh;
         # two destinations that are not migrated Services
         Service("legacy", "mainframe-gw", (Caller("checkout", "shop", 4.0, 0.5 if this else 0.25), outside(2.0))),
@@ -539,6 +542,8 @@ def test_html_page_renders_in_headless_chromium_with_every_namespace(
         assert row["height"] > 0 and row["left"] >= 0 and row["right"] <= width + 0.5, (width, row)
     assert layout["wide"] == [] and layout["scroll"] <= width, layout  # nothing overflows the page width
     assert "<title>mTLS coverage report" in dom and 'id="mesh-coverage"' in dom
+    for table in ("offenders", "stopped", "undetermined", "unverified-flows", "policies"):
+        assert f'<table id="{table}">' in dom, table  # every flow table is rendered (and checked for width)
     sections = re.findall(r'<section class="ns" id="ns-([a-z-]+)" data-namespace="([a-z-]+)">', dom)
     assert [b for _, b in sections] == [n.namespace for n in report.namespaces]
     for ns in EXPECTED_VERDICTS:
@@ -793,8 +798,12 @@ def tables_agree(doc: dict[str, Any], markdown_text: str, page: str, event: str)
         ]
 
     stopped = [(target(c), who(c), "0", rate_text(c["previous_request_rate"])) for c in doc["resolved"]]
-    assert len(stopped) == 2 and doc["undetermined"] == []
+    assert len(stopped) == 2
     assert md_table(markdown_text, "Stopped sending plaintext") == stopped == tables.rows(id="stopped")
+    undetermined = [(target(c), who(c), rate_text(c["previous_request_rate"])) for c in doc["undetermined"]]
+    assert undetermined == [("shop/inventory", "outside the mesh (unknown)", "0.30")]
+    assert md_table(markdown_text, "Cannot tell whether they stopped") == undetermined
+    assert tables.rows(id="undetermined") == undetermined
 
     def figures(row: dict[str, Any]) -> tuple[str, ...]:
         previous = row["previous"]
@@ -983,23 +992,29 @@ def test_the_remaining_figures_agree_with_hand_written_promql(env: Env, report: 
     assert set(got) == {k for k, v in now.items() if v > 0}
     for key, caller in got.items():
         assert close(caller.rate, now[key]) and close(caller.previous_rate, before.get(key) or None), key
-    # stopped: plaintext last week, none this week, and the caller's proxy sends nothing to a silent destination
+    # stopped: plaintext last week, none this week, and the caller's proxy sends nothing to the destination; a
+    # caller from outside the mesh has no proxy: stopped when the destination still reports, else nobody can tell
     sending = promql_vector(
         env,
         'sum by (destination_service_name, source_workload) (rate(istio_requests_total{reporter="source"}[7d]))',
         ("destination_service_name", "source_workload"),
     )
-    stopped = {k for k, v in before.items() if v > 0 and now.get(k, 0) == 0 and sending.get((k[1], k[3]), 0) == 0}
+    reporting = promql_vector(env, f"sum by ({', '.join(SVC)}) (rate({dest()}))", SVC)
+    candidates = {k for k, v in before.items() if v > 0 and now.get(k, 0) == 0}
+    outside_mesh = {k for k in candidates if k[3] == "unknown"}
+    stopped = {k for k in candidates - outside_mesh if sending.get((k[1], k[3]), 0) == 0}
+    stopped |= {k for k in outside_mesh if reporting.get(k[:2], 0) > 0}
     assert stopped == {
         ("shop", "checkout", "checkout", "exporter", "batch"),
         ("archive", "old-api", "old-api", "reports", "archive"),
     }
-    resolved = {
-        (c.destination.namespace, c.destination.name, c.app, c.workload, c.namespace): c for c in report.resolved
-    }
-    assert set(resolved) == stopped and report.undetermined == ()
-    for key, caller in resolved.items():
-        assert caller.rate == 0 and close(caller.previous_rate, before[key]), key
+    unknown = {k for k in outside_mesh if reporting.get(k[:2], 0) == 0}
+    assert unknown == {("shop", "inventory", "inventory", "unknown", "unknown")}
+    for listed, want in ((report.resolved, stopped), (report.undetermined, unknown)):
+        got = {(c.destination.namespace, c.destination.name, c.app, c.workload, c.namespace): c for c in listed}
+        assert set(got) == want
+        for key, caller in got.items():
+            assert caller.rate == 0 and close(caller.previous_rate, before[key]), key
 
     # the Others row of legacy: every destination there but its one migrated Service, mainframe-gw
     others = ',destination_service_namespace="legacy",destination_service_name!="mainframe-gw"'
@@ -1017,7 +1032,8 @@ def test_the_remaining_figures_agree_with_hand_written_promql(env: Env, report: 
     assert promql_vector(env, f"{sent_before} unless on () ({reported_before} > 0)", ()) == {}
     (blind,) = report.unverified
     assert blind.previous_rate is None
-    assert close(blind.previous_plaintext, scalar(env, f"rate({dest(inventory + PLAIN, ' offset 7d')})"))
+    from_caller = inventory + ',source_workload="checkout"' + PLAIN
+    assert close(blind.previous_plaintext, scalar(env, f"rate({dest(from_caller, ' offset 7d')})"))
 
 
 def test_one_service_fronting_two_apps_is_judged_per_app(make_prometheus: PrometheusFactory, tmp_path: Path) -> None:
