@@ -110,13 +110,13 @@ def measure_traffic(
 def stopped_in_mesh(current: Traffic, previous: Traffic) -> list[Key]:
     """(ns, service, workload, workload ns) of the in-mesh callers that sent plaintext in the previous window
     and none now, unless the blind-destination query already sees their proxy sending (pure)."""
-    now = {k for k, v in current.plaintext.items() if v > 0}
-    out = {
-        (ns, svc, workload, wns)
-        for (ns, svc, app, workload, wns), v in previous.plaintext.items()
-        if v > 0 and (ns, svc, app, workload, wns) not in now and workload != OUTSIDE
-    }
-    return sorted(k for k in out if current.unverified.get(k, 0.0) <= 0)
+    out = _senders(previous) - _senders(current)
+    return sorted(k for k in out if k[2] != OUTSIDE and current.unverified.get(k, 0.0) <= 0)
+
+
+def _senders(traffic: Traffic) -> set[Key]:
+    """(ns, service, workload, workload ns) of every plaintext flow, whatever the destination's app."""
+    return {(ns, svc, workload, wns) for (ns, svc, _app, workload, wns), v in traffic.plaintext.items() if v > 0}
 
 
 def _coverage(traffic: Traffic, keep: Callable[[Key], bool], seconds: float) -> Coverage | None:
@@ -192,16 +192,18 @@ def _flows(
 ) -> tuple[list[Caller], list[Caller], list[Caller]]:
     """Plaintext flows now, each tied to the policy that allows it, keyed by the destination's app (one
     Service may front several apps, each with its own policy); then the flows that stopped since the
-    previous window, and those for which nobody can tell.
+    previous window, and those for which nobody can tell. A caller that still sends plaintext to the Service,
+    to another app (its `app` label changed), has not stopped.
 
-    A flow seen in the previous window and not in this one is stopped when someone can see it: the
-    destination's proxy (it still reports traffic) or the caller's (it reports sending nothing to the
-    destination). A caller outside the mesh has no proxy: when the destination reports nothing now, nobody
-    can tell. A caller whose proxy still sends to a destination that reports nothing is unverified, not stopped.
+    A flow seen in the previous window and not in this one is stopped when a proxy can see it: a caller in
+    the mesh, when its own proxy sends nothing the destination does not see (measure_traffic asked it); a
+    caller outside the mesh, when the destination still reports traffic, and otherwise nobody can tell. A
+    caller whose proxy still sends where the destination sees nothing from it is unverified, not stopped.
     """
     now = {k: v for k, v in current.plaintext.items() if v > 0}
     before = {k: v for k, v in previous.plaintext.items() if v > 0}
     reporting = {k for k, v in current.requests.items() if v > 0}
+    sending = _senders(current)
     offenders, resolved, unknown = [], [], []
     for flow in sorted(set(now) | set(before)):
         rate, was = now.get(flow, 0.0), before.get(flow, 0.0)
@@ -210,6 +212,8 @@ def _flows(
         caller = Caller(ServiceRef(ns, svc), workload, wns, rate, was if was > 0 else None, app, why)
         if rate > 0:
             offenders.append(caller)
+        elif (ns, svc, workload, wns) in sending:
+            continue  # it still sends plaintext to the Service, to another app: listed as such
         elif current.unverified.get((ns, svc, workload, wns), 0.0) > 0:
             continue  # its proxy still sends: listed as unverified
         elif (ns, svc) in reporting or not caller.outside_mesh:
