@@ -1114,3 +1114,34 @@ def test_a_caller_is_stopped_only_when_its_own_proxy_agrees(make_prometheus: Pro
     assert shop.unverified == (blind,) and shop.verdict is Verdict.READY  # what the destination sees is clean
     assert report.promql_requests == 7 and earlier.promql_requests == 6
     assert earlier.resolved == () and earlier.unverified == ()
+
+
+def test_an_exception_created_after_a_historical_window_does_not_pass_the_gate(
+    make_prometheus: PrometheusFactory, tmp_path: Path
+) -> None:
+    """vault is STRICT; its exception for app=s is created half an hour ago. The window of an hour ago ended
+    before it: its 0.5 req/s of plaintext to s is allowed by nothing, and the gate fails; the current window's
+    end comes after it: the plaintext goes to an excepted workload, and the gate passes."""
+    at = int(math.floor(time.time() / 60) * 60)
+    mesh = (Service("vault", "s", (Caller("api", "pay", 1.0, 0.5),)),)
+    server = make_prometheus([Phase(at - 3 * 3600, mesh)], end=at, step=60.0)
+    with FakeKubeAPI() as kube:
+        kube.add(pa("vault", "default", "STRICT", "2025-01-01T00:00:00Z"))
+        kube.add(pa("vault", "exc", "PERMISSIVE", iso(at - 1800), selector={"matchLabels": {"app": "s"}}))
+        env = Env(server.url, at, kube, kube.write_kubeconfig(tmp_path / "kubeconfig"))
+        runs = {
+            when: run_exporter(
+                env, None, "--at", str(when), "--window", "1h", "--output", "json", "--fail-on", "strict-plaintext"
+            )
+            for when in (at - 3600, at)
+        }
+    historical, current = (json.loads(runs[when].stdout) for when in (at - 3600, at))
+    (flow,) = historical["offenders"]
+    assert flow["request_rate"] == pytest.approx(0.5) and flow["allowed_by"]["evidence"] == "none"
+    assert flow["allowed_by"]["text"].endswith(
+        f"vault/exc created after the window ({iso(at - 1800)}): it did not apply to this traffic"
+    )
+    assert [n["verdict"] for n in historical["namespaces"]] == ["strict_plaintext"]
+    assert runs[at - 3600].returncode == 3 and "strict-plaintext" in runs[at - 3600].stderr
+    assert [n["verdict"] for n in current["namespaces"]] == ["strict_excepted"]
+    assert current["offenders"][0]["allowed_by"]["policy"] == "vault/exc" and runs[at].returncode == 0
