@@ -131,6 +131,9 @@ class Caller:
     """Requests per second this caller sends to the service."""
     mtls_share: float = 1.0
     """Fraction sent with connection_security_policy="mutual_tls" (the rest: "none")."""
+    unseen: bool = False
+    """Its requests reach only pods of the service without a sidecar (partial injection): no
+    reporter="destination" series for this caller, while its own proxy still writes reporter="source" ones."""
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.rps) and self.rps >= 0):
@@ -321,7 +324,7 @@ def _combos(phases: Sequence[Phase], reporters: frozenset[str]) -> list[_Combo]:
                         ("503", version.error_rate),
                     ):
                         rate = base * fraction
-                        if "destination" in reporters and svc.sidecar:
+                        if "destination" in reporters and svc.sidecar and not caller.unseen:
                             for policy, share in zip(
                                 _POLICIES, (caller.mtls_share, 1.0 - caller.mtls_share), strict=True
                             ):

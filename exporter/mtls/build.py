@@ -6,9 +6,12 @@ and per migrated service; the previous window (PromQL `offset`) gives the trend.
 PromQL requests per report, however large the mesh: all requests and plaintext requests (by
 destination and caller), for this window and the previous one; two more read the callers' side
 (`reporter="source"`) for destinations that report nothing themselves, whose traffic is unverified.
-Six requests in all. The PeerAuthentication objects are resolved by exporter.mtls.policy, each
-plaintext flow is tied to the policy that allows it, and each namespace gets a verdict on moving to
-STRICT. Rendering lives in exporter.mtls.render, the value types in exporter.mtls.model.
+A seventh, only when in-mesh callers stopped sending plaintext, asks their own proxies whether they
+still send where the destination reports nothing from them (a partially injected destination).
+Six or seven requests in all, whatever the number of services. The PeerAuthentication objects are
+resolved by exporter.mtls.policy, each plaintext flow is tied to the policy that allows it, and each
+namespace gets a verdict on moving to STRICT. Rendering lives in exporter.mtls.render, the value types
+in exporter.mtls.model.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from exporter import durations
 from exporter.errors import QueryError
 from exporter.model import ServiceRef
 from exporter.mtls.model import (
+    OUTSIDE,
     Caller,
     Coverage,
     NamespaceReport,
@@ -33,7 +37,7 @@ from exporter.mtls.model import (
     Trend,
     Verdict,
 )
-from exporter.mtls.policy import Mode, Resolution, allowance
+from exporter.mtls.policy import Mode, Resolution, allowance, resolve
 from exporter.query import promql
 from exporter.query.prometheus import PrometheusClient, vector_by
 from exporter.timefmt import utc_text
@@ -43,7 +47,6 @@ log = structlog.get_logger("exporter.mtls.build")
 CALLER_LABELS: tuple[str, ...] = ("source_workload", "source_workload_namespace")
 FLOW_LABELS: tuple[str, ...] = ("destination_app", *CALLER_LABELS)
 """Plaintext flows also carry the destination's app label, so a workload policy's selector can be checked."""
-QUERIES_PER_REPORT = 6
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -56,7 +59,9 @@ Key = tuple[str, ...]
 @dataclass(frozen=True)
 class Traffic:
     """One window's vectors: all requests per (namespace, service); plaintext per (ns, service, app, workload,
-    workload ns); unverified (source-reported, to destinations that report nothing) per (ns, service, workload, ns).
+    workload ns); unverified per (ns, service, workload, ns): what callers' proxies (`reporter="source"`) send to
+    destinations that report nothing, and, this window, what in-mesh callers whose plaintext stopped still send
+    where the destination reports no request from them (pods without a sidecar).
     """
 
     requests: dict[Key, float]
@@ -67,7 +72,8 @@ class Traffic:
 def measure_traffic(
     prom: PrometheusClient, *, at: int, window: str, matchers: Sequence[promql.Matcher] = ()
 ) -> tuple[Traffic, Traffic]:
-    """This window's and the previous window's traffic: six grouped queries, run concurrently."""
+    """This window's and the previous window's traffic: six grouped queries, run concurrently, and a
+    seventh when in-mesh callers stopped sending plaintext (does their own proxy agree?)."""
     by = promql.SERVICE_LABELS
     labels = {"requests": by, "plaintext": (*by, *FLOW_LABELS), "unverified": (*by, *CALLER_LABELS)}
     queries: dict[tuple[str, str], str] = {}
@@ -90,7 +96,27 @@ def measure_traffic(
         Traffic(vectors[(when, "requests")], vectors[(when, "plaintext")], vectors[(when, "unverified")])
         for when in ("current", "previous")
     )
+    flows = stopped_in_mesh(current, previous)
+    if flows:
+        text = promql.unseen_query(flows, labels["unverified"], window=window, matchers=matchers)
+        unseen = vector_by(prom.query(text, at=at), labels["unverified"], query=text)
+        wanted = set(flows)
+        current = replace(
+            current, unverified=current.unverified | {k: v for k, v in unseen.items() if k in wanted and v > 0}
+        )
     return current, previous
+
+
+def stopped_in_mesh(current: Traffic, previous: Traffic) -> list[Key]:
+    """(ns, service, workload, workload ns) of the in-mesh callers that sent plaintext in the previous window
+    and none now, unless the blind-destination query already sees their proxy sending (pure)."""
+    out = _senders(previous) - _senders(current)
+    return sorted(k for k in out if k[2] != OUTSIDE and current.unverified.get(k, 0.0) <= 0)
+
+
+def _senders(traffic: Traffic) -> set[Key]:
+    """(ns, service, workload, workload ns) of every plaintext flow, whatever the destination's app."""
+    return {(ns, svc, workload, wns) for (ns, svc, _app, workload, wns), v in traffic.plaintext.items() if v > 0}
 
 
 def _coverage(traffic: Traffic, keep: Callable[[Key], bool], seconds: float) -> Coverage | None:
@@ -166,16 +192,18 @@ def _flows(
 ) -> tuple[list[Caller], list[Caller], list[Caller]]:
     """Plaintext flows now, each tied to the policy that allows it, keyed by the destination's app (one
     Service may front several apps, each with its own policy); then the flows that stopped since the
-    previous window, and those for which nobody can tell.
+    previous window, and those for which nobody can tell. A caller that still sends plaintext to the Service,
+    to another app (its `app` label changed), has not stopped.
 
-    A flow seen in the previous window and not in this one is stopped when someone can see it: the
-    destination's proxy (it still reports traffic) or the caller's (it reports sending nothing to the
-    destination). A caller outside the mesh has no proxy: when the destination reports nothing now, nobody
-    can tell. A caller whose proxy still sends to a destination that reports nothing is unverified, not stopped.
+    A flow seen in the previous window and not in this one is stopped when a proxy can see it: a caller in
+    the mesh, when its own proxy sends nothing the destination does not see (measure_traffic asked it); a
+    caller outside the mesh, when the destination still reports traffic, and otherwise nobody can tell. A
+    caller whose proxy still sends where the destination sees nothing from it is unverified, not stopped.
     """
     now = {k: v for k, v in current.plaintext.items() if v > 0}
     before = {k: v for k, v in previous.plaintext.items() if v > 0}
     reporting = {k for k, v in current.requests.items() if v > 0}
+    sending = _senders(current)
     offenders, resolved, unknown = [], [], []
     for flow in sorted(set(now) | set(before)):
         rate, was = now.get(flow, 0.0), before.get(flow, 0.0)
@@ -184,6 +212,8 @@ def _flows(
         caller = Caller(ServiceRef(ns, svc), workload, wns, rate, was if was > 0 else None, app, why)
         if rate > 0:
             offenders.append(caller)
+        elif (ns, svc, workload, wns) in sending:
+            continue  # it still sends plaintext to the Service, to another app: listed as such
         elif current.unverified.get((ns, svc, workload, wns), 0.0) > 0:
             continue  # its proxy still sends: listed as unverified
         elif (ns, svc) in reporting or not caller.outside_mesh:
@@ -196,20 +226,32 @@ def _flows(
     return offenders, resolved, unknown
 
 
-def _with_timeline(caller: Caller, timeline: Sequence[PolicyTimeline]) -> Caller:
-    """Say so when the policy behind a flow was created or changed during or after the window: it may not
-    have applied to all of the window's traffic, or not at all (policies are read as they are now)."""
+def _as_of(policies: Resolution, until: str) -> Resolution:
+    """The policies that existed at the window's end: one created later did not apply to its traffic."""
+    kept = [p for p in policies.policies if p.created <= until]
+    if len(kept) == len(policies.policies):
+        return policies
+    return resolve(kept, root_namespace=policies.mesh.namespace)
+
+
+def _with_timeline(caller: Caller, timeline: Sequence[PolicyTimeline], now: Resolution) -> Caller:
+    """Say so when a policy that now decides the flow was created after the window (it did not apply: the
+    flow's allowance is what applied then), or when the one that applied was changed during or after it
+    (it may not have applied to all of the window's traffic; policies are read as they are now)."""
     why = caller.allowance
-    found = next((p for p in timeline if why is not None and p.ref == why.policy), None)
-    if why is None or found is None:
+    if why is None:
         return caller
-    if found.created_after_window:
-        note = f"{found.ref} created after the window ({found.created}): it did not apply to this traffic"
-    elif found.when != "no change":
-        note = f"{found.ref} {found.when}: it may not have applied to all of this traffic"
-    else:
+    ns = caller.destination.namespace
+    today = allowance(now.of(ns), app=caller.app, mesh_source=now.mesh.source).policy
+    notes = []
+    for p in timeline:
+        if p.ref == today != why.policy and p.created_after_window:
+            notes.append(f"{p.ref} created after the window ({p.created}): it did not apply to this traffic")
+        elif p.ref == why.policy and p.when != "no change":
+            notes.append(f"{p.ref} {p.when}: it may not have applied to all of this traffic")
+    if not notes:
         return caller
-    return replace(caller, allowance=replace(why, text=f"{why.text}; {note}"))
+    return replace(caller, allowance=replace(why, text="; ".join([why.text, *notes])))
 
 
 def _unverified(current: Traffic, previous: Traffic) -> list[Caller]:
@@ -251,8 +293,8 @@ def build_report(
     services = sorted(set(services))
     migrated = {(s.namespace, s.name) for s in services}
     timeline = _timeline(policies, at - seconds, at)
-    offenders, resolved, undetermined = _flows(current, previous, policies)
-    offenders = [_with_timeline(c, timeline) for c in offenders]
+    offenders, resolved, undetermined = _flows(current, previous, _as_of(policies, utc_text(at)))
+    offenders = [_with_timeline(c, timeline, policies) for c in offenders]
     unverified = _unverified(current, previous)
 
     seen = {k[0] for k in (*current.requests, *previous.requests)} | {s.namespace for s in services}

@@ -91,8 +91,8 @@ def _rate(c: Coverage | None) -> float | None:
 
 
 STOPPED_SCOPE = (
-    "as the destination's proxies see it, or the caller's when the destination reports nothing; a pod of the "
-    "destination without a sidecar, beside pods with one, is seen by neither"
+    "as the destination's proxies see it, and for a caller in the mesh as its own proxy confirms; a caller from "
+    "outside the mesh that now reaches only pods of the destination without a sidecar is seen by neither"
 )
 UNDETERMINED = (
     "Cannot tell whether they stopped: these callers from outside the mesh sent plaintext in the previous window "
@@ -228,8 +228,9 @@ def markdown(report: Report) -> str:
     if report.unverified:
         out += ["", "## Destinations without sidecar: traffic unverified", ""]
         out += [
-            'These destinations report no request themselves; their callers\' proxies (`reporter="source"`) '
-            "do. Whether that traffic uses mutual TLS cannot be told from the caller's side.",
+            'Their callers\' proxies (`reporter="source"`) send these requests; the destination reports none of '
+            "them: it has no sidecar, or the caller now reaches only its pods without one. Whether that traffic "
+            "uses mutual TLS cannot be told from the caller's side.",
             "",
         ]
         out += _table(

@@ -240,6 +240,22 @@ def unverified_query(
     return f"{sent} unless on ({_by(by)}) ({rate_sum(by, window=window, matchers=matchers, offset=offset)} > 0)"
 
 
+def unseen_query(
+    flows: Sequence[Sequence[str]],
+    by: Sequence[str],
+    *,
+    window: str,
+    matchers: Sequence[Matcher] = (),
+) -> str:
+    """Requests per second that callers' proxies (`reporter="source"`) send in `flows` (label values in `by`
+    order) that the destination's proxy reports no request of, per `by` group: the caller reaches only pods
+    without a sidecar. One grouped request; the regex matchers may admit a few pairs beyond `flows`.
+    """
+    picked = [*matchers, *(one_of(label, sorted({f[i] for f in flows})) for i, label in enumerate(by))]
+    sent = f"sum by ({_by(by)}) (rate({_range(REQUESTS, (Matcher('reporter', 'source'), *picked), window, None)}))"
+    return f"{sent} unless on ({_by(by)}) ({rate_sum(by, window=window, matchers=picked)} > 0)"
+
+
 # Recording rules ---------------------------------------------------------------------------------
 # The rule group pre-aggregates, per (destination_service_namespace, destination_service_name), the
 # very rates `figure_queries` sends raw, so a figure read from the recorded series equals the raw figure

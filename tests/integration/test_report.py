@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -63,8 +63,11 @@ def week(this: bool) -> tuple[Service, ...]:
             "checkout",
             (Caller(*web, 10.0), Caller("cart", "shop", 5.0), Caller("exporter", "batch", 0.0 if this else 2.0, 0.0)),
         ),
-        # shop/inventory lost its sidecar this week: only its caller's proxy still reports the 1.9 req/s
-        Service("shop", "inventory", (Caller("checkout", "shop", 1.9, 0.0),), sidecar=not this),
+        # shop/inventory lost its sidecar this week: only its caller's proxy still reports the 1.9 req/s; a caller
+        # from outside the mesh sent it plaintext last week, and no proxy can tell whether it still does
+        Service(
+            "shop", "inventory", (Caller("checkout", "shop", 1.9, 0.0), outside(0.0 if this else 0.3)), sidecar=not this
+        ),
         # legacy: plaintext from shop/checkout (half of it this week, 3/4 last week) and from outside the mesh;
         # two destinations that are not migrated Services
         Service("legacy", "mainframe-gw", (Caller("checkout", "shop", 4.0, 0.5 if this else 0.25), outside(2.0))),
@@ -260,8 +263,9 @@ def test_coverage_matches_the_generator_for_mesh_namespaces_and_services(report:
     this, last = week(this=True), week(this=False)
     seconds = WEEK
     assert report.seconds == seconds and report.window == "7d"
-    # requests, plaintext and the callers' side of blind destinations, this window and the previous one
-    assert report.promql_requests == 6
+    # requests, plaintext and the callers' side of blind destinations, this window and the previous one, and
+    # the callers' side of the in-mesh callers that stopped (batch/exporter, archive/reports)
+    assert report.promql_requests == 7
 
     for got, want in ((report.mesh.current, totals(this)), (report.mesh.previous, totals(last))):
         assert got is not None and want is not None
@@ -538,6 +542,8 @@ def test_html_page_renders_in_headless_chromium_with_every_namespace(
         assert row["height"] > 0 and row["left"] >= 0 and row["right"] <= width + 0.5, (width, row)
     assert layout["wide"] == [] and layout["scroll"] <= width, layout  # nothing overflows the page width
     assert "<title>mTLS coverage report" in dom and 'id="mesh-coverage"' in dom
+    for table in ("offenders", "stopped", "undetermined", "unverified-flows", "policies"):
+        assert f'<table id="{table}">' in dom, table  # every flow table is rendered (and checked for width)
     sections = re.findall(r'<section class="ns" id="ns-([a-z-]+)" data-namespace="([a-z-]+)">', dom)
     assert [b for _, b in sections] == [n.namespace for n in report.namespaces]
     for ns in EXPECTED_VERDICTS:
@@ -792,8 +798,12 @@ def tables_agree(doc: dict[str, Any], markdown_text: str, page: str, event: str)
         ]
 
     stopped = [(target(c), who(c), "0", rate_text(c["previous_request_rate"])) for c in doc["resolved"]]
-    assert len(stopped) == 2 and doc["undetermined"] == []
+    assert len(stopped) == 2
     assert md_table(markdown_text, "Stopped sending plaintext") == stopped == tables.rows(id="stopped")
+    undetermined = [(target(c), who(c), rate_text(c["previous_request_rate"])) for c in doc["undetermined"]]
+    assert undetermined == [("shop/inventory", "outside the mesh (unknown)", "0.30")]
+    assert md_table(markdown_text, "Cannot tell whether they stopped") == undetermined
+    assert tables.rows(id="undetermined") == undetermined
 
     def figures(row: dict[str, Any]) -> tuple[str, ...]:
         previous = row["previous"]
@@ -982,23 +992,29 @@ def test_the_remaining_figures_agree_with_hand_written_promql(env: Env, report: 
     assert set(got) == {k for k, v in now.items() if v > 0}
     for key, caller in got.items():
         assert close(caller.rate, now[key]) and close(caller.previous_rate, before.get(key) or None), key
-    # stopped: plaintext last week, none this week, and the caller's proxy sends nothing to a silent destination
+    # stopped: plaintext last week, none this week, and the caller's proxy sends nothing to the destination; a
+    # caller from outside the mesh has no proxy: stopped when the destination still reports, else nobody can tell
     sending = promql_vector(
         env,
         'sum by (destination_service_name, source_workload) (rate(istio_requests_total{reporter="source"}[7d]))',
         ("destination_service_name", "source_workload"),
     )
-    stopped = {k for k, v in before.items() if v > 0 and now.get(k, 0) == 0 and sending.get((k[1], k[3]), 0) == 0}
+    reporting = promql_vector(env, f"sum by ({', '.join(SVC)}) (rate({dest()}))", SVC)
+    candidates = {k for k, v in before.items() if v > 0 and now.get(k, 0) == 0}
+    outside_mesh = {k for k in candidates if k[3] == "unknown"}
+    stopped = {k for k in candidates - outside_mesh if sending.get((k[1], k[3]), 0) == 0}
+    stopped |= {k for k in outside_mesh if reporting.get(k[:2], 0) > 0}
     assert stopped == {
         ("shop", "checkout", "checkout", "exporter", "batch"),
         ("archive", "old-api", "old-api", "reports", "archive"),
     }
-    resolved = {
-        (c.destination.namespace, c.destination.name, c.app, c.workload, c.namespace): c for c in report.resolved
-    }
-    assert set(resolved) == stopped and report.undetermined == ()
-    for key, caller in resolved.items():
-        assert caller.rate == 0 and close(caller.previous_rate, before[key]), key
+    unknown = {k for k in outside_mesh if reporting.get(k[:2], 0) == 0}
+    assert unknown == {("shop", "inventory", "inventory", "unknown", "unknown")}
+    for listed, want in ((report.resolved, stopped), (report.undetermined, unknown)):
+        got = {(c.destination.namespace, c.destination.name, c.app, c.workload, c.namespace): c for c in listed}
+        assert set(got) == want
+        for key, caller in got.items():
+            assert caller.rate == 0 and close(caller.previous_rate, before[key]), key
 
     # the Others row of legacy: every destination there but its one migrated Service, mainframe-gw
     others = ',destination_service_namespace="legacy",destination_service_name!="mainframe-gw"'
@@ -1016,7 +1032,8 @@ def test_the_remaining_figures_agree_with_hand_written_promql(env: Env, report: 
     assert promql_vector(env, f"{sent_before} unless on () ({reported_before} > 0)", ()) == {}
     (blind,) = report.unverified
     assert blind.previous_rate is None
-    assert close(blind.previous_plaintext, scalar(env, f"rate({dest(inventory + PLAIN, ' offset 7d')})"))
+    from_caller = inventory + ',source_workload="checkout"' + PLAIN
+    assert close(blind.previous_plaintext, scalar(env, f"rate({dest(from_caller, ' offset 7d')})"))
 
 
 def test_one_service_fronting_two_apps_is_judged_per_app(make_prometheus: PrometheusFactory, tmp_path: Path) -> None:
@@ -1057,3 +1074,74 @@ def test_one_service_fronting_two_apps_is_judged_per_app(make_prometheus: Promet
     (cat,) = report.namespaces
     assert cat.verdict is Verdict.STRICT_PLAINTEXT
     assert [c.target for c in report.offenders] == ["cat/search (app=search-legacy)", "cat/search (app=search-v2)"]
+
+
+def test_a_caller_is_stopped_only_when_its_own_proxy_agrees(make_prometheus: PrometheusFactory, tmp_path: Path) -> None:
+    """Partial injection: shop/app still reports web's mTLS traffic, but gw (in the mesh) now reaches only its
+    pods without a sidecar: its 1 req/s shows on its own side only. cron really stopped. gw is unverified, cron
+    stopped; the report makes a seventh request for them (and six when nobody stopped)."""
+    at = int(math.floor(time.time() / 60) * 60)
+    web, gw, cron = Caller("web", "fe", 10.0), Caller("gw", "leg", 1.0, 0.0), Caller("cron", "leg", 0.5, 0.0)
+    before = (Service("shop", "app", (web, gw, cron)),)
+    now = (Service("shop", "app", (web, replace(gw, unseen=True), replace(cron, rps=0.0))),)
+    server = make_prometheus([Phase(at - 3 * 3600, before), Phase(at - 3600, now)], end=at, step=60.0)
+    with FakeKubeAPI() as kube:
+        for manifest in kube_service_manifests(now):
+            kube.add(manifest)
+        kube.add(pa("shop", "default", "PERMISSIVE", "2025-01-01T00:00:00Z"))
+        kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")
+        settings = Settings(prometheus_url=server.url, kubeconfig=str(kubeconfig))
+        report = generate(settings, at=at, window="1h")
+        earlier = generate(settings, at=at - 3600, window="1h")  # nobody stopped in that window
+        e = Env(server.url, at, kube, kubeconfig)
+    by = ("source_workload",)
+    sent = promql_vector(e, 'sum by (source_workload) (rate(istio_requests_total{reporter="source"}[1h]))', by)
+    seen = promql_vector(e, 'sum by (source_workload) (rate(istio_requests_total{reporter="destination"}[1h]))', by)
+    was = promql_vector(
+        e,
+        'sum by (source_workload) (rate(istio_requests_total{reporter="destination",'
+        'connection_security_policy!="mutual_tls"}[1h] offset 1h))',
+        by,
+    )
+    assert sent == {("web",): pytest.approx(10.0), ("gw",): pytest.approx(1.0), ("cron",): 0.0}
+    assert seen == {("web",): pytest.approx(10.0), ("gw",): 0.0, ("cron",): 0.0}  # the destination never sees gw
+    assert [(c.name, c.previous_rate) for c in report.resolved] == [("leg/cron", pytest.approx(was[("cron",)]))]
+    assert report.offenders == () and report.undetermined == ()
+    (blind,) = report.unverified
+    assert (blind.target, blind.name) == ("shop/app", "leg/gw")
+    assert close(blind.rate, sent[("gw",)]) and close(blind.previous_plaintext, was[("gw",)])
+    (shop,) = report.namespaces
+    assert shop.unverified == (blind,) and shop.verdict is Verdict.READY  # what the destination sees is clean
+    assert report.promql_requests == 7 and earlier.promql_requests == 6
+    assert earlier.resolved == () and earlier.unverified == ()
+
+
+def test_an_exception_created_after_a_historical_window_does_not_pass_the_gate(
+    make_prometheus: PrometheusFactory, tmp_path: Path
+) -> None:
+    """vault is STRICT; its exception for app=s is created half an hour ago. The window of an hour ago ended
+    before it: its 0.5 req/s of plaintext to s is allowed by nothing, and the gate fails; the current window's
+    end comes after it: the plaintext goes to an excepted workload, and the gate passes."""
+    at = int(math.floor(time.time() / 60) * 60)
+    mesh = (Service("vault", "s", (Caller("api", "pay", 1.0, 0.5),)),)
+    server = make_prometheus([Phase(at - 3 * 3600, mesh)], end=at, step=60.0)
+    with FakeKubeAPI() as kube:
+        kube.add(pa("vault", "default", "STRICT", "2025-01-01T00:00:00Z"))
+        kube.add(pa("vault", "exc", "PERMISSIVE", iso(at - 1800), selector={"matchLabels": {"app": "s"}}))
+        env = Env(server.url, at, kube, kube.write_kubeconfig(tmp_path / "kubeconfig"))
+        runs = {
+            when: run_exporter(
+                env, None, "--at", str(when), "--window", "1h", "--output", "json", "--fail-on", "strict-plaintext"
+            )
+            for when in (at - 3600, at)
+        }
+    historical, current = (json.loads(runs[when].stdout) for when in (at - 3600, at))
+    (flow,) = historical["offenders"]
+    assert flow["request_rate"] == pytest.approx(0.5) and flow["allowed_by"]["evidence"] == "none"
+    assert flow["allowed_by"]["text"].endswith(
+        f"vault/exc created after the window ({iso(at - 1800)}): it did not apply to this traffic"
+    )
+    assert [n["verdict"] for n in historical["namespaces"]] == ["strict_plaintext"]
+    assert runs[at - 3600].returncode == 3 and "strict-plaintext" in runs[at - 3600].stderr
+    assert [n["verdict"] for n in current["namespaces"]] == ["strict_excepted"]
+    assert current["offenders"][0]["allowed_by"]["policy"] == "vault/exc" and runs[at].returncode == 0

@@ -92,3 +92,18 @@ def test_the_query_set_follows_the_figure_catalogue() -> None:
     assert promql.figure_queries(window="5m", catalogue=again) == promql.figure_queries(window="5m")
     # every figure reads a query that exists
     assert {info.query for info in CATALOGUE.values()} <= set(promql.FIGURE_QUERIES)
+
+
+def test_unseen_query_asks_the_callers_side_for_exactly_the_named_flows_unless_the_destination_saw_them() -> None:
+    by = ("destination_service_namespace", "destination_service_name", "source_workload", "source_workload_namespace")
+    flows = [("shop", "app", "gw", "leg"), ("shop", 'a"b', "cron.1", "leg")]
+    text = promql.unseen_query(flows, by, window="1h", matchers=(promql.Matcher("cluster", "c1"),))
+    picked = (
+        'cluster="c1",destination_service_namespace=~"shop",destination_service_name=~"a\\"b|app",'
+        'source_workload=~"cron\\\\.1|gw",source_workload_namespace=~"leg"'
+    )
+    group = ", ".join(by)
+    assert text == (
+        f'sum by ({group}) (rate(istio_requests_total{{reporter="source",{picked}}}[1h])) unless on ({group}) '
+        f'(sum by ({group}) (rate(istio_requests_total{{reporter="destination",{picked}}}[1h])) > 0)'
+    )

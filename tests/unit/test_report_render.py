@@ -12,7 +12,7 @@ import pytest
 
 from exporter.model import ServiceRef
 from exporter.mtls import gate
-from exporter.mtls.build import Traffic, build_report
+from exporter.mtls.build import Traffic, build_report, stopped_in_mesh
 from exporter.mtls.model import Report, Verdict
 from exporter.mtls.policy import Mode, Policy, resolve
 from exporter.mtls.publish import date_happened
@@ -360,6 +360,71 @@ def test_the_timeline_places_each_policy_before_in_or_after_a_historical_window(
     assert {p["policy"]: p["changed_after_window"] for p in doc} == {
         "a/default": True, "b/default": True, "c/default": False, "d/default": False, "v/default": True,
     }  # fmt: skip
+
+
+def test_a_caller_still_sending_plaintext_to_the_service_under_another_app_has_not_stopped() -> None:
+    """cat/search's pods were relabelled app=search → app=search-v2; web still sends it 1 req/s of plaintext."""
+    report = build_report(
+        Traffic({("cat", "search"): 2.0}, {("cat", "search", "search-v2", "web", "fe"): 1.0}),
+        Traffic(
+            {("cat", "search"): 2.0},
+            {("cat", "search", "search", "web", "fe"): 1.0, ("cat", "search", "search", "cron", "fe"): 0.5},
+        ),
+        services=[],
+        policies=resolve([], root_namespace="istio-system"),
+        at=AT,
+        window="1h",
+    )
+    assert [(c.target, c.name, c.rate) for c in report.offenders] == [("cat/search (app=search-v2)", "fe/web", 1.0)]
+    assert [(c.target, c.name, c.previous_rate) for c in report.resolved] == [("cat/search", "fe/cron", 0.5)]
+    assert "fe/web" not in to_json(report).split('"resolved"')[1].split('"undetermined"')[0]
+
+
+def test_only_in_mesh_callers_that_stopped_sending_to_the_service_are_asked_about_on_their_side() -> None:
+    before = {
+        ("cat", "search", "search", "web", "fe"): 1.0,  # relabelled: still sends (to app=search-v2)
+        ("cat", "search", "search", "cron", "fe"): 0.5,  # stopped: asked
+        ("cat", "search", "search", "unknown", "unknown"): 0.5,  # outside the mesh: no proxy to ask
+        ("cat", "search", "search", "gw", "fe"): 0.5,  # already seen sending to a destination that reports nothing
+        ("cat", "search", "search", "old", "fe"): 0.0,  # sent nothing
+    }
+    current = Traffic({}, {("cat", "search", "search-v2", "web", "fe"): 1.0}, {("cat", "search", "gw", "fe"): 0.5})
+    assert stopped_in_mesh(current, Traffic({}, before)) == [("cat", "search", "cron", "fe")]
+
+
+def test_an_exception_created_after_a_historical_window_neither_calms_the_verdict_nor_passes_the_gate() -> None:
+    """STRICT vault; its PERMISSIVE exception for app=s is created at 20:00, after the window (to 11:06:40).
+    The same exception created before the window calms the verdict and passes the gate (the control)."""
+
+    def judged(created: str) -> Report:
+        policies = [
+            Policy("vault", "default", created="2020-01-01T00:00:00Z", mode=Mode.STRICT),
+            Policy("vault", "exc", created=created, selector={"app": "s"}, mode=Mode.PERMISSIVE),
+        ]
+        return build_report(
+            Traffic({("vault", "s"): 1.0}, {("vault", "s", "s", "api", "pay"): 0.5}),
+            Traffic({}, {}),
+            services=[],
+            policies=resolve(policies, root_namespace="istio-system"),
+            at=AT,
+            window="1h",
+        )
+
+    later, before = judged("2026-11-18T20:00:00Z"), judged("2026-11-18T09:00:00Z")
+    why = later.offenders[0].allowance
+    assert why is not None and why.evidence.value == "no policy allows it" and not why.exception
+    assert why.text == (
+        "no policy allows it (STRICT from vault/default); "
+        "vault/exc created after the window (2026-11-18T20:00:00Z): it did not apply to this traffic"
+    )
+    assert [n.verdict for n in later.namespaces] == [Verdict.STRICT_PLAINTEXT]
+    assert gate.failures(later, gate.parse("strict-plaintext")) == [
+        "strict-plaintext: plaintext no exception allows reaches STRICT vault"
+    ]
+    assert "it did not apply" in markdown(later) and "it did not apply" in to_json(later)
+    assert [n.verdict for n in before.namespaces] == [Verdict.STRICT_EXCEPTED]
+    assert gate.failures(before, gate.parse("strict-plaintext")) == []
+    assert {p.ref: p.created_after_window for p in later.policies} == {"vault/default": False, "vault/exc": True}
 
 
 @pytest.mark.parametrize(
