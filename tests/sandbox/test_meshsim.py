@@ -249,3 +249,19 @@ def test_prometheus_factory_serves_the_given_phases(make_prometheus: Callable[..
     assert [float(r["value"][1]) for r in query(server.url, promql, 1_700_000_400)] == [approx(5.0)]
     assert [float(r["value"][1]) for r in query(server.url, promql, 1_700_000_900)] == [approx(7.5)]
     assert query(server.url, 'istio_requests_total{reporter="source"}', 1_700_000_900) == []
+
+
+def test_an_unseen_caller_writes_source_series_only(tmp_path: Path) -> None:
+    """Caller.unseen (partial sidecar injection): its own proxy reports what it sends, the destination's
+    proxies report nothing from it, while the other callers of the same service are seen on both sides."""
+    seen, unseen = Caller("web", "shop", 2.0), Caller("gw", "edge", 1.0, unseen=True)
+    phases = [Phase(1_700_000_000, (Service("shop", "app", (seen, unseen)),))]
+    path = tmp_path / "mesh.om"
+    write_openmetrics(path, phases, end=1_700_000_060, step=15)
+    lines = [line for line in path.read_text().splitlines() if line.startswith("istio_requests_total{")]
+
+    def reported(caller: str, reporter: str) -> bool:
+        return any(f'reporter="{reporter}"' in line and f'source_workload="{caller}"' in line for line in lines)
+
+    assert reported("web", "destination") and reported("web", "source")
+    assert reported("gw", "source") and not reported("gw", "destination")
