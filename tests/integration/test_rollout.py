@@ -756,19 +756,35 @@ def test_an_interrupt_while_stable_rolls_out_the_new_image_restores_both_images(
     assert image(server, "reviews-stable") == image(server, "reviews-canary") == OLD_IMAGE
 
 
-def test_bad_flags_exit_2_with_one_line_naming_the_flag(data: Data, api: Cluster) -> None:
+NOT_A_NAME = "not a Kubernetes object name (lower-case DNS subdomain, at most 253)"
+
+
+@pytest.mark.parametrize(
+    ("flags", "line"),
+    [
+        (("--steps", "5,50"), "--steps: the last step must be 100 (promotion)"),
+        (("--virtual-service", "Bad!"), f"--virtual-service: {NOT_A_NAME}: 'Bad!'"),
+        (("--virtual-service", "shop/Bad!"), f"--virtual-service: {NOT_A_NAME}: 'Bad!'"),
+        (("--destination-rule", "Bad!"), f"--destination-rule: {NOT_A_NAME}: 'Bad!'"),
+        (("--stable-deployment", "x_"), f"--stable-deployment: {NOT_A_NAME}: 'x_'"),
+        (("--canary-deployment", "a" * 254), f"--canary-deployment: {NOT_A_NAME}: '{'a' * 254}'"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line_naming_the_flag(
+    data: Data, api: Cluster, flags: tuple[str, ...], line: str
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EXPORTER_", "DD_")) and k != "KUBECONFIG"}
     env |= {"EXPORTER_PROMETHEUS_URL": data.url, "KUBECONFIG": str(api.kubeconfig)}
+    mark = len(api.server.requests)
     proc = subprocess.run(
         [sys.executable, "-m", "exporter", "rollout", "--namespace", "shop", "--service", "reviews",
-         "--canary-image", NEW_IMAGE, "--steps", "5,50"],
+         "--canary-image", NEW_IMAGE, *flags],
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        "exporter: config error: --steps: the last step must be 100 (promotion)"
-    ]
+    assert proc.stderr.strip().splitlines() == [f"exporter: config error: {line}"]
     assert weights(vs(api.server, "reviews")) == {"stable": 100, "canary": 0}
+    assert len(api.server.requests) == mark  # refused before any call to the API
 
 
 def test_prometheus_down_is_an_error_that_rolls_back_never_a_verdict(data: Data, api: Cluster) -> None:

@@ -388,6 +388,12 @@ def test_a_virtual_service_in_another_namespace() -> None:
     assert (plan_for("--virtual-service", "front").vs_namespace, plan_for("--virtual-service", "front").vs_name) == (
         "shop", "front",
     )  # fmt: skip
+    # object names are DNS subdomains: dots allowed
+    dotted = plan_for("--virtual-service", "edge/store.front", "--destination-rule", "reviews.v2",
+                      "--stable-deployment", "reviews.stable", "--canary-deployment", "reviews.canary")  # fmt: skip
+    assert (dotted.vs_name, dotted.dr_name, dotted.stable_deployment, dotted.canary_deployment) == (
+        "store.front", "reviews.v2", "reviews.stable", "reviews.canary",
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -398,6 +404,9 @@ def test_a_virtual_service_in_another_namespace() -> None:
         (("--virtual-service", "Edge/storefront"), r"^--virtual-service: not a Kubernetes name: 'Edge'"),
         (("--virtual-service", "edge/"), r"^--virtual-service: expected NAME or NAMESPACE/NAME"),
         (("--virtual-service", "a/b/c"), r"^--virtual-service: expected NAME or NAMESPACE/NAME"),
+        (("--virtual-service", "store_front"), r"^--virtual-service: not a Kubernetes object name .*'store_front'"),
+        (("--destination-rule", "DR"), r"^--destination-rule: not a Kubernetes object name"),
+        (("--canary-deployment", "a.-b"), r"^--canary-deployment: not a Kubernetes object name"),
         (("--step-interval", "30s", "--analysis-timeout", "30s"), r"^--analysis-timeout: must be shorter"),
         (("--header-gateways", "mesh"), r"^--header-gateways: only applies with --header"),
         (("--header", "x-qa", "--header-gateways", " , "), r"^--header-gateways: name at least one gateway"),
