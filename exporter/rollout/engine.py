@@ -212,7 +212,8 @@ class Rollout:
                 route=route,
                 host=host,
                 service_host=plan.host,
-                why="Istio completes only names without a dot; this host is taken as written and left alone",
+                why="Istio completes a name without a dot in the VirtualService's namespace and takes any other "
+                "as written: this host is another and is left alone",
             )
         if not routes_of_host(self.vs, plan):
             raise RolloutError(

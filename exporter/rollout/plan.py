@@ -212,21 +212,32 @@ def routes_of_host(vs: JSON, plan: Plan) -> list[int]:
 
 
 def partial_hosts(vs: JSON, plan: Plan) -> list[tuple[str, str]]:
-    """(route name or index, host) of destinations written as a partial form of the service's FQDN, such as
-    `name.ns`: Istio takes them literally, so they route to no service of ours (worth a warning)."""
+    """(route name or index, host) of destinations that look like the service's but that Istio reads as
+    another host (worth a warning): a partial form of its FQDN such as `name.ns` (taken literally), or its
+    bare name in a VirtualService of another namespace (completed in that namespace)."""
     found: dict[tuple[str, str], None] = {}
+    elsewhere = _vs_namespace(vs, plan) != plan.service.namespace
     for i, http in enumerate(vs.get("spec", {}).get("http") or []):
         for d in http.get("route") or []:
             host = str((d.get("destination") or {}).get("host", ""))
-            if "." in host and host != plan.host and plan.host.startswith(host.rstrip(".") + "."):
+            partial = "." in host and host != plan.host and plan.host.startswith(host.rstrip(".") + ".")
+            if partial or (elsewhere and host == plan.service.name):
                 found[str(http.get("name") or i), host] = None
     return list(found)
 
 
 # ------------------------------------------------------------------------------------------ header route
 def gateway_ref(name: str, namespace: str) -> str:
-    """A gateway as Istio names it from an object in `namespace`: `mesh`, or `<namespace>/<name>`."""
-    return name if name == MESH_GATEWAY or "/" in name else f"{namespace}/{name}"
+    """A gateway as Istio names it from an object in `namespace` (pilot's resolveGatewayName): `mesh`, or
+    `<namespace>/<name>`; `./name` and a bare name are in `namespace`; the legacy dotted form
+    `name.ns[.svc.<domain>]` is `ns/name`."""
+    if name == MESH_GATEWAY:
+        return name
+    if "/" in name:
+        ns, _, gateway = name.partition("/")
+        return f"{namespace}/{gateway}" if ns == "." else name
+    gateway, dot, rest = name.partition(".")
+    return f"{rest.partition('.')[0]}/{gateway}" if dot else f"{namespace}/{name}"
 
 
 def bound_gateways(vs: JSON, plan: Plan) -> list[str]:

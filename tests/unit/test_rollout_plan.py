@@ -24,6 +24,7 @@ from exporter.rollout.plan import (
     RolloutError,
     State,
     canary_replicas,
+    gateway_ref,
     header_routes,
     hpa_for,
     legacy_record,
@@ -162,6 +163,8 @@ def test_only_routes_of_the_services_own_host_are_ours_whatever_their_subset_nam
     # the same VirtualService in another namespace: `details` there is details.web, not ours
     elsewhere = {**vs, "metadata": {**vs["metadata"], "namespace": "web"}}
     assert managed_routes(elsewhere, plan) == []
+    in_shop_from_web = replace(plan, virtual_service="web/storefront")  # warned about: it looks like ours
+    assert partial_hosts(elsewhere, in_shop_from_web) == [("details", "details"), ("details-api", "details.shop")]
     in_web = Plan(service=ServiceRef("web", "details"), image="app:2", virtual_service="web/storefront")
     assert [names[i] for i, _, _ in managed_routes(elsewhere, in_web)] == ["details"]
     assert routes_of_host(elsewhere, Plan(service=ServiceRef("shop", "nothing"), image="x")) == []
@@ -316,6 +319,23 @@ def test_a_record_of_the_first_layout_is_named() -> None:
     assert legacy_record(vs) == "annotation mesh-exporter.io/rollout"
     vs["spec"]["http"].insert(0, {"name": "mesh-exporter-canary-header", "route": []})
     assert legacy_record(vs) == "annotation mesh-exporter.io/rollout and HTTP route mesh-exporter-canary-header"
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [("mesh", "mesh"), ("gw", "shop/gw"), ("./gw", "shop/gw"), ("edge/gw", "edge/gw"), ("gw.edge", "edge/gw"),
+     ("gw.edge.svc.cluster.local", "edge/gw"), ("gw.edge.svc.corp.example", "edge/gw")],
+)  # fmt: skip
+def test_gateways_are_named_as_istio_resolves_them(written: str, expected: str) -> None:
+    assert gateway_ref(written, "shop") == expected
+
+
+def test_a_gateway_written_in_the_legacy_fqdn_form_is_the_one_named_by_header_gateways() -> None:
+    vs = shared_virtual_service("cart")
+    vs["spec"]["gateways"] = ["mesh", "public-gateway.istio-system.svc.cluster.local"]
+    plan = replace(CART, header_gateways=("istio-system/public-gateway",))
+    ((_, route),) = header_routes(vs, plan)
+    assert route["match"][0]["gateways"] == ["istio-system/public-gateway"]
 
 
 @pytest.mark.parametrize(
