@@ -62,7 +62,10 @@ def parse_header(text: str | None) -> tuple[str, str] | None:
 
 
 def check_names(args: argparse.Namespace) -> None:
-    """--namespace, --service and the namespace of --virtual-service NS/NAME are Kubernetes names."""
+    """--namespace, --service, --virtual-service [NS/]NAME, --destination-rule and the Deployments' flags are
+    Kubernetes names: a bad one is bad usage, not an object "not found"."""
+    from exporter.config import _DNS_SUBDOMAIN  # the object-name rule, where --lease-name's is; loaded on use
+
     vs_namespace, slash, vs_name = (args.virtual_service or "").rpartition("/")
     if slash and (not vs_name or "/" in vs_namespace):
         raise ConfigError("--virtual-service", f"expected NAME or NAMESPACE/NAME, got {args.virtual_service!r}")
@@ -73,6 +76,14 @@ def check_names(args: argparse.Namespace) -> None:
             service.check_name("virtual-service", vs_namespace)
     except service.InvalidRequest as e:
         raise ConfigError(f"--{e.field}", e.message) from None
+    for flag, name in (
+        ("--virtual-service", vs_name),
+        ("--destination-rule", args.destination_rule),
+        ("--stable-deployment", args.stable_deployment),
+        ("--canary-deployment", args.canary_deployment),
+    ):
+        if name and (len(name) > 253 or not _DNS_SUBDOMAIN.match(name)):
+            raise ConfigError(flag, f"not a Kubernetes object name (lower-case DNS subdomain, at most 253): {name!r}")
 
 
 def plan_from(args: argparse.Namespace, settings: Settings) -> Plan:

@@ -1,8 +1,9 @@
 """The rollout state machine over exporter/kube/istio.py: preflight, canary capacity, steps judged by the
 analysis, holds, rollback and promotion, recorded in the VirtualService so a restart resumes.
 
-Every VirtualService write is a JSON patch guarded by the resourceVersion of our own previous write, so
-anyone else's edit in between is detected (409) and reported, never overwritten; progress lives in the
+Every VirtualService write is a JSON patch guarded by the resourceVersion of our own previous write; on a
+409 the object is re-read: an edit of anything but our part (another team's routes, another rollout's) is
+built upon, an edit of our part is reported, never overwritten. Progress lives in the
 `<service>.<namespace>.rollout.mesh-exporter.io/state` annotation (one per service: services sharing a
 VirtualService never touch each other's record or header route), written in the same patch as the weights.
 A stop (SIGTERM/SIGINT) preempts everything: the analysis and every read made while waiting run in a worker
@@ -35,7 +36,6 @@ from exporter.kube.istio import ISTIO_GROUP, ISTIO_VERSION, Kube, Op, apply_patc
 from exporter.logs import redactor
 from exporter.rollout.plan import (
     ACTIVE_PHASES,
-    MESH_GATEWAY,
     Plan,
     RolloutError,
     State,
@@ -43,7 +43,9 @@ from exporter.rollout.plan import (
     canary_replicas,
     header_gateways,
     hpa_for,
+    legacy_record,
     managed_routes,
+    our_part,
     partial_hosts,
     resolve_host,
     rolled_out,
@@ -62,6 +64,8 @@ ISTIO_SUPPORTED = ((1, 22), (1, 31))
 PROMOTED, ROLLED_BACK, LEFT = "promoted", "rolled-back", "left"
 ANALYSIS, ERROR, SIGNAL = "analysis", "error", "signal"
 """Why a rollout did not promote: the canary failed its analysis, something failed, or it was told to stop."""
+REBASES = 5
+"""Forward writes re-applied on a VirtualService that others changed meanwhile (our part untouched)."""
 READ_DEADLINE_S = 30.0
 """A read made while waiting (readiness polls) is abandoned after this long, or at once on a stop."""
 _K8S_REASONS = {
@@ -191,6 +195,11 @@ class Rollout:
                     supported=f"{low[0]}.{low[1]}-{high[0]}.{high[1]}",
                 )
         self.vs = self._must(lambda: self.kube.get_istio(VIRTUAL_SERVICES, self.vs_ns, plan.vs_name), self.vs_where)
+        if legacy := legacy_record(self.vs):
+            raise RolloutError(
+                f"{self.vs_where} holds the {legacy} of a rollout by an earlier mesh-exporter; finish or roll it "
+                "back with that version, or remove them (kubectl edit), then run this again"
+            )
         dr = self._must(
             lambda: self.kube.get_istio(DESTINATION_RULES, ns, plan.dr_name), f"DestinationRule {ns}/{plan.dr_name}"
         )
@@ -203,7 +212,8 @@ class Rollout:
                 route=route,
                 host=host,
                 service_host=plan.host,
-                why="Istio completes only names without a dot; this host is taken as written and left alone",
+                why="Istio completes a name without a dot in the VirtualService's namespace and takes any other "
+                "as written: this host is another and is left alone",
             )
         if not routes_of_host(self.vs, plan):
             raise RolloutError(
@@ -211,15 +221,7 @@ class Rollout:
                 "name the VirtualService that routes it with --virtual-service"
             )
         if plan.header is not None:
-            through = [g for g in header_gateways(self.vs, plan) if g != MESH_GATEWAY]  # refuses a dead route
-            hosts = {resolve_host(str(h), self.vs_ns, plan.cluster_domain) for h in self.vs["spec"].get("hosts") or []}
-            if through and hosts - {plan.host}:
-                self._log.warning(
-                    "header route through gateways serves every host of the virtual service",
-                    gateways=through,
-                    hosts=sorted(hosts),
-                    why="through a gateway requests carry external hosts: the header sends any of them to the canary",
-                )
+            header_gateways(self.vs, plan)  # refuses a header route that could never match
         if not routes:
             raise RolloutError(
                 f"no HTTP route of {self.vs_where} to {plan.host} splits traffic between subsets "
@@ -359,24 +361,34 @@ class Rollout:
 
     # ---- writes ---------------------------------------------------------------------------------
     def _write_vs(self, *, canary_weight: int, header: bool, why: str) -> None:
-        ops = vs_ops(self.vs, self.plan, canary_weight=canary_weight, header=header, state=self.state)
-        patch = [rv_guard(self.vs), *ops]
-        if self.dry_run:
-            self._print(self.vs_where, why, patch)
-            self.vs = apply_patch(self.vs, ops)
-            return
-        try:
-            self.vs = self._call(
-                lambda: self.kube.patch_istio(VIRTUAL_SERVICES, self.vs_ns, self.plan.vs_name, patch),
-                f"PATCH {self.plan.vs_name}",
+        """The patch on our last copy of the VirtualService; on a 409, re-read it: when our part is as we
+        last wrote it (someone changed only other routes), the patch is rebuilt on theirs and sent again
+        (up to REBASES times); a change to our part is a conflict (RolloutError), never overwritten."""
+        plan = self.plan
+        for attempt in range(REBASES + 1):
+            ops = vs_ops(self.vs, plan, canary_weight=canary_weight, header=header, state=self.state)
+            patch = [rv_guard(self.vs), *ops]
+            if self.dry_run:
+                self._print(self.vs_where, why, patch)
+                self.vs = apply_patch(self.vs, ops)
+                return
+            send = partial(self.kube.patch_istio, VIRTUAL_SERVICES, self.vs_ns, plan.vs_name, patch)
+            try:
+                self.vs = self._call(send, f"PATCH {plan.vs_name}")
+                return
+            except KubeError as e:
+                if e.status != 409:
+                    raise
+                conflict = f"{self.vs_where} was changed by someone else since our last write (409 Conflict)"
+            fresh = self._call(
+                partial(self.kube.get_istio, VIRTUAL_SERVICES, self.vs_ns, plan.vs_name), f"GET {plan.vs_name}"
             )
-        except KubeError as e:
-            if e.status == 409:
-                raise RolloutError(
-                    f"{self.vs_where} was changed by someone else since our last write "
-                    f"(409 Conflict); their change was not overwritten: {e}"
-                ) from None
-            raise
+            if our_part(fresh, plan) != our_part(self.vs, plan):
+                raise RolloutError(f"{conflict}, in the routes or record of {plan.service}; not overwritten")
+            if attempt == REBASES:
+                raise RolloutError(f"{conflict} {REBASES + 1} times in a row; gave up")
+            self._log.info("virtual service changed elsewhere; ours untouched, writing again", why=why)
+            self.vs = fresh
 
     def _patch_deployment(self, deployment: str, why: str, change: Callable[[JSON], list[Op] | None]) -> JSON:
         get, send = self.kube.get_deployment, self.kube.patch_deployment
@@ -641,16 +653,6 @@ class Rollout:
         targets = self.preflight()
         recorded = State.recorded(self.vs, plan)
         if recorded and recorded.phase in ACTIVE_PHASES:
-            if not recorded.stable_replicas:  # recorded by a version that did not scale the canary
-                found = self._initial_state(targets)
-                recorded = replace(
-                    recorded,
-                    stable_replicas=found.stable_replicas,
-                    canary_replicas=found.canary_replicas,
-                    canary_hpa=found.canary_hpa,
-                    canary_hpa_min=found.canary_hpa_min,
-                    canary_hpa_max=found.canary_hpa_max,
-                )
             if recorded.phase == "rolling-back":
                 self._log.info("rollout resumed", phase=recorded.phase, step=recorded.step)
                 self.state = recorded

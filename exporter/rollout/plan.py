@@ -23,7 +23,10 @@ ANNOTATION_SUFFIX = "rollout.mesh-exporter.io/state"
 """The progress annotation is `<service>.<namespace>.rollout.mesh-exporter.io/state`: one per service, so
 services sharing a VirtualService never read or write each other's record."""
 HEADER_ROUTE = "mesh-exporter-canary-header"
-"""The header route is named `mesh-exporter-canary-header.<service>.<namespace>`, one per service."""
+"""Header routes are named `mesh-exporter-canary-header.<service>.<namespace>.<n>`, one per route of the
+service (the n-th, counted from 1): Kubernetes names have no dot, so the prefix is the service's alone."""
+LEGACY_ANNOTATION, LEGACY_HEADER_ROUTE = "mesh-exporter.io/rollout", HEADER_ROUTE
+"""The record and header route of the first layout (one per VirtualService): never read, never ignored."""
 MESH_GATEWAY = "mesh"
 ACTIVE_PHASES = ("progressing", "promoting", "rolling-back")
 
@@ -80,8 +83,8 @@ class Plan:
         return f"{self.service.name}.{self.service.namespace}.{ANNOTATION_SUFFIX}"
 
     @property
-    def header_route_name(self) -> str:
-        return f"{HEADER_ROUTE}.{self.service.name}.{self.service.namespace}"
+    def header_route_prefix(self) -> str:
+        return f"{HEADER_ROUTE}.{self.service.name}.{self.service.namespace}."
 
     @property
     def dr_name(self) -> str:
@@ -188,7 +191,7 @@ def managed_routes(vs: JSON, plan: Plan) -> list[tuple[int, int, int]]:
     host that splits traffic between its two subsets; routes of any other host are never ours."""
     out = []
     for i, http in enumerate(vs.get("spec", {}).get("http") or []):
-        if http.get("name") == plan.header_route_name:
+        if is_header_route(http, plan):
             continue
         route = http.get("route") or []
         subsets = [(d.get("destination") or {}).get("subset") for d in route]
@@ -209,21 +212,32 @@ def routes_of_host(vs: JSON, plan: Plan) -> list[int]:
 
 
 def partial_hosts(vs: JSON, plan: Plan) -> list[tuple[str, str]]:
-    """(route name or index, host) of destinations written as a partial form of the service's FQDN, such as
-    `name.ns`: Istio takes them literally, so they route to no service of ours (worth a warning)."""
+    """(route name or index, host) of destinations that look like the service's but that Istio reads as
+    another host (worth a warning): a partial form of its FQDN such as `name.ns` (taken literally), or its
+    bare name in a VirtualService of another namespace (completed in that namespace)."""
     found: dict[tuple[str, str], None] = {}
+    elsewhere = _vs_namespace(vs, plan) != plan.service.namespace
     for i, http in enumerate(vs.get("spec", {}).get("http") or []):
         for d in http.get("route") or []:
             host = str((d.get("destination") or {}).get("host", ""))
-            if "." in host and host != plan.host and plan.host.startswith(host.rstrip(".") + "."):
+            partial = "." in host and host != plan.host and plan.host.startswith(host.rstrip(".") + ".")
+            if partial or (elsewhere and host == plan.service.name):
                 found[str(http.get("name") or i), host] = None
     return list(found)
 
 
 # ------------------------------------------------------------------------------------------ header route
 def gateway_ref(name: str, namespace: str) -> str:
-    """A gateway as Istio names it from an object in `namespace`: `mesh`, or `<namespace>/<name>`."""
-    return name if name == MESH_GATEWAY or "/" in name else f"{namespace}/{name}"
+    """A gateway as Istio names it from an object in `namespace` (pilot's resolveGatewayName): `mesh`, or
+    `<namespace>/<name>`; `./name` and a bare name are in `namespace`; the legacy dotted form
+    `name.ns[.svc.<domain>]` is `ns/name`."""
+    if name == MESH_GATEWAY:
+        return name
+    if "/" in name:
+        ns, _, gateway = name.partition("/")
+        return f"{namespace}/{gateway}" if ns == "." else name
+    gateway, dot, rest = name.partition(".")
+    return f"{rest.partition('.')[0]}/{gateway}" if dot else f"{namespace}/{name}"
 
 
 def bound_gateways(vs: JSON, plan: Plan) -> list[str]:
@@ -260,52 +274,93 @@ def _authority_regex(plan: Plan) -> str:
     return rf"^{name}(\.{ns}(\.svc(\.{domain})?)?)?\.?(:[0-9]+)?$"
 
 
-def header_route(vs: JSON, plan: Plan) -> JSON:
-    """The route sending requests with the header to the canary of the service's own host only.
+def is_header_route(http: JSON, plan: Plan) -> bool:
+    return str(http.get("name", "")).startswith(plan.header_route_prefix)
 
-    In-mesh by default: bound to a gateway other than `mesh`, the VirtualService would otherwise open the
-    canary to whoever can reach that gateway. In-mesh, when the VirtualService serves other hosts too, the
-    match is limited to the service's own authority (the names in-mesh clients call it by). Through a gateway
-    named with --header-gateways requests carry external hosts, so that match has no authority restriction.
-    """
+
+def _header_matches(http: JSON, vs: JSON, plan: Plan) -> list[JSON]:
+    """Each match of our route `http` (a route without one matches everything) with the header added, for
+    the gateways it applies to that the header route is for; so it takes only requests `http` would take.
+    In-mesh, a route without conditions on a VirtualService serving other hosts too keeps to the service's
+    own authority (the names in-mesh clients call it by): requests for other hosts that fall through to our
+    route stay on stable."""
     assert plan.header is not None
     name, value = plan.header
-    headers = {name: {"exact": value}}
-    gateways = header_gateways(vs, plan)
-    matches: list[JSON] = []
-    if MESH_GATEWAY in gateways:
-        match: JSON = {"headers": headers}
-        if bound_gateways(vs, plan) != [MESH_GATEWAY]:
-            match["gateways"] = [MESH_GATEWAY]
-        namespace = _vs_namespace(vs, plan)
-        if any(
-            resolve_host(str(h), namespace, plan.cluster_domain) != plan.host for h in vs["spec"].get("hosts") or []
+    wanted, bound, namespace = header_gateways(vs, plan), bound_gateways(vs, plan), _vs_namespace(vs, plan)
+    other_hosts = any(
+        resolve_host(str(h), namespace, plan.cluster_domain) != plan.host for h in vs["spec"].get("hosts") or []
+    )
+    out: list[JSON] = []
+    for match in http.get("match") or [{}]:
+        headers = match.get("headers") or {}
+        if headers.get(name, {"exact": value}) != {"exact": value} or name in (match.get("withoutHeaders") or {}):
+            continue  # our route never takes a request with the header
+        applies = [gateway_ref(str(g), namespace) for g in match.get("gateways") or bound]
+        narrowed = {k: v for k, v in match.items() if k != "gateways"} | {"headers": headers | {name: {"exact": value}}}
+        for gateways in (
+            [g for g in wanted if g == MESH_GATEWAY and g in applies],
+            [g for g in wanted if g != MESH_GATEWAY and g in applies],
         ):
-            match["authority"] = {"regex": _authority_regex(plan)}
-        matches.append(match)
-    if others := [g for g in gateways if g != MESH_GATEWAY]:
-        matches.append({"headers": headers, "gateways": others})
-    return {
-        "name": plan.header_route_name,
-        "match": matches,
-        "route": [{"destination": {"host": plan.host, "subset": plan.canary_subset}}],
-    }
+            if not gateways:
+                continue
+            one = dict(narrowed)
+            if sorted(gateways) != sorted(applies):
+                one["gateways"] = gateways
+            if gateways == [MESH_GATEWAY] and other_hosts and not set(match) - {"gateways", "name"}:
+                one["authority"] = {"regex": _authority_regex(plan)}
+            out.append(one)
+    return out
 
 
-def _header_index(vs: JSON, plan: Plan) -> int | None:
-    routes = vs.get("spec", {}).get("http") or []
-    return next((i for i, http in enumerate(routes) if http.get("name") == plan.header_route_name), None)
+def header_routes(vs: JSON, plan: Plan) -> list[tuple[int, JSON]]:
+    """(index of our route, the header route to go just before it): requests with the header that our route
+    would take go to the canary, with our route's other settings (timeout, retries, rewrite...); nothing
+    another route would take. In-mesh only by default: bound to a gateway other than `mesh`, the
+    VirtualService would otherwise open the canary to whoever can reach that gateway."""
+    http = vs.get("spec", {}).get("http") or []
+    out = []
+    for n, (i, _, c) in enumerate(managed_routes(vs, plan), start=1):
+        matches = _header_matches(http[i], vs, plan)
+        if not matches:
+            continue
+        rest = {k: v for k, v in http[i].items() if k not in ("name", "match", "route")}
+        canary = {k: v for k, v in http[i]["route"][c].items() if k != "weight"}
+        destination = {**canary["destination"], "host": plan.host}
+        route = {"name": f"{plan.header_route_prefix}{n}", "match": matches, **rest}
+        out.append((i, route | {"route": [{**canary, "destination": destination}]}))
+    return out
+
+
+def our_part(vs: JSON, plan: Plan) -> JSON:
+    """What of `vs` is the rollout's: its record, its header routes and the service's own split routes. Any
+    other change (another team's routes, another rollout's) is none of its business."""
+    http = vs.get("spec", {}).get("http") or []
+    mine = {i for i, _, _ in managed_routes(vs, plan)} | {i for i, h in enumerate(http) if is_header_route(h, plan)}
+    record = (vs.get("metadata", {}).get("annotations") or {}).get(plan.annotation)
+    return {"record": record, "routes": [http[i] for i in sorted(mine)]}
+
+
+def legacy_record(vs: JSON) -> str:
+    """What the first layout left in `vs` (its annotation, its header route), as words; empty when nothing."""
+    found = []
+    if LEGACY_ANNOTATION in (vs.get("metadata", {}).get("annotations") or {}):
+        found.append(f"annotation {LEGACY_ANNOTATION}")
+    if any(h.get("name") == LEGACY_HEADER_ROUTE for h in vs.get("spec", {}).get("http") or []):
+        found.append(f"HTTP route {LEGACY_HEADER_ROUTE}")
+    return " and ".join(found)
 
 
 def vs_ops(vs: JSON, plan: Plan, *, canary_weight: int, header: bool, state: State) -> list[Op]:
     """Ops moving `vs` to the given canary weight on the service's own routes (stable gets the rest), with or
-    without the header route, and the recorded state. Nothing else in `vs` changes."""
+    without the header routes, and the recorded state. Nothing else in `vs` changes."""
     ops: list[Op] = []
-    index = _header_index(vs, plan)
-    if header and index is None and plan.header is not None:
-        ops.append({"op": "add", "path": "/spec/http/0", "value": header_route(vs, plan)})
-    elif not header and index is not None:
-        ops.append({"op": "remove", "path": pointer("spec", "http", index)})
+    ours = [i for i, http in enumerate(vs.get("spec", {}).get("http") or []) if is_header_route(http, plan)]
+    if header and not ours and plan.header is not None:  # from the last: each insert leaves earlier indexes be
+        ops += [
+            {"op": "add", "path": pointer("spec", "http", i), "value": r} for i, r in reversed(header_routes(vs, plan))
+        ]
+    elif not header:
+        ops += [{"op": "remove", "path": pointer("spec", "http", i)} for i in reversed(ours)]
     after = apply_patch(vs, ops)
     for i, s, c in managed_routes(after, plan):
         ops.append(

@@ -43,6 +43,7 @@ from sandbox.meshsim import Phase, Service
 from sandbox.proxy import Fault, FaultProxy
 from tests.support.canary_mesh import (
     CANARY_REPLICAS,
+    HEADER,
     NEW_IMAGE,
     OLD_IMAGE,
     STABLE_REPLICAS,
@@ -50,6 +51,8 @@ from tests.support.canary_mesh import (
     equal,
     hpa,
     istiod,
+    requests_for,
+    rerouted,
     rollout_objects,
     shared_virtual_service,
     sparse,
@@ -315,13 +318,20 @@ def test_promotion_walks_every_step_with_the_header_route_then_promotes(data: Da
             outcome = make_rollout(data, api, "reviews", clock, events=sink, header=("x-canary", "true")).run()
         events = intake.events()
     assert outcome == PROMOTED
-    # during the rollout: 5 → 10 → 25 → 50 %, the header route first, user fields intact
+    # during the rollout: 5 → 10 → 25 → 50 %, the header route just before ours (with its settings), user
+    # fields intact
     assert [weights(s)["canary"] for s in seen] == [5, 10, 25, 50]
     for s in seen:
-        header = s["spec"]["http"][0]
-        assert header["name"] == "mesh-exporter-canary-header.reviews.shop"
+        assert [h["name"] for h in s["spec"]["http"]] == [
+            "admin",
+            "mesh-exporter-canary-header.reviews.shop.1",
+            "primary",
+        ]
+        header = s["spec"]["http"][1]
         assert header["match"] == [{"headers": {"x-canary": {"exact": "true"}}}]
-        assert header["route"] == [{"destination": {"host": "reviews.shop.svc.cluster.local", "subset": "canary"}}]
+        assert (header["timeout"], header["retries"]) == ("3s", {"attempts": 2, "perTryTimeout": "1s"})
+        canary = {"host": "reviews.shop.svc.cluster.local", "subset": "canary", "port": {"number": 80}}
+        assert header["route"] == [{"destination": canary}]
         assert user_fields(s) == user_fields(before)
         assert record(s)["phase"] == "progressing"
     # at the end: stable runs the new image and takes all traffic; no header route left
@@ -523,6 +533,35 @@ def test_dry_run_prints_every_patch_and_changes_nothing(data: Data, api: Cluster
     assert patches[0][1] == {"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": NEW_IMAGE}
 
 
+@pytest.mark.parametrize("left", ["annotation", "route", "both"])
+def test_a_rollout_left_by_the_first_layout_is_refused_by_name_and_nothing_is_written(
+    data: Data, api: Cluster, left: str
+) -> None:
+    server = api.server
+    obj = vs(server, "reviews")  # what the first layout left mid-rollout: its record, its header route, 75/25
+    if left != "route":
+        obj["metadata"]["annotations"] = {"mesh-exporter.io/rollout": json.dumps({"image": NEW_IMAGE, "weight": 25})}
+    if left != "annotation":
+        canary = [{"destination": {"host": "reviews", "subset": "canary"}}]
+        match = [{"headers": {"x-canary": {"exact": "true"}}}]
+        obj["spec"]["http"].insert(0, {"name": "mesh-exporter-canary-header", "match": match, "route": canary})
+    server.add(obj)
+    before, mark = vs(server, "reviews"), len(server.requests)
+    named = {
+        "annotation": "annotation mesh-exporter.io/rollout",
+        "route": "HTTP route mesh-exporter-canary-header",
+        "both": "annotation mesh-exporter.io/rollout and HTTP route mesh-exporter-canary-header",
+    }[left]
+    with pytest.raises(RolloutError) as raised:
+        make_rollout(data, api, "reviews", FakeClock(data.t0 + 900), header=("x-canary", "true")).run()
+    assert str(raised.value) == (
+        f"VirtualService shop/reviews holds the {named} of a rollout by an earlier mesh-exporter; finish or roll it "
+        "back with that version, or remove them (kubectl edit), then run this again"
+    )
+    assert vs(server, "reviews") == before and image(server, "reviews-canary") == OLD_IMAGE
+    assert not [r for r in server.requests[mark:] if r.method != "GET"]
+
+
 def test_preflight_names_what_is_missing_and_warns_on_istio_version(data: Data, api: Cluster) -> None:
     server = api.server
     server.add(istiod("1.20.1"))
@@ -717,19 +756,35 @@ def test_an_interrupt_while_stable_rolls_out_the_new_image_restores_both_images(
     assert image(server, "reviews-stable") == image(server, "reviews-canary") == OLD_IMAGE
 
 
-def test_bad_flags_exit_2_with_one_line_naming_the_flag(data: Data, api: Cluster) -> None:
+NOT_A_NAME = "not a Kubernetes object name (lower-case DNS subdomain, at most 253)"
+
+
+@pytest.mark.parametrize(
+    ("flags", "line"),
+    [
+        (("--steps", "5,50"), "--steps: the last step must be 100 (promotion)"),
+        (("--virtual-service", "Bad!"), f"--virtual-service: {NOT_A_NAME}: 'Bad!'"),
+        (("--virtual-service", "shop/Bad!"), f"--virtual-service: {NOT_A_NAME}: 'Bad!'"),
+        (("--destination-rule", "Bad!"), f"--destination-rule: {NOT_A_NAME}: 'Bad!'"),
+        (("--stable-deployment", "x_"), f"--stable-deployment: {NOT_A_NAME}: 'x_'"),
+        (("--canary-deployment", "a" * 254), f"--canary-deployment: {NOT_A_NAME}: '{'a' * 254}'"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line_naming_the_flag(
+    data: Data, api: Cluster, flags: tuple[str, ...], line: str
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EXPORTER_", "DD_")) and k != "KUBECONFIG"}
     env |= {"EXPORTER_PROMETHEUS_URL": data.url, "KUBECONFIG": str(api.kubeconfig)}
+    mark = len(api.server.requests)
     proc = subprocess.run(
         [sys.executable, "-m", "exporter", "rollout", "--namespace", "shop", "--service", "reviews",
-         "--canary-image", NEW_IMAGE, "--steps", "5,50"],
+         "--canary-image", NEW_IMAGE, *flags],
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        "exporter: config error: --steps: the last step must be 100 (promotion)"
-    ]
+    assert proc.stderr.strip().splitlines() == [f"exporter: config error: {line}"]
     assert weights(vs(api.server, "reviews")) == {"stable": 100, "canary": 0}
+    assert len(api.server.requests) == mark  # refused before any call to the API
 
 
 def test_prometheus_down_is_an_error_that_rolls_back_never_a_verdict(data: Data, api: Cluster) -> None:
@@ -746,9 +801,10 @@ def test_prometheus_down_is_an_error_that_rolls_back_never_a_verdict(data: Data,
 def test_on_error_leave_keeps_the_state_for_a_person_to_decide(data: Data, api: Cluster) -> None:
     server = api.server
 
-    def someone_edits() -> None:
+    def someone_edits() -> None:  # in our route: a conflict (an edit elsewhere would be built upon)
         obj = vs(server, "cart")
         obj["metadata"]["labels"]["edited-by"] = "bob"
+        next(h for h in obj["spec"]["http"] if h["name"] == "primary")["timeout"] = "9s"
         server.add(obj)
 
     clock = FakeClock(data.t0 + 900, hooks={1: someone_edits})
@@ -790,7 +846,7 @@ def test_on_a_shared_virtual_service_nothing_outside_our_routes_ever_changes(
             ours,
             clock,
             virtual_service="storefront",
-            header=("x-canary", "true"),
+            header=HEADER,
             failure_limit=1,
             kube_type=write_watch(look),
         )  # fmt: skip  (...and after every write)
@@ -798,8 +854,14 @@ def test_on_a_shared_virtual_service_nothing_outside_our_routes_ever_changes(
     after = vs(server, "storefront")
     ours_weights = {by_name(s)[ours]["route"][1]["weight"] for s in seen}
     assert ours_weights == ({0, 5, 10, 25, 50, 100} if outcome == PROMOTED else {0, 5})  # promotion observed too
-    mine = f"{HEADER_PREFIX}.{ours}.shop"
+    mine = f"{HEADER_PREFIX}.{ours}.shop.1"
+    # with the header, only the requests our /<ours>/ route took (every host, in-mesh) go elsewhere: to our canary
+    captured = {r: ours for r in requests_for(before, header=True) if r.gateway == "mesh" and r.path == f"/{ours}/x"}
+    canary = [{"destination": {"host": f"{ours}.shop.svc.cluster.local", "subset": "canary"}}]
     for s in [*seen, after]:
+        changed = rerouted(before, s)  # first-match routing on the stored object, with and without the header
+        assert {r: was for r, (was, _) in changed.items()} == (captured if header_routes(s) else {})
+        assert all(route == canary for _, route in changed.values())
         routes = by_name(s)
         # widgets' routes, the catch-all, and `<ours>.shop` (a literal host for Istio, not ours) never change
         for name in ("widgets", "widgets-fqdn", f"{ours}-api", "default"):
@@ -810,11 +872,7 @@ def test_on_a_shared_virtual_service_nothing_outside_our_routes_ever_changes(
         assert s["spec"]["hosts"] == before["spec"]["hosts"] and s["spec"]["gateways"] == before["spec"]["gateways"]
         assert set(s["metadata"].get("annotations") or {}) <= {annotation(ours)}
         assert set(header_routes(s)) <= {mine}
-        if header := header_routes(s).get(mine):  # our host's canary, in-mesh callers of our authority only
-            assert header["route"] == [{"destination": {"host": f"{ours}.shop.svc.cluster.local", "subset": "canary"}}]
-            assert header["match"][0]["gateways"] == ["mesh"]
-            assert header["match"][0]["authority"]["regex"].startswith(f"^{ours}")
-    assert any(header_routes(s) for s in seen)
+    assert any(header_routes(s) for s in seen) and captured
     assert [d["weight"] for d in by_name(after)[ours]["route"]] == [100, 0]
     assert [h["name"] for h in after["spec"]["http"]] == [h["name"] for h in before["spec"]["http"]]
     assert record(after, ours)["phase"] == outcome
@@ -837,7 +895,7 @@ def test_two_rollouts_on_one_virtual_service_never_touch_each_other(
     def carts(obj: dict[str, Any]) -> Any:
         """Cart's routes, record and header route."""
         routes = by_name(obj)
-        return routes["cart"], routes["cart-api"], record(obj, "cart"), routes[f"{HEADER_PREFIX}.cart.shop"]
+        return routes["cart"], routes["cart-api"], record(obj, "cart"), routes[f"{HEADER_PREFIX}.cart.shop.1"]
 
     held = carts(vs(server, "storefront"))
     assert [d["weight"] for d in held[0]["route"]] == [90, 10] and held[2]["phase"] == "progressing"
@@ -858,7 +916,7 @@ def test_two_rollouts_on_one_virtual_service_never_touch_each_other(
     assert (
         record(after, other)["phase"] == outcome and record(after, other)["host"] == f"{other}.shop.svc.cluster.local"
     )
-    assert f"{HEADER_PREFIX}.{other}.shop" not in by_name(after)
+    assert not set(header_routes(after)) - {f"{HEADER_PREFIX}.cart.shop.1"}
     # cart resumes from its own record (not the other's) and finishes; the other's record stays as it ended
     ended = record(after, other)
     assert make_rollout(data, api, "cart", FakeClock(second.now), **options).run() == PROMOTED
@@ -867,25 +925,113 @@ def test_two_rollouts_on_one_virtual_service_never_touch_each_other(
     assert image(server, "cart-stable") == NEW_IMAGE
 
 
+class Turns:
+    """Two rollouts in two threads taking turns: each runs until its next step wait, then the other does."""
+
+    def __init__(self, first: str) -> None:
+        self.turn, self.finished, self.cond = first, set[str](), threading.Condition()
+
+    def take(self, me: str) -> None:
+        with self.cond:
+            assert self.cond.wait_for(lambda: self.turn == me, timeout=120), f"{me} never got its turn"
+
+    def hand_over(self, me: str, other: str) -> None:
+        with self.cond:
+            self.turn = me if other in self.finished else other
+            self.cond.notify_all()
+        self.take(me)
+
+    def finish(self, me: str, other: str) -> None:
+        with self.cond:
+            self.finished.add(me)
+            self.turn = other
+            self.cond.notify_all()
+
+
+@dataclass
+class TakingTurns(FakeClock):
+    turns: Turns | None = None
+    me: str = ""
+    other: str = ""
+
+    def wait(self, seconds: float) -> bool:
+        if seconds >= 60 and self.turns is not None:
+            self.turns.hand_over(self.me, self.other)
+        return super().wait(seconds)
+
+
+def test_two_rollouts_at_once_on_one_virtual_service_both_promote(data: Data, api: Cluster) -> None:
+    server = api.server
+    server.add(shared_virtual_service("cart", "reviews"))  # reviews runs its own 80/20 split on it
+    turns, seen, outcomes = Turns("cart"), list[dict[str, Any]](), dict[str, str]()
+
+    def look() -> None:
+        seen.append(vs(server, "storefront"))
+
+    def run(me: str, other: str) -> None:
+        clock = TakingTurns(data.t0 + 900, turns=turns, me=me, other=other, observe=look)
+        turns.take(me)
+        try:
+            outcomes[me] = make_rollout(data, api, me, clock, virtual_service="storefront", header=HEADER,
+                                        steps=(10, 50, 100), kube_type=write_watch(look)).run()  # fmt: skip
+        except Exception as e:  # reported by the assertion below
+            outcomes[me] = repr(e)
+        finally:
+            turns.finish(me, other)
+
+    threads = [threading.Thread(target=run, args=pair) for pair in (("cart", "reviews"), ("reviews", "cart"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(180)
+    assert outcomes == {"cart": PROMOTED, "reviews": PROMOTED}
+    # each met the other's write (a 409 on its whole-object guard), re-read, found its own part untouched, went on
+    refused = [r for r in server.requests if r.method == "PATCH" and r.status == 409 and "/virtualservices/" in r.path]
+    assert {name for r in refused for name in ("cart", "reviews") if f"/{name}.shop.rollout".encode() in r.body} == {
+        "cart",
+        "reviews",
+    }
+
+    def walk(name: str) -> list[int]:
+        """The canary weights of `name`'s route as the API held them, repeats dropped."""
+        out: list[int] = []
+        for w in (by_name(s)[name]["route"][1]["weight"] for s in seen):
+            out += [w] if not out or out[-1] != w else []
+        return out
+
+    # neither ever undid the other's weights; at times both were mid-way at once
+    assert walk("cart") == [0, 10, 50, 100, 0] and walk("reviews") == [20, 10, 50, 100, 0]
+    both = {(by_name(s)["cart"]["route"][1]["weight"], by_name(s)["reviews"]["route"][1]["weight"]) for s in seen}
+    assert (10, 10) in both and (50, 50) in both
+    after = vs(server, "storefront")
+    assert record(after, "cart")["phase"] == record(after, "reviews")["phase"] == "promoted"
+    assert header_routes(after) == {}
+    assert image(server, "cart-stable") == image(server, "reviews-stable") == NEW_IMAGE
+
+
 def test_the_header_route_through_a_named_gateway_and_header_routes_that_could_never_match(
     data: Data, api: Cluster
 ) -> None:
     server = api.server
     server.add(shared_virtual_service("cart"))
+    start = vs(server, "storefront")
     at_step: list[dict[str, Any]] = []
     clock = FakeClock(data.t0 + 900, hooks={1: lambda: at_step.append(vs(server, "storefront"))})
     gateway = "istio-system/public-gateway"
-    with structlog.testing.capture_logs() as logs:
-        outcome = make_rollout(data, api, "cart", clock, virtual_service="storefront", header=("x-qa", "true"),
-                               header_gateways=(gateway,), steps=(50, 100)).run()  # fmt: skip
+    outcome = make_rollout(data, api, "cart", clock, virtual_service="storefront", header=HEADER,
+                           header_gateways=(gateway,), steps=(50, 100)).run()  # fmt: skip
     assert outcome == PROMOTED
-    warning = next(e for e in logs if e["event"] == "header route through gateways serves every host of the virtual "
-                   "service")  # fmt: skip
-    assert warning["gateways"] == [gateway] and "widgets.shop.svc.cluster.local" in warning["hosts"]
     (header,) = header_routes(at_step[0]).values()
-    # through the gateway requests carry the public host: no in-mesh authority restriction to defeat them
-    assert header["match"] == [{"headers": {"x-qa": {"exact": "true"}}, "gateways": [gateway]}]
-    assert header["route"] == [{"destination": {"host": "cart.shop.svc.cluster.local", "subset": "canary"}}]
+    # through the gateway requests carry the public host: our route's own path, no in-mesh authority
+    assert header["match"] == [
+        {"uri": {"prefix": "/cart/"}, "headers": {"x-qa": {"exact": "true"}}, "gateways": [gateway]}
+    ]
+    canary = [{"destination": {"host": "cart.shop.svc.cluster.local", "subset": "canary"}}]
+    assert header["route"] == canary
+    # routed on the stored object: with the header, through the gateway, what /cart/ took goes to the canary
+    changed = rerouted(start, at_step[0])
+    assert set(changed) == {r for r in requests_for(start, header=True) if r.gateway == gateway and r.path == "/cart/x"}
+    assert changed and all(v == ("cart", canary) for v in changed.values())
     before, mark = vs(server, "storefront"), len(server.requests)
     with pytest.raises(RolloutError, match=r"--header-gateways names istio-system/qa-gateway, not bound to "
                        r"VirtualService shop/storefront"):  # fmt: skip

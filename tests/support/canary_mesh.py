@@ -1,5 +1,6 @@
 """Canary scenarios for the analysis and rollout tests: meshsim services with stable and canary versions,
-and the Istio/Kubernetes objects a rollout needs for them (VirtualService, DestinationRule, Deployments).
+and the Istio/Kubernetes objects a rollout needs for them (VirtualService, DestinationRule, Deployments), and
+Istio's first-match HTTP routing over a VirtualService, to see where a request goes.
 
 Mapping used throughout: DestinationRule subset `stable` selects pods labelled `version: stable`, whose
 traffic Istio reports as destination_version="stable" (and destination_workload="<service>-stable",
@@ -8,8 +9,9 @@ the Deployment's name); likewise for `canary`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from sandbox.meshsim import LATENCY_SLOW, Caller, Latency, Service, Version
 
@@ -215,3 +217,73 @@ def hpa(deployment_name: str, *, min_replicas: int, max_replicas: int, namespace
                          "target": {"type": "Utilization", "averageUtilization": 70}}}],
         },
     }  # fmt: skip
+
+
+class Request(NamedTuple):
+    gateway: str
+    """`mesh` or `<namespace>/<name>` of the gateway the request comes through."""
+    authority: str
+    path: str
+    header: bool = False
+    """Whether it carries the QA header (`HEADER`)."""
+
+
+HEADER = ("x-qa", "true")
+
+
+def _string(condition: dict[str, str], text: str | None) -> bool:
+    """Istio's StringMatch: exact, prefix or (RE2, whole string) regex."""
+    if text is None:
+        return False
+    if "exact" in condition:
+        return text == condition["exact"]
+    if "prefix" in condition:
+        return text.startswith(condition["prefix"])
+    return re.fullmatch(condition["regex"], text) is not None
+
+
+def first_match(vs: dict[str, Any], request: Request) -> dict[str, Any] | None:
+    """The HTTP route Istio gives the request: the first whose match list (none: everything) has an entry all of
+    whose conditions hold; a match without gateways applies to the VirtualService's (none: `mesh`)."""
+    namespace = vs["metadata"]["namespace"]
+    headers = dict([HEADER]) if request.header else {}
+
+    def holds(match: dict[str, Any]) -> bool:
+        gateways = match.get("gateways") or vs["spec"].get("gateways") or ["mesh"]
+        if request.gateway not in [g if g == "mesh" or "/" in g else f"{namespace}/{g}" for g in gateways]:
+            return False
+        if "uri" in match and not _string(match["uri"], request.path):
+            return False
+        if "authority" in match and not _string(match["authority"], request.authority):
+            return False
+        if any(not _string(c, headers.get(k)) for k, c in (match.get("headers") or {}).items()):
+            return False
+        return not any(_string(c, headers.get(k)) for k, c in (match.get("withoutHeaders") or {}).items())
+
+    return next((h for h in vs["spec"]["http"] if any(holds(m) for m in h.get("match") or [{}])), None)
+
+
+def requests_for(vs: dict[str, Any], *, header: bool) -> list[Request]:
+    """A request through every gateway of the VirtualService, for every host it serves (short and full
+    forms), on every path one of its routes names and `/`."""
+    namespace = vs["metadata"]["namespace"]
+    hosts = {h for host in vs["spec"]["hosts"] for h in (host, f"{host}.{namespace}.svc.cluster.local")}
+    paths = {"/"} | {
+        m["uri"]["prefix"] + "x"
+        for h in vs["spec"]["http"]
+        for m in h.get("match") or []
+        if "prefix" in m.get("uri", {})
+    }
+    gateways = [g if g == "mesh" or "/" in g else f"{namespace}/{g}" for g in vs["spec"].get("gateways") or ["mesh"]]
+    return [Request(g, h, p, header) for g in gateways for h in sorted(hosts) for p in sorted(paths)]
+
+
+def rerouted(before: dict[str, Any], after: dict[str, Any]) -> dict[Request, tuple[str, Any]]:
+    """Requests (with and without the header) that `after` routes by another route than `before` does: for
+    each, the name of the route `before` gave it and the destinations `after` gives it."""
+    out = {}
+    for request in requests_for(before, header=False) + requests_for(before, header=True):
+        was, now = first_match(before, request), first_match(after, request)
+        if (was or {}).get("name") != (now or {}).get("name"):
+            out[request] = ((was or {}).get("name"), (now or {}).get("route"))
+    return out

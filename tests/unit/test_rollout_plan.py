@@ -24,20 +24,30 @@ from exporter.rollout.plan import (
     RolloutError,
     State,
     canary_replicas,
-    header_route,
+    gateway_ref,
+    header_routes,
     hpa_for,
+    legacy_record,
     managed_routes,
+    our_part,
     partial_hosts,
     resolve_host,
     routes_of_host,
     vs_ops,
 )
 from sandbox.kubeapi import apply_json_patch
-from tests.support.canary_mesh import hpa, shared_virtual_service, virtual_service
+from tests.support.canary_mesh import (
+    HEADER,
+    Request,
+    hpa,
+    rerouted,
+    shared_virtual_service,
+    virtual_service,
+)
 
 PLAN = Plan(service=ServiceRef("shop", "reviews"), image="app:2", header=("x-canary", "yes"))
 ANNOTATION = "reviews.shop.rollout.mesh-exporter.io/state"
-HEADER_ROUTE = "mesh-exporter-canary-header.reviews.shop"
+HEADER_ROUTE = "mesh-exporter-canary-header.reviews.shop.1"
 
 
 def primary(vs: dict[str, Any]) -> dict[str, int]:
@@ -60,16 +70,24 @@ def test_weights_sum_to_100_and_nothing_else_changes(weight: int) -> None:
     assert out == vs
 
 
-def test_header_route_goes_first_and_is_removed_again() -> None:
+def test_header_route_goes_just_before_our_route_with_its_settings_and_is_removed_again() -> None:
     vs = virtual_service("reviews")
     state = State(image="app:2", previous_image="app:1")
     with_header = apply_json_patch(vs, vs_ops(vs, PLAN, canary_weight=10, header=True, state=state))
-    assert [h.get("name") for h in with_header["spec"]["http"]] == [HEADER_ROUTE, "admin", "primary"]
-    assert with_header["spec"]["http"][0]["match"] == [{"headers": {"x-canary": {"exact": "yes"}}}]
+    assert [h.get("name") for h in with_header["spec"]["http"]] == ["admin", HEADER_ROUTE, "primary"]
+    assert with_header["spec"]["http"][1] == {
+        "name": HEADER_ROUTE,
+        "match": [{"headers": {"x-canary": {"exact": "yes"}}}],
+        "timeout": "3s",
+        "retries": {"attempts": 2, "perTryTimeout": "1s"},
+        "route": [
+            {"destination": {"host": "reviews.shop.svc.cluster.local", "subset": "canary", "port": {"number": 80}}}
+        ],
+    }
     assert set(with_header["metadata"]["annotations"]) == {ANNOTATION}
     assert primary(with_header) == {"stable": 90, "canary": 10}
     again = vs_ops(with_header, PLAN, canary_weight=25, header=True, state=state)
-    assert not any(op["op"] == "remove" or op["path"] == "/spec/http/0" for op in again)  # not inserted twice
+    assert [op["op"] for op in again] == ["add", "add", "add"]  # two weights and the record: not inserted twice
     ops = vs_ops(with_header, PLAN, canary_weight=0, header=False, state=state)
     without = apply_json_patch(with_header, ops)
     assert [h.get("name") for h in without["spec"]["http"]] == ["admin", "primary"]
@@ -145,6 +163,8 @@ def test_only_routes_of_the_services_own_host_are_ours_whatever_their_subset_nam
     # the same VirtualService in another namespace: `details` there is details.web, not ours
     elsewhere = {**vs, "metadata": {**vs["metadata"], "namespace": "web"}}
     assert managed_routes(elsewhere, plan) == []
+    in_shop_from_web = replace(plan, virtual_service="web/storefront")  # warned about: it looks like ours
+    assert partial_hosts(elsewhere, in_shop_from_web) == [("details", "details"), ("details-api", "details.shop")]
     in_web = Plan(service=ServiceRef("web", "details"), image="app:2", virtual_service="web/storefront")
     assert [names[i] for i, _, _ in managed_routes(elsewhere, in_web)] == ["details"]
     assert routes_of_host(elsewhere, Plan(service=ServiceRef("shop", "nothing"), image="x")) == []
@@ -158,7 +178,7 @@ def test_on_a_shared_virtual_service_only_our_weights_change() -> None:
     assert [d["weight"] for d in http["details"]["route"]] == [75, 25]
     for name in ("widgets", "widgets-fqdn", "details-api"):  # the other splits stand (details.shop is not ours)
         assert http[name]["route"] == next(h for h in vs["spec"]["http"] if h["name"] == name)["route"]
-    assert out["spec"]["http"][1:] == [
+    assert [h for h in out["spec"]["http"] if not h["name"].startswith("mesh-exporter")] == [
         h if h["name"] != "details"
         else {**h, "route": [{**h["route"][0], "weight": 75}, {**h["route"][1], "weight": 25}]}
         for h in vs["spec"]["http"]
@@ -174,14 +194,20 @@ def test_two_services_on_one_virtual_service_keep_their_own_record_and_header_ro
     vs = apply_json_patch(vs, vs_ops(vs, details, canary_weight=25, header=True, state=d_state))
     mid = apply_json_patch(vs, vs_ops(vs, widgets, canary_weight=5, header=True, state=w_state))
     assert State.recorded(mid, details) == d_state and State.recorded(mid, widgets) == w_state
-    headers = {h["name"]: h["route"][0]["destination"]["host"] for h in mid["spec"]["http"][:2]}
-    assert headers == {
-        "mesh-exporter-canary-header.widgets.shop": "widgets.shop.svc.cluster.local",
-        "mesh-exporter-canary-header.details.shop": "details.shop.svc.cluster.local",
+    headers = {h["name"]: h["route"][0]["destination"]["host"] for h in mid["spec"]["http"]}
+    assert [h["name"] for h in mid["spec"]["http"]] == [
+        "mesh-exporter-canary-header.widgets.shop.1", "widgets", "mesh-exporter-canary-header.widgets.shop.2",
+        "widgets-fqdn", "mesh-exporter-canary-header.details.shop.1", "details", "details-api", "default",
+    ]  # fmt: skip
+    assert {n: h for n, h in headers.items() if n.startswith("mesh-exporter")} == {
+        "mesh-exporter-canary-header.widgets.shop.1": "widgets.shop.svc.cluster.local",
+        "mesh-exporter-canary-header.widgets.shop.2": "widgets.shop.svc.cluster.local",
+        "mesh-exporter-canary-header.details.shop.1": "details.shop.svc.cluster.local",
     }
-    # widgets rolls back: its header route goes, details' route, weights and record stay as they were
+    assert our_part(mid, details) == our_part(vs, details)  # widgets' write left details' part as it was
+    assert our_part(mid, widgets) != our_part(vs, widgets)
+    # widgets rolls back: its header routes go, details' route, weights and record stay as they were
     done = apply_json_patch(mid, vs_ops(mid, widgets, canary_weight=0, header=False, state=w_state))
-    assert done["spec"]["http"][0] == vs["spec"]["http"][0]
     assert [h["name"] for h in done["spec"]["http"]] == [h["name"] for h in vs["spec"]["http"]]
     details_route = next(h for h in done["spec"]["http"] if h["name"] == "details")
     assert [d["weight"] for d in details_route["route"]] == [75, 25]
@@ -202,39 +228,114 @@ def test_a_record_of_another_host_is_refused() -> None:
     assert State.recorded(vs, PLAN) is None  # another service's record is not read at all
 
 
-def test_header_route_is_mesh_only_and_for_our_authority_on_a_shared_gateway_bound_virtual_service() -> None:
-    vs = shared_virtual_service("details")
-    plan = Plan(service=ServiceRef("shop", "details"), image="app:2", header=("x-canary", "true"))
-    route = header_route(vs, plan)
-    assert route["route"] == [{"destination": {"host": "details.shop.svc.cluster.local", "subset": "canary"}}]
-    (match,) = route["match"]
-    assert match["gateways"] == ["mesh"]
-    assert match["headers"] == {"x-canary": {"exact": "true"}}
-    authority = re.compile(match["authority"]["regex"])
-    for ok in ("details", "details:9080", "details.shop", "details.shop.svc", "details.shop.svc.cluster.local:80"):
+def with_catch_all(ours: str) -> dict[str, Any]:
+    """The shared VirtualService whose last route (no match: everything left) is also `ours`'s split."""
+    vs = shared_virtual_service(ours)
+    vs["spec"]["http"][-1] = {"name": "rest", "route": [
+        {"destination": {"host": ours, "subset": "stable"}, "weight": 100},
+        {"destination": {"host": ours, "subset": "canary"}, "weight": 0},
+    ]}  # fmt: skip
+    return vs
+
+
+CART = Plan(service=ServiceRef("shop", "cart"), image="app:2", header=HEADER, virtual_service="storefront")
+GATEWAY = "istio-system/public-gateway"
+HOSTS = ("cart", "cart.shop.svc.cluster.local", "shop.example.com", "shop.example.com.shop.svc.cluster.local",
+         "widgets", "widgets.shop.svc.cluster.local")  # fmt: skip
+CANARY = [{"destination": {"host": "cart.shop.svc.cluster.local", "subset": "canary"}}]
+
+
+@pytest.mark.parametrize(
+    ("make", "gateways", "expected"),
+    [
+        # in-mesh by default; our /cart/ route takes every authority, so does its header route; nothing else
+        (shared_virtual_service, (), {Request("mesh", h, "/cart/x", True): "cart" for h in HOSTS}),
+        (shared_virtual_service, (GATEWAY,), {Request(GATEWAY, h, "/cart/x", True): "cart" for h in HOSTS}),
+        (shared_virtual_service, ("mesh", GATEWAY),
+         {Request(g, h, "/cart/x", True): "cart" for g in ("mesh", GATEWAY) for h in HOSTS}),
+        # our catch-all takes what no route before it took; in-mesh, the header sends only cart's own authority
+        # (of those) to the canary, through a gateway (external hosts) all of them
+        (with_catch_all, (),
+         {Request("mesh", h, "/cart/x", True): "cart" for h in HOSTS}
+         | {Request("mesh", h, "/", True): "rest" for h in HOSTS[:2]}),
+        (with_catch_all, (GATEWAY,),
+         {Request(GATEWAY, h, p, True): r for h in HOSTS for p, r in (("/cart/x", "cart"), ("/", "rest"))}),
+    ],
+)  # fmt: skip
+def test_the_header_takes_to_the_canary_only_requests_our_routes_already_took(
+    make: Any, gateways: tuple[str, ...], expected: dict[Request, str]
+) -> None:
+    vs = make("cart")
+    plan = replace(CART, header_gateways=gateways)
+    state = State("app:2", "app:1", host=plan.host)
+    after = apply_json_patch(vs, vs_ops(vs, plan, canary_weight=5, header=True, state=state))
+    changed = rerouted(vs, after)  # first-match routing of every host, path and gateway, with and without it
+    assert {request: was for request, (was, _) in changed.items()} == expected
+    assert all(route == CANARY for _, route in changed.values())
+    back = apply_json_patch(after, vs_ops(after, plan, canary_weight=0, header=False, state=state))
+    assert rerouted(vs, back) == {}
+
+
+def test_header_matches_keep_our_conditions_and_the_authority_only_for_a_catch_all() -> None:
+    vs = with_catch_all("cart")
+    vs["spec"]["http"][2]["match"] = [
+        {"uri": {"prefix": "/cart/"}, "headers": {"x-user": {"exact": "a"}}, "gateways": [GATEWAY]},
+        {"uri": {"prefix": "/c/"}},
+        {"uri": {"prefix": "/qa-off/"}, "withoutHeaders": {"x-qa": {"exact": "true"}}},
+        {"uri": {"prefix": "/other/"}, "headers": {"x-qa": {"exact": "false"}}},
+    ]
+    routes = header_routes(vs, replace(CART, header_gateways=("mesh", GATEWAY)))
+    assert [(i, r["name"]) for i, r in routes] == [(2, "mesh-exporter-canary-header.cart.shop.1"),
+                                                    (4, "mesh-exporter-canary-header.cart.shop.2")]  # fmt: skip
+    (_, first), (_, rest) = routes
+    qa = {"x-qa": {"exact": "true"}}
+    assert first["match"] == [  # a match only for the gateway keeps to it; the header never joins a contrary one
+        {"uri": {"prefix": "/cart/"}, "headers": {"x-user": {"exact": "a"}} | qa},
+        {"uri": {"prefix": "/c/"}, "headers": qa, "gateways": ["mesh"]},
+        {"uri": {"prefix": "/c/"}, "headers": qa, "gateways": [GATEWAY]},
+    ]
+    in_mesh, through_gateway = rest["match"]
+    assert through_gateway == {"headers": qa, "gateways": [GATEWAY]}  # external hosts: no authority
+    assert in_mesh.pop("gateways") == ["mesh"] and in_mesh.pop("headers") == qa
+    authority = re.compile(in_mesh.pop("authority")["regex"])
+    assert in_mesh == {}
+    for ok in ("cart", "cart:9080", "cart.shop", "cart.shop.svc", "cart.shop.svc.cluster.local:80"):
         assert authority.search(ok), ok
-    for other in ("widgets", "details.web", "xdetails", "details.shop.evil.com", "shop.example.com"):
+    for other in ("widgets", "cart.web", "xcart", "cart.shop.evil.com", "shop.example.com"):
         assert not authority.search(other), other
     # a mesh-only VirtualService of the service alone needs neither restriction
-    plain = header_route(virtual_service("details"), plan)
-    assert plain["match"] == [{"headers": {"x-canary": {"exact": "true"}}}]
-
-
-def test_a_named_gateway_gets_a_match_of_its_own_without_the_in_mesh_authority() -> None:
-    vs = shared_virtual_service("details")
-    plan = Plan(service=ServiceRef("shop", "details"), image="app:2", header=("x-canary", "true"))
-    named = header_route(vs, replace(plan, header_gateways=("istio-system/public-gateway", "mesh")))
-    in_mesh, through_gateway = named["match"]
-    assert in_mesh["gateways"] == ["mesh"] and "authority" in in_mesh
-    # through the gateway requests carry the external host (shop.example.com): no authority restriction
-    assert through_gateway == {"headers": {"x-canary": {"exact": "true"}}, "gateways": ["istio-system/public-gateway"]}
-    only = header_route(vs, replace(plan, header_gateways=("istio-system/public-gateway",)))
-    assert only["match"] == [through_gateway]
+    ((_, plain),) = header_routes(virtual_service("cart"), CART)
+    assert plain["match"] == [{"headers": qa}]
     # a gateway written without a namespace is the VirtualService's namespace's, as Istio reads it
     local = {**vs, "spec": {**vs["spec"], "gateways": ["mesh", "qa-gateway"]}}
-    assert header_route(local, replace(plan, header_gateways=("qa-gateway",)))["match"][0]["gateways"] == [
-        "shop/qa-gateway"
-    ]
+    ((_, only),) = header_routes(local, replace(CART, header_gateways=("qa-gateway",)))[1:]
+    assert only["match"] == [{"headers": qa, "gateways": ["shop/qa-gateway"]}]
+
+
+def test_a_record_of_the_first_layout_is_named() -> None:
+    vs = virtual_service("reviews")
+    assert legacy_record(vs) == ""
+    vs["metadata"]["annotations"] = {"mesh-exporter.io/rollout": "{}"}
+    assert legacy_record(vs) == "annotation mesh-exporter.io/rollout"
+    vs["spec"]["http"].insert(0, {"name": "mesh-exporter-canary-header", "route": []})
+    assert legacy_record(vs) == "annotation mesh-exporter.io/rollout and HTTP route mesh-exporter-canary-header"
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [("mesh", "mesh"), ("gw", "shop/gw"), ("./gw", "shop/gw"), ("edge/gw", "edge/gw"), ("gw.edge", "edge/gw"),
+     ("gw.edge.svc.cluster.local", "edge/gw"), ("gw.edge.svc.corp.example", "edge/gw")],
+)  # fmt: skip
+def test_gateways_are_named_as_istio_resolves_them(written: str, expected: str) -> None:
+    assert gateway_ref(written, "shop") == expected
+
+
+def test_a_gateway_written_in_the_legacy_fqdn_form_is_the_one_named_by_header_gateways() -> None:
+    vs = shared_virtual_service("cart")
+    vs["spec"]["gateways"] = ["mesh", "public-gateway.istio-system.svc.cluster.local"]
+    plan = replace(CART, header_gateways=("istio-system/public-gateway",))
+    ((_, route),) = header_routes(vs, plan)
+    assert route["match"][0]["gateways"] == ["istio-system/public-gateway"]
 
 
 @pytest.mark.parametrize(
@@ -258,7 +359,7 @@ def test_a_header_route_that_could_never_match_is_refused(
         vs["spec"]["gateways"] = gateways
     plan = Plan(service=ServiceRef("shop", "details"), image="app:2", header=("x-canary", "true"))
     with pytest.raises(RolloutError, match=message):
-        header_route(vs, replace(plan, virtual_service="storefront", header_gateways=named))
+        header_routes(vs, replace(plan, virtual_service="storefront", header_gateways=named))
 
 
 @pytest.mark.parametrize(
@@ -307,6 +408,12 @@ def test_a_virtual_service_in_another_namespace() -> None:
     assert (plan_for("--virtual-service", "front").vs_namespace, plan_for("--virtual-service", "front").vs_name) == (
         "shop", "front",
     )  # fmt: skip
+    # object names are DNS subdomains: dots allowed
+    dotted = plan_for("--virtual-service", "edge/store.front", "--destination-rule", "reviews.v2",
+                      "--stable-deployment", "reviews.stable", "--canary-deployment", "reviews.canary")  # fmt: skip
+    assert (dotted.vs_name, dotted.dr_name, dotted.stable_deployment, dotted.canary_deployment) == (
+        "store.front", "reviews.v2", "reviews.stable", "reviews.canary",
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -317,6 +424,9 @@ def test_a_virtual_service_in_another_namespace() -> None:
         (("--virtual-service", "Edge/storefront"), r"^--virtual-service: not a Kubernetes name: 'Edge'"),
         (("--virtual-service", "edge/"), r"^--virtual-service: expected NAME or NAMESPACE/NAME"),
         (("--virtual-service", "a/b/c"), r"^--virtual-service: expected NAME or NAMESPACE/NAME"),
+        (("--virtual-service", "store_front"), r"^--virtual-service: not a Kubernetes object name .*'store_front'"),
+        (("--destination-rule", "DR"), r"^--destination-rule: not a Kubernetes object name"),
+        (("--canary-deployment", "a.-b"), r"^--canary-deployment: not a Kubernetes object name"),
         (("--step-interval", "30s", "--analysis-timeout", "30s"), r"^--analysis-timeout: must be shorter"),
         (("--header-gateways", "mesh"), r"^--header-gateways: only applies with --header"),
         (("--header", "x-qa", "--header-gateways", " , "), r"^--header-gateways: name at least one gateway"),
