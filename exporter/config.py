@@ -31,14 +31,13 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from exporter import durations
 from exporter.errors import ConfigError
 from exporter.logs import mask_userinfo
-from exporter.selectors import LabelSelectorError, parse_label_selector
+from exporter.selectors import LabelSelectorError, dns_label, dns_subdomain, parse_label_selector
 
 ENV_PREFIX = "EXPORTER_"
 CONFIG_ENV = "EXPORTER_CONFIG"
 
 # Datadog tag grammar: starts with a letter, then letters, digits and _ - : . /; at most 200 characters.
 _TAG = re.compile(r"^[a-z][a-z0-9_\-:./]{0,199}$")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _HOST = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
 _TAG_ILLEGAL = re.compile(r"[^a-z0-9_\-:./]")
@@ -53,7 +52,6 @@ def _split(value: Any) -> Any:
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _CREDENTIAL_HEADER = re.compile(r"auth|key|token|secret|password|cookie|session", re.IGNORECASE)
 
 
@@ -82,7 +80,7 @@ def _host(host: str) -> bool:
     labels = host.rstrip(".").split(".")
     if len(host) > 253 or labels[-1].isdigit():  # all digits: an IP address, and not a valid one
         return False
-    return all(_DNS_LABEL.match(label) for label in labels)
+    return all(dns_label(label) for label in labels)
 
 
 def _url(value: str, example: str) -> str:
@@ -236,7 +234,7 @@ class Settings(BaseSettings):
     @field_validator("lease_name")
     @classmethod
     def _lease_name(cls, v: str) -> str:
-        if len(v) > 253 or not _DNS_SUBDOMAIN.match(v):
+        if not dns_subdomain(v):
             raise ValueError(f"not a Kubernetes object name (lower-case DNS subdomain, at most 253): {v!r}")
         return v
 
@@ -288,7 +286,7 @@ class Settings(BaseSettings):
     @classmethod
     def _namespace_names(cls, v: list[str] | str | None) -> list[str] | str | None:
         for ns in [v] if isinstance(v, str) else v or []:
-            if not _DNS_LABEL.match(ns):
+            if not dns_label(ns):
                 raise ValueError(f"not a Kubernetes namespace name: {ns!r}")
         return v
 

@@ -1,4 +1,7 @@
-"""Kubernetes label selectors: the API server's grammar and error messages, parsed and matched.
+"""Kubernetes names and label selectors: the API server's grammar and error messages, parsed and matched.
+
+`dns_label`, `dns_1035_label` and `dns_subdomain` are the one place the exporter checks object names
+(namespaces, Services, VirtualServices, Deployments, the Lease, URL hosts' labels).
 
 The exporter validates EXPORTER_LABEL_SELECTOR with it at start-up (so a typo fails fast with the
 message the API server would give), and the sandbox Kubernetes API uses it to serve `labelSelector`.
@@ -48,15 +51,32 @@ class Requirement:
 
 
 _NAME_RE = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_1035_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _SPECIAL = "!=,()<> \t\n"
 
 
+def dns_label(name: str) -> bool:
+    """An RFC 1123 label (a namespace's name): lower-case letters, digits and '-', at most 63."""
+    return len(name) <= 63 and bool(_DNS_LABEL_RE.match(name))
+
+
+def dns_1035_label(name: str) -> bool:
+    """An RFC 1035 label (a Service's name): a DNS-1123 label that starts with a letter."""
+    return len(name) <= 63 and bool(_DNS_1035_RE.match(name))
+
+
+def dns_subdomain(name: str) -> bool:
+    """An RFC 1123 subdomain (most objects' names: Deployments, VirtualServices, Leases), at most 253."""
+    return len(name) <= 253 and bool(_DNS_SUBDOMAIN_RE.match(name))
+
+
 def _validate_label_key(key: str) -> None:
     prefix, slash, name = key.rpartition("/")
     problems = []
-    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN_RE.match(prefix)):
+    if slash and not dns_subdomain(prefix):
         problems.append("prefix part must be a lowercase RFC 1123 subdomain")
     if not name or len(name) > 63 or not _NAME_RE.match(name):
         problems.append(

@@ -27,12 +27,11 @@ from exporter.errors import QueryError
 from exporter.model import ServiceRef
 from exporter.query import promql
 from exporter.query.prometheus import PrometheusClient
+from exporter.selectors import dns_1035_label, dns_label
 
 Answer = tuple[int, dict[str, Any] | str]
 Endpoint = Callable[[str, str, bytes], Answer]
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _MAX_BODY = 64 * 1024
 FLAGGER_LABEL = "destination_workload"
@@ -52,8 +51,8 @@ class InvalidRequest(ValueError):
 
 def check_name(field: str, value: str, *, service: bool = False) -> str:
     """A namespace (DNS-1123 label) or Service name (DNS-1035 label), as Kubernetes requires."""
-    pattern, kind = (_DNS_1035, "RFC 1035") if service else (_DNS_LABEL, "RFC 1123")
-    if len(value) > 63 or not pattern.match(value):
+    valid, kind = (dns_1035_label, "RFC 1035") if service else (dns_label, "RFC 1123")
+    if not valid(value):
         raise InvalidRequest(
             field, f"not a Kubernetes name: {value!r} (an {kind} label: lower case letters, digits and '-', ≤ 63)"
         )

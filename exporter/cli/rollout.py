@@ -26,6 +26,7 @@ from exporter.cli.canary import add_analysis_flags, thresholds_from
 from exporter.cli.common import duration_flag
 from exporter.errors import ConfigError
 from exporter.model import ServiceRef
+from exporter.selectors import dns_subdomain
 
 if TYPE_CHECKING:  # the engine and the Kubernetes client load when a rollout runs (start-up time)
     from exporter.canary.analysis import Verdict
@@ -64,8 +65,6 @@ def parse_header(text: str | None) -> tuple[str, str] | None:
 def check_names(args: argparse.Namespace) -> None:
     """--namespace, --service, --virtual-service [NS/]NAME, --destination-rule and the Deployments' flags are
     Kubernetes names: a bad one is bad usage, not an object "not found"."""
-    from exporter.config import _DNS_SUBDOMAIN  # the object-name rule, where --lease-name's is; loaded on use
-
     vs_namespace, slash, vs_name = (args.virtual_service or "").rpartition("/")
     if slash and (not vs_name or "/" in vs_namespace):
         raise ConfigError("--virtual-service", f"expected NAME or NAMESPACE/NAME, got {args.virtual_service!r}")
@@ -82,7 +81,7 @@ def check_names(args: argparse.Namespace) -> None:
         ("--stable-deployment", args.stable_deployment),
         ("--canary-deployment", args.canary_deployment),
     ):
-        if name and (len(name) > 253 or not _DNS_SUBDOMAIN.match(name)):
+        if name and not dns_subdomain(name):
             raise ConfigError(flag, f"not a Kubernetes object name (lower-case DNS subdomain, at most 253): {name!r}")
 
 
